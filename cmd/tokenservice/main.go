@@ -1,0 +1,130 @@
+// Command tokenservice serves the Token Service API v1: the reference backend of
+// apitoken-operator, for trying the operator and for its tests.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/apitoken-dev/apitoken-operator/internal/tokenservice"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "tokenservice:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("tokenservice", flag.ContinueOnError)
+	listen := fs.String("listen", "127.0.0.1:8080", "address to listen on")
+	data := fs.String("data", "", "database file; empty keeps everything in memory")
+	adminKeyFile := fs.String("admin-key-file", "", "file holding the admin key (else TOKENSERVICE_ADMIN_KEY)")
+	catalogFile := fs.String("catalog", "", "catalog file (YAML); empty uses the built-in demo catalog")
+	tlsCert := fs.String("tls-cert-file", "", "TLS certificate (PEM); with --tls-key-file serves HTTPS")
+	tlsKey := fs.String("tls-key-file", "", "TLS private key (PEM)")
+	rateLimit := fs.Float64("rate-limit", 0, "requests per second served; 0 means no limit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	adminKey, err := readAdminKey(*adminKeyFile)
+	if err != nil {
+		return err
+	}
+	cfg := tokenservice.Config{
+		AdminKey:  adminKey,
+		DataPath:  *data,
+		RateLimit: *rateLimit,
+		Logger:    slog.New(slog.NewJSONHandler(os.Stderr, nil)),
+	}
+	if *catalogFile != "" {
+		c, err := tokenservice.LoadCatalog(*catalogFile)
+		if err != nil {
+			return err
+		}
+		cfg.Catalog = &c
+	}
+	srv, err := tokenservice.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	httpServer := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	go expireIdempotencyRecords(ctx, srv, cfg.Logger)
+
+	scheme := "http"
+	if *tlsCert != "" {
+		scheme = "https"
+	}
+	cfg.Logger.Info("serving", "url", scheme+"://"+ln.Addr().String(), "data", *data)
+	served := make(chan error, 1)
+	go func() {
+		if *tlsCert != "" {
+			served <- httpServer.ServeTLS(ln, *tlsCert, *tlsKey)
+		} else {
+			served <- httpServer.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-served:
+		return err
+	case <-ctx.Done():
+	}
+	cfg.Logger.Info("shutting down")
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return httpServer.Shutdown(shutdownCtx)
+}
+
+func readAdminKey(path string) (string, error) {
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("read admin key: %w", err)
+		}
+		if key := strings.TrimSpace(string(b)); key != "" {
+			return key, nil
+		}
+		return "", fmt.Errorf("admin key file %s is empty", path)
+	}
+	if key := strings.TrimSpace(os.Getenv("TOKENSERVICE_ADMIN_KEY")); key != "" {
+		return key, nil
+	}
+	return "", errors.New("no admin key: refusing to start without --admin-key-file or TOKENSERVICE_ADMIN_KEY")
+}
+
+func expireIdempotencyRecords(ctx context.Context, srv *tokenservice.Server, log *slog.Logger) {
+	ticker := time.NewTicker(time.Hour)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+			if err := srv.ExpireIdempotencyRecords(); err != nil {
+				log.Error("expire idempotency records", "error", err.Error())
+			}
+		}
+	}
+}

@@ -1,0 +1,153 @@
+// Package tokenservice is the reference implementation of the Token Service API v1:
+// tokens with an account SID and an auth token, created, changed, reset, disabled and
+// deleted by an administrator, and checked by the data-plane verify call.
+package tokenservice
+
+import (
+	"crypto/subtle"
+	"errors"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Config configures a Server.
+type Config struct {
+	// AdminKey authorises management calls (Authorization: Bearer <AdminKey>). Required.
+	AdminKey string
+	// DataPath is the database file; empty keeps everything in memory.
+	DataPath string
+	// Catalog is served by GET /v1/catalog and validates tokens. Zero means DemoCatalog.
+	Catalog *Catalog
+	// RateLimit is the number of requests per second served; 0 means no limit.
+	RateLimit float64
+	// Logger receives one line per request; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server serves the Token Service API.
+type Server struct {
+	adminKey []byte
+	catalog  Catalog
+	store    *store
+	limiter  *rate.Limiter
+	log      *slog.Logger
+	now      func() time.Time
+	mux      *http.ServeMux
+}
+
+// New opens the store and builds the server. Close releases the database.
+func New(cfg Config) (*Server, error) {
+	if cfg.AdminKey == "" {
+		return nil, errors.New("an admin key is required: set --admin-key-file or TOKENSERVICE_ADMIN_KEY")
+	}
+	s := &Server{
+		adminKey: []byte(cfg.AdminKey),
+		catalog:  DemoCatalog(),
+		log:      cfg.Logger,
+		now:      cfg.Now,
+	}
+	if cfg.Catalog != nil {
+		if err := cfg.Catalog.Validate(); err != nil {
+			return nil, err
+		}
+		s.catalog = *cfg.Catalog
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if cfg.RateLimit > 0 {
+		s.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(math.Ceil(cfg.RateLimit))))
+	}
+	st, err := openStore(cfg.DataPath, s.now())
+	if err != nil {
+		return nil, err
+	}
+	s.store = st
+	s.routes()
+	return s, nil
+}
+
+// Close closes the database.
+func (s *Server) Close() error { return s.store.close() }
+
+// ExpireIdempotencyRecords forgets replay records older than IdempotencyTTL; the
+// binary calls it periodically.
+func (s *Server) ExpireIdempotencyRecords() error { return s.store.expireIdempotency(s.now()) }
+
+func (s *Server) routes() {
+	mux := http.NewServeMux()
+	admin := s.requireAdmin
+	mux.Handle("GET /v1/catalog", admin(s.getCatalog))
+	mux.Handle("POST /v1/tokens", admin(s.createToken))
+	mux.Handle("GET /v1/tokens", admin(s.listTokens))
+	mux.Handle("GET /v1/tokens/{sid}", admin(s.getToken))
+	mux.Handle("PATCH /v1/tokens/{sid}", admin(s.patchToken))
+	mux.Handle("DELETE /v1/tokens/{sid}", admin(s.deleteToken))
+	mux.Handle("GET /v1/tokens/{sid}/credentials", admin(s.getCredentials))
+	mux.Handle("POST /v1/tokens/{sid}/reset", admin(s.resetToken))
+	mux.HandleFunc("GET /v1/verify", s.verify)
+	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+		writeProblem(w, problem(http.StatusNotFound, ProblemNotFound, "No such endpoint."))
+	})
+	s.mux = mux
+}
+
+// ServeHTTP logs the request, applies the rate limit and the body size limit, and
+// dispatches. Logs carry method, path, status and duration only: never headers or
+// bodies, where the admin key and auth tokens travel.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := s.now()
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() {
+		s.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"duration", s.now().Sub(start).String())
+	}()
+	if s.limiter != nil {
+		if res := s.limiter.Reserve(); res.Delay() > 0 {
+			retry := max(1, int(math.Ceil(res.Delay().Seconds())))
+			res.Cancel()
+			rec.Header().Set("Retry-After", strconv.Itoa(retry))
+			writeProblem(rec, problem(http.StatusTooManyRequests, ProblemRateLimited, "Too many requests; retry later."))
+			return
+		}
+	}
+	r.Body = http.MaxBytesReader(rec, r.Body, MaxBodyBytes)
+	s.mux.ServeHTTP(rec, r)
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	r.status = status
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (s *Server) requireAdmin(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(key), s.adminKey) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tokenservice"`)
+			writeProblem(w, problem(http.StatusUnauthorized, ProblemUnauthorized, "A valid admin key is required."))
+			return
+		}
+		next(w, r)
+	})
+}
+
+func (s *Server) getCatalog(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, s.catalog)
+}

@@ -1,0 +1,202 @@
+// Package backend is the client of the Token Service API v1: the only code of
+// apitoken-operator that talks HTTP to a token backend.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Backend is the narrow seam between the controller and a token service.
+//
+// Contract:
+//   - Every call is safe to repeat. Create and Reset carry an idempotency key: a
+//     repeat with the same key returns the first result instead of acting twice.
+//     Get and Update are conditional (ETag), Delete of a missing token is ErrNotFound.
+//   - Each call runs under its own timeout and is retried with backoff on 429 (after
+//     Retry-After), 5xx and network errors, within the caller's context.
+//   - Failures wrap one of the sentinel errors below; test them with errors.Is.
+//     Error texts never contain an auth token or the admin key.
+type Backend interface {
+	// Catalog returns the API versions, scopes and contacts of the account.
+	Catalog(ctx context.Context) (*Catalog, error)
+	// Create creates a token. idempotencyKey makes a repeat return the same token.
+	Create(ctx context.Context, idempotencyKey string, req CreateRequest) (*Token, Credentials, error)
+	// FindByExternalID returns the tokens created with this external id.
+	FindByExternalID(ctx context.Context, externalID string) ([]Token, error)
+	// Get returns the token. With a non-empty etag that still matches, it returns
+	// (nil, false, nil): the caller's copy is current.
+	Get(ctx context.Context, sid, etag string) (tok *Token, modified bool, err error)
+	// Update applies the non-nil fields of patch if the token still has etag
+	// (empty etag: unconditionally). A stale etag is ErrPreconditionFailed.
+	Update(ctx context.Context, sid, etag string, patch TokenPatch) (*Token, error)
+	// Credentials returns the token's current SID and auth token.
+	Credentials(ctx context.Context, sid string) (Credentials, error)
+	// Reset issues a new auth token; the old one stops working at once.
+	Reset(ctx context.Context, sid, idempotencyKey string) (Credentials, error)
+	// Delete removes the token for good.
+	Delete(ctx context.Context, sid string) error
+}
+
+// Sentinel errors. An *APIError wraps exactly one of them.
+var (
+	ErrNotFound           = errors.New("not found")
+	ErrInvalid            = errors.New("invalid")
+	ErrConflict           = errors.New("conflict")
+	ErrUnauthorized       = errors.New("unauthorized")
+	ErrPreconditionFailed = errors.New("precondition failed")
+	ErrRateLimited        = errors.New("rate limited")
+	ErrUnavailable        = errors.New("backend unavailable")
+)
+
+// Token states.
+const (
+	StateEnabled  = "Enabled"
+	StateDisabled = "Disabled"
+)
+
+// Token is a backend token without its auth token.
+type Token struct {
+	SID             string    `json:"sid"`
+	ExternalID      string    `json:"externalId"`
+	Name            string    `json:"name"`
+	Description     string    `json:"description"`
+	APIVersion      int       `json:"apiVersion"`
+	PrimaryContact  string    `json:"primaryContact"`
+	DeveloperEmails []string  `json:"developerEmails"`
+	Scopes          []string  `json:"scopes"`
+	State           string    `json:"state"`
+	Generation      int64     `json:"generation"`
+	CreatedAt       time.Time `json:"createdAt"`
+	UpdatedAt       time.Time `json:"updatedAt"`
+	// ETag identifies this version for conditional calls; from the ETag header.
+	ETag string `json:"-"`
+}
+
+// CreateRequest is the body of a create call.
+type CreateRequest struct {
+	Name            string   `json:"name"`
+	Description     string   `json:"description"`
+	APIVersion      *int     `json:"apiVersion,omitempty"`
+	PrimaryContact  string   `json:"primaryContact"`
+	DeveloperEmails []string `json:"developerEmails"`
+	Scopes          []string `json:"scopes"`
+	State           string   `json:"state"`
+	ExternalID      string   `json:"externalId"`
+}
+
+// TokenPatch holds the fields to change; nil fields are left alone.
+type TokenPatch struct {
+	Name            *string   `json:"name,omitempty"`
+	Description     *string   `json:"description,omitempty"`
+	APIVersion      *int      `json:"apiVersion,omitempty"`
+	PrimaryContact  *string   `json:"primaryContact,omitempty"`
+	DeveloperEmails *[]string `json:"developerEmails,omitempty"`
+	Scopes          *[]string `json:"scopes,omitempty"`
+	State           *string   `json:"state,omitempty"`
+}
+
+// IsEmpty reports whether the patch changes nothing.
+func (p TokenPatch) IsEmpty() bool { return p == TokenPatch{} }
+
+// Credentials are a token's SID and auth token.
+type Credentials struct {
+	AccountSID string    `json:"accountSid"`
+	AuthToken  AuthToken `json:"authToken"`
+	Generation int64     `json:"generation"`
+}
+
+// AuthToken is a token's secret. It prints, marshals and logs as a redaction so
+// that it cannot leak by accident; Reveal returns the value for the Secret.
+type AuthToken string
+
+const redacted = "[REDACTED]"
+
+// Reveal returns the secret value.
+func (t AuthToken) Reveal() string { return string(t) }
+
+func (t AuthToken) String() string               { return redacted }
+func (t AuthToken) GoString() string             { return redacted }
+func (t AuthToken) LogValue() slog.Value         { return slog.StringValue(redacted) }
+func (t AuthToken) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+
+// Format covers every fmt verb, %q and %x included.
+func (t AuthToken) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(redacted)) }
+
+// Catalog is what the backend account offers.
+type Catalog struct {
+	APIVersions      []int     `json:"apiVersions"`
+	LatestAPIVersion int       `json:"latestApiVersion"`
+	Scopes           []Scope   `json:"scopes"`
+	Contacts         []Contact `json:"contacts"`
+}
+
+// Scope is one access permission.
+type Scope struct {
+	Name        string `json:"name"`
+	Category    string `json:"category"`
+	Description string `json:"description"`
+}
+
+// Contact is a user of the account.
+type Contact struct {
+	Email string `json:"email"`
+	Name  string `json:"name"`
+}
+
+// FieldError is one invalid field named by a 422 response.
+type FieldError struct {
+	Field  string `json:"field"`
+	Detail string `json:"detail"`
+}
+
+// APIError is a failed call: the HTTP status, the problem document's stable type and
+// title, and for 422 the invalid fields. It wraps the matching sentinel error.
+type APIError struct {
+	Call       string
+	StatusCode int
+	Type       string
+	Title      string
+	Fields     []FieldError
+	RetryAfter time.Duration
+	sentinel   error
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d", e.Call, e.StatusCode)
+	if e.Title != "" {
+		fmt.Fprintf(&b, " %s", e.Title)
+	}
+	for _, f := range e.Fields {
+		fmt.Fprintf(&b, "; %s %s", f.Field, f.Detail)
+	}
+	return b.String()
+}
+
+func (e *APIError) Unwrap() error { return e.sentinel }
+
+// Message is a stable, human-readable summary for conditions and events: the
+// field errors when there are some, else the title.
+func (e *APIError) Message() string {
+	if len(e.Fields) == 0 {
+		return e.Title
+	}
+	parts := make([]string, len(e.Fields))
+	for i, f := range e.Fields {
+		parts[i] = f.Field + " " + f.Detail
+	}
+	return strings.Join(parts, "; ")
+}
+
+// RetryAfterOf returns how long the backend asked the caller to wait, if it did.
+func RetryAfterOf(err error) time.Duration {
+	if e, ok := errors.AsType[*APIError](err); ok {
+		return e.RetryAfter
+	}
+	return 0
+}

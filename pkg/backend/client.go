@@ -1,0 +1,458 @@
+package backend
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Defaults of Options.
+const (
+	DefaultTimeout     = 10 * time.Second
+	DefaultMaxAttempts = 4
+	defaultBackoff     = 200 * time.Millisecond
+	maxBackoff         = 5 * time.Second
+	maxResponseBytes   = 16 << 20
+)
+
+// ErrInvalidConfig is returned by New for options that cannot work.
+var ErrInvalidConfig = errors.New("invalid backend configuration")
+
+// Options configure a Client.
+type Options struct {
+	// URL is the base URL of the Token Service, e.g. https://tokens.example.com.
+	URL string
+	// AdminKey authorises management calls.
+	AdminKey string
+	// CABundle holds PEM certificates to trust instead of the system roots.
+	CABundle []byte
+	// QPS and Burst bound the calls this client makes; QPS 0 means no limit.
+	QPS   float64
+	Burst int
+	// Timeout bounds each HTTP attempt. Default DefaultTimeout.
+	Timeout time.Duration
+	// MaxAttempts bounds the attempts of one call. Default DefaultMaxAttempts.
+	MaxAttempts int
+	// Transport replaces the HTTP transport (tests inject faults here); it must
+	// not be combined with CABundle.
+	Transport http.RoundTripper
+	// Observe, when set, is told about every HTTP attempt: the call name, the
+	// status code (0 for a network error) and its duration. Metrics hook in here.
+	Observe func(call string, code int, duration time.Duration)
+}
+
+// Client implements Backend over HTTP.
+type Client struct {
+	base        *url.URL
+	adminKey    string
+	http        *http.Client
+	limiter     *rate.Limiter
+	timeout     time.Duration
+	maxAttempts int
+	observe     func(string, int, time.Duration)
+}
+
+var _ Backend = (*Client)(nil)
+
+// New validates the options and builds a Client.
+func New(o Options) (*Client, error) {
+	base, err := url.Parse(strings.TrimSuffix(o.URL, "/"))
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("%w: url %q must be an absolute http(s) URL", ErrInvalidConfig, o.URL)
+	}
+	transport := o.Transport
+	if transport == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		if len(o.CABundle) > 0 {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(o.CABundle) {
+				return nil, fmt.Errorf("%w: caBundle holds no PEM certificate", ErrInvalidConfig)
+			}
+			t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		}
+		transport = t
+	}
+	c := &Client{
+		base:        base,
+		adminKey:    o.AdminKey,
+		http:        &http.Client{Transport: transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		limiter:     rate.NewLimiter(rate.Inf, 0),
+		timeout:     o.Timeout,
+		maxAttempts: o.MaxAttempts,
+		observe:     o.Observe,
+	}
+	if o.QPS > 0 {
+		c.limiter = rate.NewLimiter(rate.Limit(o.QPS), max(1, o.Burst))
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.maxAttempts <= 0 {
+		c.maxAttempts = DefaultMaxAttempts
+	}
+	return c, nil
+}
+
+// request describes one API call.
+type request struct {
+	call    string // name for errors and metrics, e.g. "create"
+	method  string
+	path    string
+	query   url.Values
+	header  http.Header
+	body    any
+	noAdmin bool
+}
+
+// response is a successful call.
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// do runs a call with retries and returns the first 2xx or 304 response.
+func (c *Client) do(ctx context.Context, r request) (*response, error) {
+	var payload []byte
+	if r.body != nil {
+		var err error
+		if payload, err = json.Marshal(r.body); err != nil {
+			return nil, fmt.Errorf("%s: encode request: %w", r.call, err)
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		if err := c.limiter.Wait(ctx); err != nil {
+			return nil, fmt.Errorf("%s: %w: %w", r.call, ErrUnavailable, err)
+		}
+		resp, err := c.attempt(ctx, r, payload)
+		if err == nil {
+			return resp, nil
+		}
+		if attempt >= c.maxAttempts || !retryable(err) {
+			return nil, err
+		}
+		wait := backoff(attempt)
+		if after := RetryAfterOf(err); after > 0 {
+			wait = after // never call again before the backend said
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+			return nil, err
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, err
+		case <-timer.C:
+		}
+	}
+}
+
+func (c *Client) attempt(ctx context.Context, r request, payload []byte) (*response, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	u := *c.base
+	u.Path += r.path
+	u.RawQuery = r.query.Encode()
+	var body io.Reader
+	if payload != nil {
+		body = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.method, u.String(), body)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", r.call, err)
+	}
+	for k, v := range r.header {
+		req.Header[k] = v
+	}
+	if payload != nil && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json, application/problem+json")
+	if !r.noAdmin {
+		req.Header.Set("Authorization", "Bearer "+c.adminKey)
+	}
+	start := time.Now()
+	resp, err := c.http.Do(req)
+	if err != nil {
+		c.record(r.call, 0, start)
+		return nil, &APIError{Call: r.call, Title: "backend unreachable: " + networkReason(err), sentinel: ErrUnavailable}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
+	c.record(r.call, resp.StatusCode, start)
+	if err != nil {
+		return nil, &APIError{Call: r.call, StatusCode: resp.StatusCode, Title: "response cut short", sentinel: ErrUnavailable}
+	}
+	if resp.StatusCode < 300 || resp.StatusCode == http.StatusNotModified {
+		return &response{status: resp.StatusCode, header: resp.Header, body: data}, nil
+	}
+	return nil, decodeProblem(r.call, resp.StatusCode, resp.Header, data)
+}
+
+func (c *Client) record(call string, code int, start time.Time) {
+	if c.observe != nil {
+		c.observe(call, code, time.Since(start))
+	}
+}
+
+// networkReason names a transport failure without quoting anything the server sent.
+func networkReason(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	if ue, ok := errors.AsType[*url.Error](err); ok {
+		err = ue.Err
+	}
+	msg := err.Error()
+	if len(msg) > 200 {
+		msg = msg[:200]
+	}
+	return msg
+}
+
+// decodeProblem turns an error response into an *APIError. Only the problem's type,
+// title and field errors are kept, each cut to a bounded length.
+func decodeProblem(call string, status int, header http.Header, body []byte) *APIError {
+	var p struct {
+		Type   string       `json:"type"`
+		Title  string       `json:"title"`
+		Errors []FieldError `json:"errors"`
+	}
+	_ = json.Unmarshal(body, &p)
+	e := &APIError{Call: call, StatusCode: status, Type: p.Type, Title: clip(p.Title, 200), sentinel: sentinelFor(status)}
+	if e.Title == "" {
+		e.Title = http.StatusText(status)
+	}
+	for i, f := range p.Errors {
+		if i == 20 {
+			break
+		}
+		e.Fields = append(e.Fields, FieldError{Field: clip(f.Field, 100), Detail: clip(f.Detail, 300)})
+	}
+	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
+		e.RetryAfter = parseRetryAfter(header.Get("Retry-After"), time.Now())
+	}
+	return e
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func sentinelFor(status int) error {
+	switch status {
+	case http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusRequestEntityTooLarge:
+		return ErrInvalid
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return ErrUnauthorized
+	case http.StatusNotFound:
+		return ErrNotFound
+	case http.StatusConflict:
+		return ErrConflict
+	case http.StatusPreconditionFailed:
+		return ErrPreconditionFailed
+	case http.StatusTooManyRequests:
+		return ErrRateLimited
+	}
+	return ErrUnavailable
+}
+
+// retryable reports the failures that a repeat may cure: rate limits, server errors,
+// network errors and a concurrent request with the same idempotency key.
+func retryable(err error) bool {
+	return errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrConflict)
+}
+
+// backoff is exponential with full jitter: 200ms, 400ms, ... capped at maxBackoff.
+func backoff(attempt int) time.Duration {
+	d := min(defaultBackoff<<(attempt-1), maxBackoff)
+	return d/2 + rand.N(d/2+1)
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP date.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && secs >= 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+func decode[T any](call string, resp *response) (*T, error) {
+	var v T
+	if err := json.Unmarshal(resp.body, &v); err != nil {
+		return nil, &APIError{Call: call, StatusCode: resp.status, Title: "malformed response", sentinel: ErrUnavailable}
+	}
+	return &v, nil
+}
+
+func tokenPath(sid string) string { return "/v1/tokens/" + url.PathEscape(sid) }
+
+// Catalog implements Backend.
+func (c *Client) Catalog(ctx context.Context) (*Catalog, error) {
+	resp, err := c.do(ctx, request{call: "catalog", method: http.MethodGet, path: "/v1/catalog"})
+	if err != nil {
+		return nil, err
+	}
+	return decode[Catalog]("catalog", resp)
+}
+
+// Create implements Backend.
+func (c *Client) Create(ctx context.Context, idempotencyKey string, req CreateRequest) (*Token, Credentials, error) {
+	resp, err := c.do(ctx, request{
+		call: "create", method: http.MethodPost, path: "/v1/tokens",
+		header: http.Header{"Idempotency-Key": {idempotencyKey}}, body: req,
+	})
+	if err != nil {
+		return nil, Credentials{}, err
+	}
+	created, err := decode[struct {
+		Token
+		AuthToken AuthToken `json:"authToken"`
+	}]("create", resp)
+	if err != nil {
+		return nil, Credentials{}, err
+	}
+	tok := created.Token
+	return &tok, Credentials{AccountSID: tok.SID, AuthToken: created.AuthToken, Generation: tok.Generation}, nil
+}
+
+// FindByExternalID implements Backend.
+func (c *Client) FindByExternalID(ctx context.Context, externalID string) ([]Token, error) {
+	resp, err := c.do(ctx, request{
+		call: "list", method: http.MethodGet, path: "/v1/tokens",
+		query: url.Values{"externalId": {externalID}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	list, err := decode[struct {
+		Items []Token `json:"items"`
+	}]("list", resp)
+	if err != nil {
+		return nil, err
+	}
+	return list.Items, nil
+}
+
+// Get implements Backend.
+func (c *Client) Get(ctx context.Context, sid, etag string) (*Token, bool, error) {
+	r := request{call: "get", method: http.MethodGet, path: tokenPath(sid)}
+	if etag != "" {
+		r.header = http.Header{"If-None-Match": {etag}}
+	}
+	resp, err := c.do(ctx, r)
+	if err != nil {
+		return nil, false, err
+	}
+	if resp.status == http.StatusNotModified {
+		return nil, false, nil
+	}
+	tok, err := decode[Token]("get", resp)
+	if err != nil {
+		return nil, false, err
+	}
+	tok.ETag = resp.header.Get("ETag")
+	return tok, true, nil
+}
+
+// Update implements Backend.
+func (c *Client) Update(ctx context.Context, sid, etag string, patch TokenPatch) (*Token, error) {
+	r := request{
+		call: "update", method: http.MethodPatch, path: tokenPath(sid), body: patch,
+		header: http.Header{"Content-Type": {"application/merge-patch+json"}},
+	}
+	if etag != "" {
+		r.header.Set("If-Match", etag)
+	}
+	resp, err := c.do(ctx, r)
+	if err != nil {
+		return nil, err
+	}
+	tok, err := decode[Token]("update", resp)
+	if err != nil {
+		return nil, err
+	}
+	tok.ETag = resp.header.Get("ETag")
+	return tok, nil
+}
+
+// Credentials implements Backend.
+func (c *Client) Credentials(ctx context.Context, sid string) (Credentials, error) {
+	resp, err := c.do(ctx, request{call: "credentials", method: http.MethodGet, path: tokenPath(sid) + "/credentials"})
+	if err != nil {
+		return Credentials{}, err
+	}
+	creds, err := decode[Credentials]("credentials", resp)
+	if err != nil {
+		return Credentials{}, err
+	}
+	return *creds, nil
+}
+
+// Reset implements Backend.
+func (c *Client) Reset(ctx context.Context, sid, idempotencyKey string) (Credentials, error) {
+	resp, err := c.do(ctx, request{
+		call: "reset", method: http.MethodPost, path: tokenPath(sid) + "/reset",
+		header: http.Header{"Idempotency-Key": {idempotencyKey}},
+	})
+	if err != nil {
+		return Credentials{}, err
+	}
+	creds, err := decode[Credentials]("reset", resp)
+	if err != nil {
+		return Credentials{}, err
+	}
+	return *creds, nil
+}
+
+// Delete implements Backend.
+func (c *Client) Delete(ctx context.Context, sid string) error {
+	_, err := c.do(ctx, request{call: "delete", method: http.MethodDelete, path: tokenPath(sid)})
+	return err
+}
+
+// Verify makes the data-plane check with the token's own credentials: nil when the
+// token is enabled and holds scope (any scope when empty). It is not part of Backend:
+// the operator never needs it; tests and smoke checks do.
+func (c *Client) Verify(ctx context.Context, creds Credentials, scope string) error {
+	r := request{call: "verify", method: http.MethodGet, path: "/v1/verify", noAdmin: true,
+		header: http.Header{"Authorization": {basicAuth(creds)}}}
+	if scope != "" {
+		r.query = url.Values{"scope": {scope}}
+	}
+	_, err := c.do(ctx, r)
+	return err
+}
+
+func basicAuth(creds Credentials) string {
+	req := http.Request{Header: http.Header{}}
+	req.SetBasicAuth(creds.AccountSID, creds.AuthToken.Reveal())
+	return req.Header.Get("Authorization")
+}
