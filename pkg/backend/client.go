@@ -241,6 +241,9 @@ func decodeProblem(call string, status int, header http.Header, body []byte) *AP
 	if e.Title == "" {
 		e.Title = http.StatusText(status)
 	}
+	if e.Title == "" {
+		e.Title = "HTTP " + strconv.Itoa(status)
+	}
 	for i, f := range p.Errors {
 		if i == 20 {
 			break

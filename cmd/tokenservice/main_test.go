@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/apitoken-dev/apitoken-operator/pkg/conformance"
+)
+
+var binary string
+
+// TestMain builds the binary once: these tests run tokenservice as users do.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tokenservice-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "tokenservice")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build tokenservice: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type process struct {
+	cmd      *exec.Cmd
+	url      string
+	adminKey string
+	logs     *syncBuffer
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// start runs the binary and waits until it answers.
+func start(t *testing.T, scheme string, client *http.Client, env []string, args ...string) *process {
+	t.Helper()
+	addr := freeAddr(t)
+	p := &process{url: scheme + "://" + addr, logs: &syncBuffer{}}
+	for _, e := range env {
+		if key, ok := strings.CutPrefix(e, "TOKENSERVICE_ADMIN_KEY="); ok {
+			p.adminKey = key
+		}
+	}
+	p.cmd = exec.Command(binary, append([]string{"--listen", addr}, args...)...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.stop(t) })
+	if client == nil {
+		client = http.DefaultClient
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(p.url + "/v1/catalog")
+		if err == nil {
+			resp.Body.Close()
+			return p
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("tokenservice did not start:\n%s", p.logs.String())
+	return nil
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (p *process) stop(t *testing.T) {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- p.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("tokenservice exited with %v after SIGTERM:\n%s", err, p.logs.String())
+		}
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		t.Error("tokenservice did not stop within 10s of SIGTERM")
+	}
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestBinaryConformance(t *testing.T) {
+	keyFile := writeFile(t, "admin-key", "binary-key\n")
+	data := filepath.Join(t.TempDir(), "tokens.db")
+	p := start(t, "http", nil, nil, "--admin-key-file", keyFile, "--data", data)
+	p.adminKey = "binary-key"
+	limited := start(t, "http", nil, []string{"TOKENSERVICE_ADMIN_KEY=binary-key"}, "--rate-limit", "2")
+	conformance.Run(t, conformance.Target{URL: p.url, AdminKey: "binary-key", RateLimitedURL: limited.url})
+	if strings.Contains(p.logs.String(), "binary-key") {
+		t.Error("the logs hold the admin key")
+	}
+}
+
+func TestBinaryKeepsDataAcrossRestart(t *testing.T) {
+	env := []string{"TOKENSERVICE_ADMIN_KEY=restart-key"}
+	data := filepath.Join(t.TempDir(), "tokens.db")
+	p := start(t, "http", nil, env, "--data", data)
+	created := call(t, p, http.MethodPost, "/v1/tokens", `{"name":"durable","primaryContact":"ops@example.com","scopes":["reports:read"],"externalId":"uid"}`, "create-1")
+	sid := created["sid"].(string)
+	reset := call(t, p, http.MethodPost, "/v1/tokens/"+sid+"/reset", "", "reset-1")
+	p.stop(t)
+
+	p = start(t, "http", nil, env, "--data", data)
+	creds := call(t, p, http.MethodGet, "/v1/tokens/"+sid+"/credentials", "", "")
+	if creds["authToken"] != reset["authToken"] || creds["generation"] != float64(2) {
+		t.Errorf("credentials after restart: generation %v, token same as the reset: %v", creds["generation"], creds["authToken"] == reset["authToken"])
+	}
+	replay := call(t, p, http.MethodPost, "/v1/tokens/"+sid+"/reset", "", "reset-1")
+	if replay["authToken"] != reset["authToken"] {
+		t.Error("a reset replay after restart returned another token")
+	}
+}
+
+func TestBinaryRefusesToStartWithoutKey(t *testing.T) {
+	cmd := exec.Command(binary, "--listen", freeAddr(t))
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "admin key") {
+		t.Fatalf("without a key: err %v, output %q; want a refusal naming the admin key", err, out)
+	}
+}
+
+func TestBinaryCustomCatalog(t *testing.T) {
+	catalog := writeFile(t, "catalog.yaml", `
+apiVersions: [1, 2]
+latestApiVersion: 2
+scopes:
+  - {name: "widgets:read", category: widgets, description: Read widgets}
+  - {name: "widgets:write", category: widgets, description: Change widgets}
+contacts: [{email: owner@example.com, name: Owner}]
+`)
+	p := start(t, "http", nil, []string{"TOKENSERVICE_ADMIN_KEY=catalog-admin-key"}, "--catalog", catalog)
+	got := call(t, p, http.MethodGet, "/v1/catalog", "", "")
+	if got["latestApiVersion"] != float64(2) || len(got["scopes"].([]any)) != 2 {
+		t.Errorf("catalog %v", got)
+	}
+	conformance.Run(t, conformance.Target{URL: p.url, AdminKey: "catalog-admin-key"})
+}
+
+func TestBinaryServesTLS(t *testing.T) {
+	certPEM, keyPEM := selfSigned(t)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(certPEM)
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	p := start(t, "https", client, []string{"TOKENSERVICE_ADMIN_KEY=tls-key"},
+		"--tls-cert-file", writeFile(t, "tls.crt", string(certPEM)), "--tls-key-file", writeFile(t, "tls.key", string(keyPEM)))
+	conformance.Run(t, conformance.Target{URL: p.url, AdminKey: "tls-key", HTTPClient: client})
+}
+
+func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tokenservice"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+// call makes one request with the admin key of the process under test.
+func call(t *testing.T, p *process, method, path, body, idempotencyKey string) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, method, p.url+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+p.adminKey)
+	if idempotencyKey != "" {
+		req.Header.Set("Idempotency-Key", idempotencyKey)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return out
+}

@@ -1,0 +1,337 @@
+package backend_test
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apitoken-dev/apitoken-operator/internal/tokenservice"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+const adminKey = "client-test-key"
+
+func startTokenService(t *testing.T, wrap func(http.Handler) http.Handler) *httptest.Server {
+	t.Helper()
+	srv, err := tokenservice.New(tokenservice.Config{AdminKey: adminKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h http.Handler = srv
+	if wrap != nil {
+		h = wrap(srv)
+	}
+	ts := httptest.NewServer(h)
+	t.Cleanup(func() { ts.Close(); _ = srv.Close() })
+	return ts
+}
+
+func newClient(t *testing.T, o backend.Options) *backend.Client {
+	t.Helper()
+	if o.AdminKey == "" {
+		o.AdminKey = adminKey
+	}
+	c, err := backend.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func createRequest(externalID string) backend.CreateRequest {
+	return backend.CreateRequest{
+		Name: "client test", PrimaryContact: "ops@example.com", Scopes: []string{"reports:read"},
+		State: backend.StateEnabled, ExternalID: externalID,
+	}
+}
+
+func TestClientLifecycle(t *testing.T) {
+	ctx := t.Context()
+	ts := startTokenService(t, nil)
+	c := newClient(t, backend.Options{URL: ts.URL})
+
+	cat, err := c.Catalog(ctx)
+	if err != nil || cat.LatestAPIVersion != 16 {
+		t.Fatalf("catalog: %+v, %v", cat, err)
+	}
+	tok, creds, err := c.Create(ctx, "uid-1", createRequest("uid-1"))
+	if err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if tok.SID == "" || creds.AccountSID != tok.SID || creds.AuthToken.Reveal() == "" || creds.Generation != 1 {
+		t.Fatalf("create returned %+v %v", tok, creds)
+	}
+	if err := c.Verify(ctx, creds, "reports:read"); err != nil {
+		t.Errorf("verify new token: %v", err)
+	}
+
+	found, err := c.FindByExternalID(ctx, "uid-1")
+	if err != nil || len(found) != 1 || found[0].SID != tok.SID {
+		t.Fatalf("find: %v, %v", found, err)
+	}
+
+	got, modified, err := c.Get(ctx, tok.SID, "")
+	if err != nil || !modified || got.ETag == "" {
+		t.Fatalf("get: %+v %v %v", got, modified, err)
+	}
+	if again, modified, err := c.Get(ctx, tok.SID, got.ETag); err != nil || modified || again != nil {
+		t.Fatalf("conditional get: %+v %v %v, want not modified", again, modified, err)
+	}
+
+	scopes := []string{"reports:read", "actions:read"}
+	updated, err := c.Update(ctx, tok.SID, got.ETag, backend.TokenPatch{Scopes: &scopes})
+	if err != nil || !slices.Equal(updated.Scopes, []string{"actions:read", "reports:read"}) || updated.ETag == got.ETag {
+		t.Fatalf("update: %+v %v", updated, err)
+	}
+	if _, err := c.Update(ctx, tok.SID, got.ETag, backend.TokenPatch{Scopes: &scopes}); !errors.Is(err, backend.ErrPreconditionFailed) {
+		t.Errorf("update with a stale etag: %v, want ErrPreconditionFailed", err)
+	}
+
+	reset, err := c.Reset(ctx, tok.SID, "uid-1/nonce-1")
+	if err != nil || reset.Generation != 2 {
+		t.Fatalf("reset: %v %v", reset, err)
+	}
+	if err := c.Verify(ctx, creds, "reports:read"); !errors.Is(err, backend.ErrUnauthorized) {
+		t.Errorf("old token after reset: %v, want ErrUnauthorized", err)
+	}
+	current, err := c.Credentials(ctx, tok.SID)
+	if err != nil || current.AuthToken != reset.AuthToken {
+		t.Fatalf("credentials after reset differ: %v", err)
+	}
+
+	if err := c.Delete(ctx, tok.SID); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if err := c.Delete(ctx, tok.SID); !errors.Is(err, backend.ErrNotFound) {
+		t.Errorf("second delete: %v, want ErrNotFound", err)
+	}
+	if _, _, err := c.Get(ctx, tok.SID, ""); !errors.Is(err, backend.ErrNotFound) {
+		t.Errorf("get after delete: %v, want ErrNotFound", err)
+	}
+}
+
+func TestClientErrors(t *testing.T) {
+	ctx := t.Context()
+	ts := startTokenService(t, nil)
+	c := newClient(t, backend.Options{URL: ts.URL})
+
+	req := createRequest("bad")
+	req.Scopes = []string{"nosuch:scope"}
+	req.PrimaryContact = "nobody@example.com"
+	_, _, err := c.Create(ctx, "bad", req)
+	if !errors.Is(err, backend.ErrInvalid) {
+		t.Fatalf("invalid create: %v, want ErrInvalid", err)
+	}
+	apiErr, ok := errors.AsType[*backend.APIError](err)
+	if !ok || apiErr.StatusCode != http.StatusUnprocessableEntity || len(apiErr.Fields) != 2 {
+		t.Fatalf("invalid create: %#v", err)
+	}
+	for _, want := range []string{"nosuch:scope", "nobody@example.com", "primaryContact", "scopes[0]"} {
+		if !strings.Contains(apiErr.Message(), want) {
+			t.Errorf("message %q lacks %q", apiErr.Message(), want)
+		}
+	}
+
+	wrongKey := newClient(t, backend.Options{URL: ts.URL, AdminKey: "wrong"})
+	if _, err := wrongKey.Catalog(ctx); !errors.Is(err, backend.ErrUnauthorized) {
+		t.Errorf("wrong admin key: %v, want ErrUnauthorized", err)
+	} else if strings.Contains(err.Error(), "wrong") {
+		t.Errorf("the error quotes the admin key: %v", err)
+	}
+
+	down := newClient(t, backend.Options{URL: "http://127.0.0.1:1", MaxAttempts: 2})
+	if _, err := down.Catalog(ctx); !errors.Is(err, backend.ErrUnavailable) {
+		t.Errorf("backend down: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	for name, o := range map[string]backend.Options{
+		"no url":       {},
+		"relative url": {URL: "/v1"},
+		"ftp":          {URL: "ftp://x"},
+		"bad CA":       {URL: "https://x", CABundle: []byte("not a certificate")},
+	} {
+		if _, err := backend.New(o); !errors.Is(err, backend.ErrInvalidConfig) {
+			t.Errorf("%s: %v, want ErrInvalidConfig", name, err)
+		}
+	}
+}
+
+// faults answers the first n requests with status (and Retry-After) before
+// letting requests through, and records when each request arrived.
+type faults struct {
+	mu         sync.Mutex
+	remaining  int
+	status     int
+	retryAfter string
+	arrivals   []time.Time
+}
+
+func (f *faults) wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.arrivals = append(f.arrivals, time.Now())
+		inject := f.remaining > 0
+		f.remaining--
+		f.mu.Unlock()
+		if inject {
+			if f.retryAfter != "" {
+				w.Header().Set("Retry-After", f.retryAfter)
+			}
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(f.status)
+			_, _ = w.Write([]byte(`{"type":"about:blank","title":"injected"}`))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func TestClientRetriesServerErrors(t *testing.T) {
+	f := &faults{remaining: 2, status: http.StatusBadGateway}
+	ts := startTokenService(t, f.wrap)
+	c := newClient(t, backend.Options{URL: ts.URL})
+	if _, err := c.Catalog(t.Context()); err != nil {
+		t.Fatalf("catalog after two 502s: %v", err)
+	}
+	if len(f.arrivals) != 3 {
+		t.Errorf("%d attempts, want 3", len(f.arrivals))
+	}
+}
+
+func TestClientHonoursRetryAfter(t *testing.T) {
+	f := &faults{remaining: 1, status: http.StatusTooManyRequests, retryAfter: "1"}
+	ts := startTokenService(t, f.wrap)
+	c := newClient(t, backend.Options{URL: ts.URL})
+	if _, err := c.Catalog(t.Context()); err != nil {
+		t.Fatalf("catalog after a 429: %v", err)
+	}
+	if len(f.arrivals) != 2 {
+		t.Fatalf("%d attempts, want 2", len(f.arrivals))
+	}
+	if gap := f.arrivals[1].Sub(f.arrivals[0]); gap < time.Second {
+		t.Errorf("retried %v after a 429 with Retry-After: 1", gap)
+	}
+}
+
+func TestClientGivesUpWhenRetryAfterOutlastsDeadline(t *testing.T) {
+	f := &faults{remaining: 1, status: http.StatusTooManyRequests, retryAfter: "30"}
+	ts := startTokenService(t, f.wrap)
+	c := newClient(t, backend.Options{URL: ts.URL})
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
+	defer cancel()
+	_, err := c.Catalog(ctx)
+	if !errors.Is(err, backend.ErrRateLimited) || backend.RetryAfterOf(err) != 30*time.Second {
+		t.Fatalf("err %v (retry after %v), want ErrRateLimited after 30s", err, backend.RetryAfterOf(err))
+	}
+	if len(f.arrivals) != 1 {
+		t.Errorf("%d attempts, want 1: the client must not call before Retry-After", len(f.arrivals))
+	}
+}
+
+func TestClientDoesNotRetryClientErrors(t *testing.T) {
+	f := &faults{remaining: 5, status: http.StatusUnprocessableEntity}
+	ts := startTokenService(t, f.wrap)
+	c := newClient(t, backend.Options{URL: ts.URL})
+	if _, err := c.Catalog(t.Context()); !errors.Is(err, backend.ErrInvalid) {
+		t.Fatalf("err %v, want ErrInvalid", err)
+	}
+	if len(f.arrivals) != 1 {
+		t.Errorf("%d attempts for a 422, want 1", len(f.arrivals))
+	}
+}
+
+// dropFirstResponse lets the backend act on the first request, then loses its
+// response, as a broken connection would.
+type dropFirstResponse struct {
+	dropped atomic.Bool
+	next    http.RoundTripper
+}
+
+func (d *dropFirstResponse) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := d.next.RoundTrip(r)
+	if err == nil && d.dropped.CompareAndSwap(false, true) {
+		resp.Body.Close()
+		return nil, errors.New("connection reset by peer")
+	}
+	return resp, err
+}
+
+func TestCreateAfterLostResponseMakesOneToken(t *testing.T) {
+	ts := startTokenService(t, nil)
+	c := newClient(t, backend.Options{URL: ts.URL, Transport: &dropFirstResponse{next: http.DefaultTransport}})
+	tok, creds, err := c.Create(t.Context(), "uid-lost", createRequest("uid-lost"))
+	if err != nil {
+		t.Fatalf("create with a lost response: %v", err)
+	}
+	plain := newClient(t, backend.Options{URL: ts.URL})
+	found, err := plain.FindByExternalID(t.Context(), "uid-lost")
+	if err != nil || len(found) != 1 || found[0].SID != tok.SID {
+		t.Fatalf("after a lost response: %d tokens (%v), want exactly the one returned", len(found), err)
+	}
+	if err := plain.Verify(t.Context(), creds, "reports:read"); err != nil {
+		t.Errorf("the replayed credentials do not verify: %v", err)
+	}
+}
+
+func TestClientRateLimit(t *testing.T) {
+	f := &faults{}
+	ts := startTokenService(t, f.wrap)
+	c := newClient(t, backend.Options{URL: ts.URL, QPS: 2, Burst: 1})
+	for range 3 {
+		if _, err := c.Catalog(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if spread := f.arrivals[2].Sub(f.arrivals[0]); spread < 900*time.Millisecond {
+		t.Errorf("3 calls at 2 QPS took %v, want at least 1s", spread)
+	}
+}
+
+func TestClientTLSWithCABundle(t *testing.T) {
+	srv, err := tokenservice.New(tokenservice.Config{AdminKey: adminKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewTLSServer(srv)
+	t.Cleanup(func() { ts.Close(); _ = srv.Close() })
+	bundle := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw})
+
+	trusted := newClient(t, backend.Options{URL: ts.URL, CABundle: bundle})
+	if _, err := trusted.Catalog(t.Context()); err != nil {
+		t.Errorf("with the CA bundle: %v", err)
+	}
+	untrusted := newClient(t, backend.Options{URL: ts.URL, MaxAttempts: 1})
+	if _, err := untrusted.Catalog(t.Context()); !errors.Is(err, backend.ErrUnavailable) {
+		t.Errorf("without the CA bundle: %v, want a TLS failure", err)
+	}
+}
+
+func TestObserveSeesEveryAttempt(t *testing.T) {
+	f := &faults{remaining: 1, status: http.StatusServiceUnavailable}
+	ts := startTokenService(t, f.wrap)
+	var mu sync.Mutex
+	var seen []int
+	c := newClient(t, backend.Options{URL: ts.URL, Observe: func(call string, code int, _ time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		if call == "catalog" {
+			seen = append(seen, code)
+		}
+	}})
+	if _, err := c.Catalog(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(seen, []int{503, 200}) {
+		t.Errorf("observed %v, want [503 200]", seen)
+	}
+}
