@@ -1,0 +1,153 @@
+# apitoken-operator
+
+IMG ?= apitoken-operator:dev
+K8S_VERSION ?= 1.37.2
+
+LOCALBIN ?= $(shell pwd)/bin
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+KUSTOMIZE_VERSION ?= v5.8.1
+GOLANGCI_LINT_VERSION ?= v2.15.0
+
+# Test binaries (etcd, kube-apiserver, kube-controller-manager, kubectl) are built
+# from the Go module proxy into a cache outside the repo; KUBEBUILDER_ASSETS wins.
+ENVTEST_ASSETS = $(shell K8S_VERSION=$(K8S_VERSION) hack/k8s-binaries.sh)
+
+# Fuzz targets and how long CI runs each.
+FUZZTIME ?= 10s
+FUZZ_TARGETS = \
+	./internal/tokenservice:FuzzCreateToken \
+	./internal/tokenservice:FuzzPatchToken \
+	./internal/tokenservice:FuzzVerify \
+	./pkg/backend:FuzzDecodeProblem \
+	./pkg/backend:FuzzDecodeResponses \
+	./controllers:FuzzRenderSecret \
+	./controllers:FuzzResetDue
+
+SHELL = /usr/bin/env bash -o pipefail
+.SHELLFLAGS = -ec
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Display this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: controller-gen ## Generate CRDs and RBAC from the markers.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: controller-gen ## Generate DeepCopy methods.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: verify
+verify: manifests generate ## Fail when generated files are stale.
+	@git diff --exit-code -- config/crd config/rbac api || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+
+.PHONY: k8s-binaries
+k8s-binaries: ## Build etcd, kube-apiserver, kube-controller-manager and kubectl into the cache.
+	@K8S_VERSION=$(K8S_VERSION) hack/k8s-binaries.sh
+
+.PHONY: test
+test: manifests generate fmt vet ## Run every test: unit, conformance, envtest integration and end-to-end.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./... -count=1 -timeout 30m
+
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME.
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn"; go test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) || exit 1; done
+
+.PHONY: bench-tokenservice
+bench-tokenservice: ## Benchmark tokenservice (creates/s, conditional GETs/s, resets/s) with the database on disk.
+	go test ./internal/tokenservice -run '^$$' -bench BenchmarkTokenService -benchtime 5s
+
+##@ Build
+
+.PHONY: build
+build: manifests generate fmt vet ## Build the operator and tokenservice binaries.
+	go build -o bin/manager .
+	go build -o bin/tokenservice ./cmd/tokenservice
+
+.PHONY: run
+run: manifests generate ## Run the operator against the cluster of your kubeconfig.
+	go run . --metrics-bind-address=:8080 --health-probe-bind-address=:8081
+
+.PHONY: dev
+dev: ## Start a local control plane, tokenservice and the operator, apply the samples.
+	K8S_VERSION=$(K8S_VERSION) hack/dev.sh
+
+.PHONY: docker-build
+docker-build: ## Build the operator image (needs a Docker engine).
+	docker build -t $(IMG) .
+
+##@ Deployment
+
+.PHONY: install
+install: manifests kustomize ## Install the CRDs into the cluster of your kubeconfig.
+	$(KUSTOMIZE) build config/crd | kubectl apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests kustomize ## Remove the CRDs.
+	$(KUSTOMIZE) build config/crd | kubectl delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: manifests kustomize ## Deploy the operator with config/default.
+	cd config/manager && $(KUSTOMIZE) edit set image controller=$(IMG)
+	$(KUSTOMIZE) build config/default | kubectl apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: kustomize ## Remove the operator.
+	$(KUSTOMIZE) build config/default | kubectl delete --ignore-not-found -f -
+
+##@ Tools
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN)
+$(CONTROLLER_GEN): $(LOCALBIN)
+	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE)
+$(KUSTOMIZE): $(LOCALBIN)
+	$(call go-install-tool,$(KUSTOMIZE),sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+.PHONY: golangci-lint
+golangci-lint: $(GOLANGCI_LINT)
+$(GOLANGCI_LINT): $(LOCALBIN)
+	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+
+$(LOCALBIN):
+	mkdir -p $(LOCALBIN)
+
+# go-install-tool installs a pinned tool into bin/ as <name>-<version>, linked from <name>.
+define go-install-tool
+@[ -f "$(1)-$(3)" ] || { \
+set -e; \
+echo "Installing $(2)@$(3)"; \
+rm -f $(1) || true; \
+GOBIN=$(LOCALBIN) go install $(2)@$(3); \
+mv $(1) $(1)-$(3); \
+}; \
+ln -sf $$(basename $(1)-$(3)) $(1)
+endef

@@ -1,0 +1,251 @@
+/*
+Copyright 2026 The apitoken-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// DeletionPolicy says what deleting an ApiToken does to its backend token.
+// +kubebuilder:validation:Enum=Delete;Disable;Orphan
+type DeletionPolicy string
+
+const (
+	// DeletionPolicyDelete deletes the backend token and the Secret.
+	DeletionPolicyDelete DeletionPolicy = "Delete"
+	// DeletionPolicyDisable disables the backend token and deletes the Secret.
+	DeletionPolicyDisable DeletionPolicy = "Disable"
+	// DeletionPolicyOrphan leaves the backend token and keeps the Secret, without its owner reference.
+	DeletionPolicyOrphan DeletionPolicy = "Orphan"
+)
+
+// TokenState is the state of a backend token.
+// +kubebuilder:validation:Enum=Enabled;Disabled
+type TokenState string
+
+const (
+	// TokenStateEnabled accepts requests made with the token.
+	TokenStateEnabled TokenState = "Enabled"
+	// TokenStateDisabled rejects every request made with the token.
+	TokenStateDisabled TokenState = "Disabled"
+)
+
+// BackendReference names a cluster-scoped TokenBackend.
+type BackendReference struct {
+	// name of the TokenBackend.
+	// +kubebuilder:default=default
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Name string `json:"name,omitempty"`
+}
+
+// SecretTemplate says where and how the token's credentials are written.
+// +kubebuilder:validation:XValidation:rule="self.accountSidKey != self.authTokenKey",message="accountSidKey and authTokenKey must differ"
+type SecretTemplate struct {
+	// name of the Secret, in the ApiToken's namespace. Defaults to the ApiToken's name.
+	// Changing it moves the Secret.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +optional
+	Name string `json:"name,omitempty"`
+
+	// type of the Secret: Opaque (keys accountSidKey and authTokenKey) or
+	// kubernetes.io/basic-auth (username = account SID, password = auth token).
+	// +kubebuilder:validation:Enum=Opaque;kubernetes.io/basic-auth
+	// +kubebuilder:default=Opaque
+	// +optional
+	Type corev1.SecretType `json:"type,omitempty"`
+
+	// accountSidKey is the data key of the account SID in an Opaque Secret.
+	// +kubebuilder:default=accountSid
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	// +optional
+	AccountSIDKey string `json:"accountSidKey,omitempty"`
+
+	// authTokenKey is the data key of the auth token in an Opaque Secret.
+	// +kubebuilder:default=authToken
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	// +optional
+	AuthTokenKey string `json:"authTokenKey,omitempty"`
+
+	// labels are copied onto the Secret, beside the operator's own.
+	// +kubebuilder:validation:MaxProperties=64
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// annotations are copied onto the Secret.
+	// +kubebuilder:validation:MaxProperties=64
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// ApiTokenSpec declares a token in a token backend and the Secret that receives
+// its credentials.
+type ApiTokenSpec struct {
+	// backendRef names the TokenBackend that holds the token.
+	// +kubebuilder:default={name: default}
+	// +optional
+	BackendRef BackendReference `json:"backendRef,omitempty"`
+
+	// displayName is the token's name in the backend. Defaults to metadata.name.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=100
+	// +optional
+	DisplayName string `json:"displayName,omitempty"`
+
+	// description of the token, shown in the backend.
+	// +kubebuilder:validation:MaxLength=1024
+	// +optional
+	Description string `json:"description,omitempty"`
+
+	// apiVersion of the backend API that the token uses. Defaults to the backend's
+	// latest. It may only rise: a token cannot be moved to an older API version.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	// +kubebuilder:validation:XValidation:rule="self >= oldSelf",message="apiVersion may only rise"
+	// +optional
+	APIVersion *int32 `json:"apiVersion,omitempty"`
+
+	// primaryContact is the e-mail of the account user responsible for the token.
+	// It must be a user of the backend account.
+	// +kubebuilder:validation:MinLength=3
+	// +kubebuilder:validation:MaxLength=254
+	// +kubebuilder:validation:Format=email
+	// +required
+	PrimaryContact string `json:"primaryContact"`
+
+	// developerEmails are told about changes to the token (a set).
+	// +kubebuilder:validation:MaxItems=50
+	// +kubebuilder:validation:items:MaxLength=254
+	// +kubebuilder:validation:items:Format=email
+	// +listType=set
+	// +optional
+	DeveloperEmails []string `json:"developerEmails,omitempty"`
+
+	// scopes the token holds, as <category>:<permission> (a set). Empty grants no access.
+	// +kubebuilder:validation:MaxItems=256
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9-]+:[a-z0-9-]+$`
+	// +listType=set
+	// +optional
+	Scopes []string `json:"scopes,omitempty"`
+
+	// disabled disables the token in the backend: its credentials are rejected at
+	// once. The Secret is kept, so that setting it back to false restores service
+	// with the same credentials.
+	// +optional
+	Disabled bool `json:"disabled,omitempty"`
+
+	// deletionPolicy says what deleting the ApiToken does: Delete removes the backend
+	// token and the Secret; Disable disables the token and removes the Secret;
+	// Orphan leaves both (the Secret loses its owner reference).
+	// +kubebuilder:default=Delete
+	// +optional
+	DeletionPolicy DeletionPolicy `json:"deletionPolicy,omitempty"`
+
+	// secret says where the credentials go.
+	// +kubebuilder:default={}
+	// +optional
+	Secret SecretTemplate `json:"secret,omitempty"`
+}
+
+// ApiTokenStatus is the observed state of an ApiToken. It never holds the auth token.
+type ApiTokenStatus struct {
+	// observedGeneration is the metadata.generation that the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready, Reconciling and Stalled.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// accountSid identifies the backend token. It is not secret.
+	// +optional
+	AccountSID string `json:"accountSid,omitempty"`
+
+	// apiVersion is the token's effective API version.
+	// +optional
+	APIVersion int32 `json:"apiVersion,omitempty"`
+
+	// state of the backend token.
+	// +optional
+	State TokenState `json:"state,omitempty"`
+
+	// secretName is the Secret that holds the credentials.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// lastHandledReset is the last value of the tokens.apitoken.dev/reset annotation
+	// that was acted on.
+	// +optional
+	LastHandledReset string `json:"lastHandledReset,omitempty"`
+
+	// lastResetTime is when the token was last reset.
+	// +optional
+	LastResetTime *metav1.Time `json:"lastResetTime,omitempty"`
+
+	// backendETag is the version of the backend token last seen, for conditional reads.
+	// +optional
+	BackendETag string `json:"backendETag,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=apit;apitokens,categories=apitoken
+// +kubebuilder:printcolumn:name="SID",type=string,JSONPath=`.status.accountSid`
+// +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
+// +kubebuilder:printcolumn:name="Version",type=integer,JSONPath=`.status.apiVersion`
+// +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// ApiToken is an API access token in a token backend, declared in Kubernetes. The
+// operator keeps the backend token as declared and writes its account SID and auth
+// token into a Secret. Change the tokens.apitoken.dev/reset annotation to reset it.
+type ApiToken struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec declares the token.
+	// +required
+	Spec ApiTokenSpec `json:"spec"`
+
+	// status is what the operator observed.
+	// +optional
+	Status ApiTokenStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// ApiTokenList contains a list of ApiToken.
+type ApiTokenList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []ApiToken `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&ApiToken{}, &ApiTokenList{})
+}

@@ -1,0 +1,58 @@
+/*
+Copyright 2026 The apitoken-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+// Condition types, compatible with kstatus: Ready is True when the object is as
+// declared; Reconciling is True while work is in progress; Stalled is True when the
+// operator cannot make progress without a change from the user.
+const (
+	ConditionReady       = "Ready"
+	ConditionReconciling = "Reconciling"
+	ConditionStalled     = "Stalled"
+)
+
+// Condition reasons.
+const (
+	ReasonReady               = "Ready"
+	ReasonProgressing         = "Progressing"
+	ReasonResetPending        = "ResetPending"
+	ReasonDeleting            = "Deleting"
+	ReasonBackendNotFound     = "BackendNotFound"
+	ReasonBackendNotReady     = "BackendNotReady"
+	ReasonBackendUnavailable  = "BackendUnavailable"
+	ReasonBackendRejected     = "BackendRejected"
+	ReasonBackendUnauthorized = "BackendUnauthorized"
+	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
+	ReasonSecretConflict      = "SecretConflict"
+	ReasonCredentialsInvalid  = "CredentialsInvalid"
+	ReasonCatalogFetched      = "CatalogFetched"
+)
+
+// Well-known names.
+const (
+	// Finalizer holds an ApiToken until its deletion policy has been carried out.
+	Finalizer = "tokens.apitoken.dev/finalizer"
+	// ResetAnnotation requests a reset: each new, non-empty value resets the token once.
+	ResetAnnotation = "tokens.apitoken.dev/reset"
+	// ApiTokenLabel on a Secret names the ApiToken that owns it.
+	ApiTokenLabel = "tokens.apitoken.dev/apitoken"
+	// ManagedByLabel and ManagedByValue mark every Secret that the operator writes.
+	ManagedByLabel = "app.kubernetes.io/managed-by"
+	ManagedByValue = "apitoken-operator"
+	// DefaultBackendName is the TokenBackend used when spec.backendRef is omitted.
+	DefaultBackendName = "default"
+)

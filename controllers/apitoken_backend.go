@@ -1,0 +1,258 @@
+package controllers
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// replayWindow is how long a create is safely repeated by its idempotency key
+// alone: half the Token Service's 24 h retention. An older ApiToken that has no
+// token recorded is looked up by external id before any create.
+const replayWindow = 12 * time.Hour
+
+// reconcileBackendToken makes the backend token match the spec and carries out a
+// due reset. It returns the credentials when a create or reset produced them, and
+// the backend token when it was read in this pass; both are nil when the token
+// was not due a backend check.
+func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, resync time.Duration) (*backend.Credentials, *backend.Token, error) {
+	desired := desiredToken(at)
+	if at.Status.AccountSID == "" {
+		return r.findOrCreate(ctx, at, be, desired, "")
+	}
+	sid := at.Status.AccountSID
+	nonce := at.Annotations[tokensv1alpha1.ResetAnnotation]
+	specChanged := at.Generation != at.Status.ObservedGeneration || !isReady(at.Status.Conditions)
+	if !specChanged && !resetDue(nonce, at.Status.LastHandledReset) && !r.backendCheckDue(at, resync) {
+		return nil, nil, nil
+	}
+	etag := at.Status.BackendETag
+	if specChanged {
+		etag = "" // the last version seen was checked against another spec
+	}
+	observed, modified, err := be.Get(ctx, sid, etag)
+	if errors.Is(err, backend.ErrNotFound) {
+		r.event(at, corev1.EventTypeWarning, "TokenRecreated", "Token %s was deleted outside Kubernetes; creating a new one", sid)
+		return r.findOrCreate(ctx, at, be, desired, sid)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read token %s: %w", sid, err)
+	}
+	r.checked.Store(at.UID, r.Clock.Now())
+	if modified {
+		if observed, err = r.updateToken(ctx, at, be, desired, observed); err != nil {
+			return nil, nil, err
+		}
+	}
+	if !resetDue(nonce, at.Status.LastHandledReset) {
+		return nil, observed, nil
+	}
+	creds, err := be.Reset(ctx, sid, resetKey(at, nonce))
+	if err != nil {
+		return nil, nil, fmt.Errorf("reset token %s: %w", sid, err)
+	}
+	tokenResets.Inc()
+	r.event(at, corev1.EventTypeNormal, "Reset", "Reset the auth token of %s for reset request %q", sid, nonce)
+	at.Status.LastHandledReset = nonce
+	now := metav1.NewTime(r.Clock.Now())
+	at.Status.LastResetTime = &now
+	at.Status.BackendETag = "" // the reset made a new version; the next check reads it in full
+	return &creds, nil, nil
+}
+
+// findOrCreate adopts the token that an earlier, interrupted pass created, or
+// creates one. lostSID names a token that was deleted in the backend.
+func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, lostSID string) (*backend.Credentials, *backend.Token, error) {
+	if mayHaveCreated(at, r.Clock.Now()) || lostSID != "" {
+		found, err := r.findOwnTokens(ctx, at, be, lostSID)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(found) > 0 {
+			return r.adopt(ctx, at, be, desired, found)
+		}
+	}
+	tok, creds, err := be.Create(ctx, createKey(at, lostSID), desired)
+	if err != nil {
+		return nil, nil, fmt.Errorf("create token: %w", err)
+	}
+	r.event(at, corev1.EventTypeNormal, "Created", "Created token %s in the backend", tok.SID)
+	r.recordToken(at, tok, lostSID == "")
+	return &creds, tok, nil
+}
+
+// mayHaveCreated reports whether an earlier pass may have created a token whose
+// create can no longer be replayed by its idempotency key: the ApiToken has been
+// through a pass that wrote status, or is older than the replay window. A fresh
+// ApiToken goes straight to the (idempotent) create: one backend call.
+func mayHaveCreated(at *tokensv1alpha1.ApiToken, now time.Time) bool {
+	return len(at.Status.Conditions) > 0 || now.Sub(at.CreationTimestamp.Time) > replayWindow
+}
+
+// findOwnTokens lists the backend tokens created for this ApiToken, oldest first.
+func (r *ApiTokenReconciler) findOwnTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, exclude string) ([]backend.Token, error) {
+	found, err := be.FindByExternalID(ctx, string(at.UID))
+	if err != nil {
+		return nil, fmt.Errorf("find tokens of %s: %w", at.UID, err)
+	}
+	found = slices.DeleteFunc(found, func(t backend.Token) bool { return t.SID == exclude })
+	slices.SortFunc(found, func(a, b backend.Token) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.SID, b.SID))
+	})
+	return found, nil
+}
+
+// adopt takes over the oldest token found and deletes any others: one ApiToken
+// owns exactly one backend token.
+func (r *ApiTokenReconciler) adopt(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, found []backend.Token) (*backend.Credentials, *backend.Token, error) {
+	keep := found[0]
+	for _, extra := range found[1:] {
+		if err := be.Delete(ctx, extra.SID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+			return nil, nil, fmt.Errorf("delete duplicate token %s: %w", extra.SID, err)
+		}
+		r.event(at, corev1.EventTypeWarning, "DuplicateDeleted", "Deleted duplicate token %s", extra.SID)
+	}
+	logf.FromContext(ctx).Info("adopted backend token created by an earlier attempt", "sid", keep.SID)
+	r.recordToken(at, &keep, at.Status.LastHandledReset == "")
+	updated, err := r.updateToken(ctx, at, be, desired, &keep)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nil, updated, nil
+}
+
+// recordToken notes a new backend token in the status. A reset annotation present
+// when the token is first created is recorded as handled: the token is new.
+func (r *ApiTokenReconciler) recordToken(at *tokensv1alpha1.ApiToken, tok *backend.Token, firstCreate bool) {
+	at.Status.AccountSID = tok.SID
+	at.Status.BackendETag = tok.ETag
+	at.Status.APIVersion = int32(tok.APIVersion)
+	at.Status.State = tokensv1alpha1.TokenState(tok.State)
+	if firstCreate {
+		at.Status.LastHandledReset = at.Annotations[tokensv1alpha1.ResetAnnotation]
+	}
+	r.checked.Store(at.UID, r.Clock.Now())
+}
+
+// updateToken patches the backend token to the spec, conditionally on the version
+// read. A change that the spec did not ask for is drift made in the backend: it is
+// reverted and reported as a Warning event.
+func (r *ApiTokenReconciler) updateToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, observed *backend.Token) (*backend.Token, error) {
+	patch, widened := tokenPatch(desired, observed)
+	if patch.IsEmpty() {
+		r.recordObserved(at, observed)
+		return observed, nil
+	}
+	updated, err := be.Update(ctx, observed.SID, observed.ETag, patch)
+	if err != nil {
+		return nil, fmt.Errorf("update token %s: %w", observed.SID, err)
+	}
+	fields := joinFields(patchedFields(patch))
+	drift := at.Generation == at.Status.ObservedGeneration && isReady(at.Status.Conditions)
+	switch {
+	case drift && len(widened) > 0:
+		r.event(at, corev1.EventTypeWarning, "DriftReverted", "Reverted changes made in the backend that widened access (%s); changed %s", joinFields(widened), fields)
+	case drift:
+		r.event(at, corev1.EventTypeWarning, "DriftReverted", "Reverted changes made in the backend to %s", fields)
+	case patch.State != nil && *patch.State == backend.StateDisabled:
+		r.event(at, corev1.EventTypeNormal, "Disabled", "Disabled token %s", observed.SID)
+	case patch.State != nil:
+		r.event(at, corev1.EventTypeNormal, "Enabled", "Enabled token %s", observed.SID)
+	default:
+		r.event(at, corev1.EventTypeNormal, "Updated", "Updated %s of token %s", fields, observed.SID)
+	}
+	r.recordObserved(at, updated)
+	return updated, nil
+}
+
+func (r *ApiTokenReconciler) recordObserved(at *tokensv1alpha1.ApiToken, tok *backend.Token) {
+	at.Status.APIVersion = int32(tok.APIVersion)
+	at.Status.State = tokensv1alpha1.TokenState(tok.State)
+	at.Status.BackendETag = tok.ETag
+}
+
+// backendCheckDue reports whether the resync interval has passed since the token
+// was last read from the backend by this process. After a restart every token is
+// due once: one conditional read, answered 304 when nothing changed.
+func (r *ApiTokenReconciler) backendCheckDue(at *tokensv1alpha1.ApiToken, resync time.Duration) bool {
+	last, ok := r.checked.Load(at.UID)
+	return !ok || r.Clock.Since(last.(time.Time)) >= resync-resync/20
+}
+
+// reconcileDelete carries out the deletion policy, then releases the finalizer.
+func (r *ApiTokenReconciler) reconcileDelete(ctx context.Context, at *tokensv1alpha1.ApiToken) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
+		return ctrl.Result{}, nil
+	}
+	policy := at.Spec.DeletionPolicy
+	if policy == "" {
+		policy = tokensv1alpha1.DeletionPolicyDelete
+	}
+	if policy == tokensv1alpha1.DeletionPolicyOrphan {
+		if err := r.orphanSecret(ctx, at); err != nil {
+			return r.classify(at, err, DefaultResyncInterval)
+		}
+	} else {
+		if err := r.releaseBackendToken(ctx, at, policy); err != nil {
+			return r.classify(at, err, DefaultResyncInterval)
+		}
+		if err := r.deleteOwnSecret(ctx, at, secretName(at)); err != nil {
+			return r.classify(at, err, DefaultResyncInterval)
+		}
+	}
+	patch := client.MergeFromWithOptions(at.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.RemoveFinalizer(at, tokensv1alpha1.Finalizer)
+	if err := r.Patch(ctx, at, patch); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
+	}
+	r.checked.Delete(at.UID)
+	return ctrl.Result{}, nil
+}
+
+// releaseBackendToken deletes or disables every backend token of the ApiToken,
+// including one an interrupted create may have left unrecorded.
+func (r *ApiTokenReconciler) releaseBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, policy tokensv1alpha1.DeletionPolicy) error {
+	be, _, err := r.resolveBackend(ctx, at)
+	if err != nil {
+		var stall *stalledError
+		if errors.As(err, &stall) && at.Status.AccountSID == "" {
+			return nil // the backend was never usable: nothing was created
+		}
+		return err
+	}
+	found, err := r.findOwnTokens(ctx, at, be, "")
+	if err != nil {
+		return err
+	}
+	for _, tok := range found {
+		if policy == tokensv1alpha1.DeletionPolicyDisable {
+			if tok.State == backend.StateDisabled {
+				continue
+			}
+			state := backend.StateDisabled
+			if _, err := be.Update(ctx, tok.SID, "", backend.TokenPatch{State: &state}); err != nil && !errors.Is(err, backend.ErrNotFound) {
+				return fmt.Errorf("disable token %s: %w", tok.SID, err)
+			}
+			r.event(at, corev1.EventTypeNormal, "Disabled", "Disabled token %s as the ApiToken was deleted", tok.SID)
+			continue
+		}
+		if err := be.Delete(ctx, tok.SID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("delete token %s: %w", tok.SID, err)
+		}
+		r.event(at, corev1.EventTypeNormal, "Deleted", "Deleted token %s from the backend", tok.SID)
+	}
+	return nil
+}

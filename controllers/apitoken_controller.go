@@ -1,0 +1,219 @@
+// Package controllers reconciles ApiTokens and TokenBackends.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// backendRefIndex indexes ApiTokens by the TokenBackend they use.
+const backendRefIndex = "spec.backendRef.name"
+
+// ApiTokenReconciler keeps each ApiToken's backend token as declared and its
+// credentials in a Secret.
+type ApiTokenReconciler struct {
+	client.Client
+	// APIReader finds Secrets that the label-filtered cache does not hold.
+	APIReader client.Reader
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	Registry  *Registry
+	Clock     clock.PassiveClock
+	// MaxConcurrentReconciles bounds the workers; default 10.
+	MaxConcurrentReconciles int
+
+	// checked remembers when each token was last read from the backend, so that
+	// events that do not concern the backend (the operator's own Secret writes,
+	// restarts of watches) do not cost a backend call; see backendCheckDue.
+	checked sync.Map // types.UID -> time.Time
+}
+
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one ApiToken to its declared state.
+func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	at := &tokensv1alpha1.ApiToken{}
+	if err := r.Get(ctx, req.NamespacedName, at); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	original := at.DeepCopy()
+	defer func() {
+		if at.DeletionTimestamp.IsZero() || controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
+			retErr = errors.Join(retErr, r.patchStatus(ctx, original, at))
+		}
+	}()
+
+	if !at.DeletionTimestamp.IsZero() {
+		return r.reconcileDelete(ctx, at)
+	}
+	if err := r.ensureFinalizer(ctx, at); err != nil {
+		return ctrl.Result{}, err
+	}
+
+	be, resync, err := r.resolveBackend(ctx, at)
+	if err != nil {
+		return r.classify(at, err, DefaultResyncInterval)
+	}
+	creds, observed, err := r.reconcileBackendToken(ctx, at, be, resync)
+	if err != nil {
+		return r.classify(at, err, resync)
+	}
+	if err := r.reconcileSecret(ctx, at, be, creds, observed); err != nil {
+		return r.classify(at, err, resync)
+	}
+	markReady(at)
+	return ctrl.Result{RequeueAfter: backoffWithJitter(resync)}, nil
+}
+
+// ensureFinalizer adds the finalizer before anything exists in the backend.
+func (r *ApiTokenReconciler) ensureFinalizer(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+	if controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(at.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.AddFinalizer(at, tokensv1alpha1.Finalizer)
+	statusBefore := at.Status.DeepCopy()
+	if err := r.Patch(ctx, at, patch); err != nil {
+		return fmt.Errorf("add finalizer: %w", err)
+	}
+	// The patch response carries the stored status; keep the in-memory one, which
+	// the deferred status patch compares against the original.
+	at.Status = *statusBefore
+	return nil
+}
+
+// resolveBackend returns the client of the ApiToken's TokenBackend, once the
+// backend exists, admits the namespace and is ready.
+func (r *ApiTokenReconciler) resolveBackend(ctx context.Context, at *tokensv1alpha1.ApiToken) (backend.Backend, time.Duration, error) {
+	name := backendName(at)
+	tb := &tokensv1alpha1.TokenBackend{}
+	if err := r.Get(ctx, types.NamespacedName{Name: name}, tb); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, 0, stalled(tokensv1alpha1.ReasonBackendNotFound, "TokenBackend %q does not exist", name)
+		}
+		return nil, 0, fmt.Errorf("get TokenBackend %s: %w", name, err)
+	}
+	if err := r.checkNamespaceAllowed(ctx, at, tb); err != nil {
+		return nil, 0, err
+	}
+	be, resync, ok := r.Registry.Get(name)
+	if !ok {
+		return nil, 0, &waitingError{reason: tokensv1alpha1.ReasonBackendNotReady, message: fmt.Sprintf("TokenBackend %q is not ready", name), after: 30 * time.Second}
+	}
+	return be, resync, nil
+}
+
+func (r *ApiTokenReconciler) checkNamespaceAllowed(ctx context.Context, at *tokensv1alpha1.ApiToken, tb *tokensv1alpha1.TokenBackend) error {
+	if tb.Spec.AllowedNamespaces == nil {
+		return nil
+	}
+	selector, err := metav1.LabelSelectorAsSelector(tb.Spec.AllowedNamespaces)
+	if err != nil {
+		return stalled(tokensv1alpha1.ReasonNamespaceNotAllowed, "TokenBackend %q has an invalid allowedNamespaces selector: %v", tb.Name, err)
+	}
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := r.Get(ctx, types.NamespacedName{Name: at.Namespace}, ns); err != nil {
+		return fmt.Errorf("get namespace %s: %w", at.Namespace, err)
+	}
+	if !selector.Matches(labels.Set(ns.Labels)) {
+		return stalled(tokensv1alpha1.ReasonNamespaceNotAllowed, "TokenBackend %q does not allow namespace %q", tb.Name, at.Namespace)
+	}
+	return nil
+}
+
+func backendName(at *tokensv1alpha1.ApiToken) string {
+	if at.Spec.BackendRef.Name != "" {
+		return at.Spec.BackendRef.Name
+	}
+	return tokensv1alpha1.DefaultBackendName
+}
+
+func (r *ApiTokenReconciler) event(at *tokensv1alpha1.ApiToken, eventType, reason, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(at, nil, eventType, reason, reason, note, args...)
+	}
+}
+
+// SetupWithManager registers the controller, its index and its watches.
+func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.MaxConcurrentReconciles <= 0 {
+		r.MaxConcurrentReconciles = 10
+	}
+	err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.ApiToken{}, backendRefIndex,
+		func(o client.Object) []string { return []string{backendName(o.(*tokensv1alpha1.ApiToken))} })
+	if err != nil {
+		return fmt.Errorf("index ApiTokens by backend: %w", err)
+	}
+	tokensOfBackend := func(ctx context.Context, tb *tokensv1alpha1.TokenBackend) []reconcile.Request {
+		list := &tokensv1alpha1.ApiTokenList{}
+		if err := r.List(ctx, list, client.MatchingFields{backendRefIndex: tb.Name}); err != nil {
+			return nil
+		}
+		reqs := make([]reconcile.Request, len(list.Items))
+		for i, at := range list.Items {
+			reqs[i] = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: at.Namespace, Name: at.Name}}
+		}
+		return reqs
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionPredicate()))).
+		Owns(&corev1.Secret{}).
+		Watches(&tokensv1alpha1.TokenBackend{}, handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+			return tokensOfBackend(ctx, o.(*tokensv1alpha1.TokenBackend))
+		}), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, readinessChangedPredicate()))).
+		WatchesRawSource(source.Channel(r.Registry.changed, handler.TypedEnqueueRequestsFromMapFunc(tokensOfBackend))).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		Named("apitoken").
+		Complete(r)
+}
+
+// deletionPredicate passes updates that start a deletion.
+func deletionPredicate() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		return !e.ObjectNew.GetDeletionTimestamp().IsZero()
+	}}
+}
+
+// readinessChangedPredicate passes TokenBackend updates whose Ready condition flipped.
+func readinessChangedPredicate() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		oldTB, okOld := e.ObjectOld.(*tokensv1alpha1.TokenBackend)
+		newTB, okNew := e.ObjectNew.(*tokensv1alpha1.TokenBackend)
+		return okOld && okNew && isReady(oldTB.Status.Conditions) != isReady(newTB.Status.Conditions)
+	}}
+}

@@ -1,0 +1,273 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// Annotations the operator keeps on the Secret to know, without asking the backend,
+// that the credentials in it are current and unedited.
+const (
+	credentialsGenerationAnnotation = "tokens.apitoken.dev/credentials-generation"
+	credentialsHashAnnotation       = "tokens.apitoken.dev/credentials-hash"
+)
+
+// secretName is where the spec wants the credentials.
+func secretName(at *tokensv1alpha1.ApiToken) string {
+	if at.Spec.Secret.Name != "" {
+		return at.Spec.Secret.Name
+	}
+	return at.Name
+}
+
+func secretType(at *tokensv1alpha1.ApiToken) corev1.SecretType {
+	if at.Spec.Secret.Type == "" {
+		return corev1.SecretTypeOpaque
+	}
+	return at.Spec.Secret.Type
+}
+
+// secretKeys are the data keys of the SID and the auth token.
+func secretKeys(at *tokensv1alpha1.ApiToken) (sidKey, tokenKey string) {
+	if secretType(at) == corev1.SecretTypeBasicAuth {
+		return corev1.BasicAuthUsernameKey, corev1.BasicAuthPasswordKey
+	}
+	sidKey, tokenKey = at.Spec.Secret.AccountSIDKey, at.Spec.Secret.AuthTokenKey
+	if sidKey == "" {
+		sidKey = "accountSid"
+	}
+	if tokenKey == "" {
+		tokenKey = "authToken"
+	}
+	return sidKey, tokenKey
+}
+
+// credentialsHash fingerprints credentials so that an edited Secret is noticed.
+// The auth token is high-entropy, so its hash reveals nothing useful; it is kept
+// only on the Secret, which already holds the token itself.
+func credentialsHash(creds backend.Credentials) string {
+	sum := sha256.Sum256([]byte(creds.AccountSID + "\x00" + creds.AuthToken.Reveal() + "\x00" + strconv.FormatInt(creds.Generation, 10)))
+	return hex.EncodeToString(sum[:16])
+}
+
+// renderSecret is the Secret that the spec and the credentials call for. The owner
+// reference is set by the caller, which knows the scheme.
+func renderSecret(at *tokensv1alpha1.ApiToken, creds backend.Credentials) *corev1.Secret {
+	labels := map[string]string{}
+	maps.Copy(labels, at.Spec.Secret.Labels)
+	labels[tokensv1alpha1.ManagedByLabel] = tokensv1alpha1.ManagedByValue
+	labels[tokensv1alpha1.ApiTokenLabel] = at.Name
+	annotations := map[string]string{}
+	maps.Copy(annotations, at.Spec.Secret.Annotations)
+	annotations[credentialsGenerationAnnotation] = strconv.FormatInt(creds.Generation, 10)
+	annotations[credentialsHashAnnotation] = credentialsHash(creds)
+	sidKey, tokenKey := secretKeys(at)
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: secretName(at), Namespace: at.Namespace, Labels: labels, Annotations: annotations,
+		},
+		Type: secretType(at),
+		Data: map[string][]byte{sidKey: []byte(creds.AccountSID), tokenKey: []byte(creds.AuthToken.Reveal())},
+	}
+}
+
+// credentialsInSecret returns the credentials a Secret holds when they are intact:
+// in the keys the spec names and matching the hash the operator wrote.
+func credentialsInSecret(at *tokensv1alpha1.ApiToken, s *corev1.Secret) (backend.Credentials, bool) {
+	if s == nil {
+		return backend.Credentials{}, false
+	}
+	sidKey, tokenKey := secretKeys(at)
+	generation, err := strconv.ParseInt(s.Annotations[credentialsGenerationAnnotation], 10, 64)
+	if err != nil {
+		return backend.Credentials{}, false
+	}
+	creds := backend.Credentials{
+		AccountSID: string(s.Data[sidKey]),
+		AuthToken:  backend.AuthToken(s.Data[tokenKey]),
+		Generation: generation,
+	}
+	if creds.AccountSID == "" || creds.AuthToken == "" || s.Annotations[credentialsHashAnnotation] != credentialsHash(creds) {
+		return backend.Credentials{}, false
+	}
+	return creds, true
+}
+
+// secretUpToDate reports whether existing already holds what desired declares.
+// Labels and annotations added by others are left alone.
+func secretUpToDate(existing, desired *corev1.Secret) bool {
+	if existing.Type != desired.Type || !apiequality.Semantic.DeepEqual(existing.Data, desired.Data) {
+		return false
+	}
+	for k, v := range desired.Labels {
+		if existing.Labels[k] != v {
+			return false
+		}
+	}
+	for k, v := range desired.Annotations {
+		if existing.Annotations[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// isControlledBy reports whether obj's controller reference is the ApiToken.
+func isControlledBy(obj metav1.Object, at *tokensv1alpha1.ApiToken) bool {
+	ref := metav1.GetControllerOf(obj)
+	return ref != nil && ref.UID == at.UID
+}
+
+// errSecretConflict is a Secret of the wanted name that this ApiToken does not control.
+type errSecretConflict struct{ name string }
+
+func (e errSecretConflict) Error() string {
+	return fmt.Sprintf("Secret %q exists and is not controlled by this ApiToken; choose another spec.secret.name or delete that Secret", e.name)
+}
+
+// getOwnSecret reads the Secret named name. The cache holds only the operator's
+// Secrets; a foreign Secret of that name is found through the API reader and
+// reported as a conflict. It returns nil when no Secret has the name.
+func (r *ApiTokenReconciler) getOwnSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*corev1.Secret, error) {
+	key := types.NamespacedName{Namespace: at.Namespace, Name: name}
+	s := &corev1.Secret{}
+	err := r.Get(ctx, key, s)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, s)
+	}
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("get Secret %s: %w", name, err)
+	case !isControlledBy(s, at):
+		return nil, errSecretConflict{name: name}
+	}
+	return s, nil
+}
+
+// reconcileSecret makes the Secret hold the token's current credentials. creds are
+// the credentials just returned by a create or reset (nil otherwise); observed is
+// the backend token when it was read in this pass (nil when unchanged).
+func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, creds *backend.Credentials, observed *backend.Token) error {
+	name := secretName(at)
+	existing, err := r.getOwnSecret(ctx, at, name)
+	if err != nil {
+		return err
+	}
+	if creds == nil {
+		if current, ok := credentialsInSecret(at, existing); ok && current.AccountSID == at.Status.AccountSID &&
+			(observed == nil || observed.Generation == current.Generation) {
+			creds = &current
+		} else {
+			fetched, err := be.Credentials(ctx, at.Status.AccountSID)
+			if err != nil {
+				return fmt.Errorf("read credentials of %s: %w", at.Status.AccountSID, err)
+			}
+			creds = &fetched
+		}
+	}
+	desired := renderSecret(at, *creds)
+	if err := controllerutil.SetControllerReference(at, desired, r.Scheme); err != nil {
+		return fmt.Errorf("own Secret %s: %w", name, err)
+	}
+	if err := r.writeSecret(ctx, existing, desired); err != nil {
+		return err
+	}
+	if old := at.Status.SecretName; old != "" && old != name {
+		if err := r.deleteOwnSecret(ctx, at, old); err != nil {
+			return err
+		}
+		r.event(at, corev1.EventTypeNormal, "SecretMoved", "Moved the credentials from Secret %s to %s", old, name)
+	}
+	at.Status.SecretName = name
+	return nil
+}
+
+// writeSecret creates, updates or (when its type must change, which the API server
+// forbids in place) replaces the Secret; it writes nothing when it is up to date.
+func (r *ApiTokenReconciler) writeSecret(ctx context.Context, existing, desired *corev1.Secret) error {
+	if existing != nil && secretUpToDate(existing, desired) {
+		return nil
+	}
+	if existing != nil && existing.Type != desired.Type {
+		if err := r.Delete(ctx, existing, client.Preconditions{UID: &existing.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("replace Secret %s: %w", existing.Name, err)
+		}
+		existing = nil
+	}
+	if existing == nil {
+		if err := r.Create(ctx, desired); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				return errSecretConflict{name: desired.Name}
+			}
+			return fmt.Errorf("create Secret %s: %w", desired.Name, err)
+		}
+		return nil
+	}
+	updated := existing.DeepCopy()
+	updated.Type = desired.Type
+	updated.Data = desired.Data
+	updated.OwnerReferences = desired.OwnerReferences
+	if updated.Labels == nil {
+		updated.Labels = map[string]string{}
+	}
+	if updated.Annotations == nil {
+		updated.Annotations = map[string]string{}
+	}
+	maps.Copy(updated.Labels, desired.Labels)
+	maps.Copy(updated.Annotations, desired.Annotations)
+	if err := r.Update(ctx, updated); err != nil {
+		return fmt.Errorf("update Secret %s: %w", desired.Name, err)
+	}
+	return nil
+}
+
+// deleteOwnSecret deletes the named Secret if this ApiToken controls it.
+func (r *ApiTokenReconciler) deleteOwnSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) error {
+	s, err := r.getOwnSecret(ctx, at, name)
+	if s == nil || err != nil {
+		if _, conflict := err.(errSecretConflict); conflict {
+			return nil // not ours: leave it alone
+		}
+		return err
+	}
+	if err := r.Delete(ctx, s, client.Preconditions{UID: &s.UID}); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete Secret %s: %w", name, err)
+	}
+	return nil
+}
+
+// orphanSecret removes the ApiToken's owner reference from its Secret, so that the
+// Secret outlives it.
+func (r *ApiTokenReconciler) orphanSecret(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+	s, err := r.getOwnSecret(ctx, at, secretName(at))
+	if s == nil || err != nil {
+		if _, conflict := err.(errSecretConflict); conflict {
+			return nil
+		}
+		return err
+	}
+	patch := client.MergeFromWithOptions(s.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	s.OwnerReferences = slices.DeleteFunc(s.OwnerReferences, func(ref metav1.OwnerReference) bool { return ref.UID == at.UID })
+	if err := r.Patch(ctx, s, patch); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("orphan Secret %s: %w", s.Name, err)
+	}
+	return nil
+}

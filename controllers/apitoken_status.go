@@ -1,0 +1,121 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// stalledError is a failure that retrying cannot cure: the user must change
+// something. It becomes Stalled=True with its reason, and one Warning event.
+type stalledError struct {
+	reason  string
+	message string
+}
+
+func (e *stalledError) Error() string { return e.message }
+
+func stalled(reason, format string, args ...any) error {
+	return &stalledError{reason: reason, message: fmt.Sprintf(format, args...)}
+}
+
+// waitingError is a wait for something outside the ApiToken, such as its backend
+// becoming ready: Reconciling=True and a retry after the given time.
+type waitingError struct {
+	reason  string
+	message string
+	after   time.Duration
+}
+
+func (e *waitingError) Error() string { return e.message }
+
+// classify turns a phase error into conditions and the controller's next step:
+// stalled errors wait for a change (with a slow safety resync), rate limits wait
+// for Retry-After, other errors go back to the work queue's exponential backoff.
+func (r *ApiTokenReconciler) classify(at *tokensv1alpha1.ApiToken, err error, resync time.Duration) (ctrl.Result, error) {
+	var stall *stalledError
+	var wait *waitingError
+	var conflict errSecretConflict
+	var apiErr *backend.APIError
+	switch {
+	case errors.As(err, &conflict):
+		stall = &stalledError{reason: tokensv1alpha1.ReasonSecretConflict, message: conflict.Error()}
+	case errors.Is(err, backend.ErrInvalid) && errors.As(err, &apiErr):
+		stall = &stalledError{reason: tokensv1alpha1.ReasonBackendRejected, message: "The backend rejected the token: " + apiErr.Message()}
+	case errors.Is(err, backend.ErrUnauthorized):
+		wait = &waitingError{reason: tokensv1alpha1.ReasonBackendUnauthorized, message: "The backend refused the admin key; check the TokenBackend's credentials", after: time.Minute}
+	case errors.Is(err, backend.ErrRateLimited) && backend.RetryAfterOf(err) > 0:
+		wait = &waitingError{reason: tokensv1alpha1.ReasonBackendUnavailable, message: "The backend asked to slow down", after: backend.RetryAfterOf(err)}
+	}
+	if errors.As(err, &stall) {
+		if !isStalledWith(at, stall) {
+			r.event(at, corev1.EventTypeWarning, stall.reason, "%s", stall.message)
+		}
+		markStalled(at, stall.reason, stall.message)
+		return ctrl.Result{RequeueAfter: backoffWithJitter(resync)}, nil
+	}
+	if errors.As(err, &wait) {
+		markReconciling(at, wait.reason, wait.message)
+		return ctrl.Result{RequeueAfter: wait.after}, nil
+	}
+	reason := tokensv1alpha1.ReasonProgressing
+	if errors.Is(err, backend.ErrUnavailable) || errors.Is(err, backend.ErrRateLimited) || errors.Is(err, backend.ErrConflict) {
+		reason = tokensv1alpha1.ReasonBackendUnavailable
+	}
+	markReconciling(at, reason, "Retrying after an error: "+err.Error())
+	return ctrl.Result{}, err
+}
+
+func isStalledWith(at *tokensv1alpha1.ApiToken, s *stalledError) bool {
+	c := meta.FindStatusCondition(at.Status.Conditions, tokensv1alpha1.ConditionStalled)
+	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == s.reason && c.Message == s.message
+}
+
+func setCondition(at *tokensv1alpha1.ApiToken, typ string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&at.Status.Conditions, metav1.Condition{
+		Type: typ, Status: status, Reason: reason, Message: message, ObservedGeneration: at.Generation,
+	})
+}
+
+func markReady(at *tokensv1alpha1.ApiToken) {
+	message := fmt.Sprintf("Token %s is %s; credentials are in Secret %s", at.Status.AccountSID, at.Status.State, at.Status.SecretName)
+	setCondition(at, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, tokensv1alpha1.ReasonReady, message)
+	setCondition(at, tokensv1alpha1.ConditionReconciling, metav1.ConditionFalse, tokensv1alpha1.ReasonReady, "Up to date")
+	setCondition(at, tokensv1alpha1.ConditionStalled, metav1.ConditionFalse, tokensv1alpha1.ReasonReady, "Up to date")
+}
+
+func markReconciling(at *tokensv1alpha1.ApiToken, reason, message string) {
+	setCondition(at, tokensv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
+	setCondition(at, tokensv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, message)
+	setCondition(at, tokensv1alpha1.ConditionStalled, metav1.ConditionFalse, reason, "Not stalled")
+}
+
+func markStalled(at *tokensv1alpha1.ApiToken, reason, message string) {
+	setCondition(at, tokensv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
+	setCondition(at, tokensv1alpha1.ConditionReconciling, metav1.ConditionFalse, reason, "Waiting for a change")
+	setCondition(at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, reason, message)
+}
+
+// patchStatus writes the status once, only when it changed, against the object
+// as it was read.
+func (r *ApiTokenReconciler) patchStatus(ctx context.Context, original, at *tokensv1alpha1.ApiToken) error {
+	at.Status.ObservedGeneration = at.Generation
+	if apiequality.Semantic.DeepEqual(original.Status, at.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, at, client.MergeFrom(original)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("patch status: %w", err)
+	}
+	return nil
+}

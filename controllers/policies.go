@@ -1,0 +1,131 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"strings"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// The decisions of the ApiToken controller: pure functions of the spec and of what
+// the backend said, table-tested in policies_test.go.
+
+// desiredToken is the backend token that the spec declares.
+func desiredToken(at *tokensv1alpha1.ApiToken) backend.CreateRequest {
+	req := backend.CreateRequest{
+		Name:            at.Spec.DisplayName,
+		Description:     at.Spec.Description,
+		PrimaryContact:  at.Spec.PrimaryContact,
+		DeveloperEmails: normalizedSet(at.Spec.DeveloperEmails),
+		Scopes:          normalizedSet(at.Spec.Scopes),
+		State:           backend.StateEnabled,
+		ExternalID:      string(at.UID),
+	}
+	if req.Name == "" {
+		req.Name = at.Name
+	}
+	if at.Spec.APIVersion != nil {
+		v := int(*at.Spec.APIVersion)
+		req.APIVersion = &v
+	}
+	if at.Spec.Disabled {
+		req.State = backend.StateDisabled
+	}
+	return req
+}
+
+// tokenPatch returns the changes that bring the observed token to the desired one,
+// and the names of the changed fields that had widened access in the backend
+// (extra scopes, or enabled where the spec says disabled).
+func tokenPatch(desired backend.CreateRequest, observed *backend.Token) (patch backend.TokenPatch, widened []string) {
+	if observed.Name != desired.Name {
+		patch.Name = &desired.Name
+	}
+	if observed.Description != desired.Description {
+		patch.Description = &desired.Description
+	}
+	// An omitted apiVersion means "the backend's latest at creation"; the token is
+	// not moved after that. A declared one may only rise, which admission enforces.
+	if desired.APIVersion != nil && *desired.APIVersion > observed.APIVersion {
+		patch.APIVersion = desired.APIVersion
+	}
+	if observed.PrimaryContact != desired.PrimaryContact {
+		patch.PrimaryContact = &desired.PrimaryContact
+	}
+	if !slices.Equal(normalizedSet(observed.DeveloperEmails), desired.DeveloperEmails) {
+		emails := desired.DeveloperEmails
+		patch.DeveloperEmails = &emails
+	}
+	if observedScopes := normalizedSet(observed.Scopes); !slices.Equal(observedScopes, desired.Scopes) {
+		scopes := desired.Scopes
+		patch.Scopes = &scopes
+		if slices.ContainsFunc(observedScopes, func(s string) bool { return !slices.Contains(desired.Scopes, s) }) {
+			widened = append(widened, "scopes")
+		}
+	}
+	if observed.State != desired.State {
+		patch.State = &desired.State
+		if observed.State == backend.StateEnabled {
+			widened = append(widened, "state")
+		}
+	}
+	return patch, widened
+}
+
+// patchedFields names the fields a patch changes, for events.
+func patchedFields(p backend.TokenPatch) []string {
+	var out []string
+	add := func(set bool, name string) {
+		if set {
+			out = append(out, name)
+		}
+	}
+	add(p.Name != nil, "name")
+	add(p.Description != nil, "description")
+	add(p.APIVersion != nil, "apiVersion")
+	add(p.PrimaryContact != nil, "primaryContact")
+	add(p.DeveloperEmails != nil, "developerEmails")
+	add(p.Scopes != nil, "scopes")
+	add(p.State != nil, "state")
+	return out
+}
+
+// resetDue reports whether the reset annotation asks for a reset that has not been
+// handled: a non-empty value that differs from the last handled one. Removing the
+// annotation does nothing.
+func resetDue(annotation, lastHandled string) bool {
+	return annotation != "" && annotation != lastHandled
+}
+
+// createKey is the idempotency key of the create call. It is derived from the
+// ApiToken's UID so that a repeat after a crash or a lost response replays the
+// first create. When the backend token was deleted behind the operator's back, the
+// key names the lost token so that the replacement is a new create, not a replay.
+func createKey(at *tokensv1alpha1.ApiToken, lostSID string) string {
+	if lostSID == "" {
+		return "create/" + string(at.UID)
+	}
+	return "create/" + string(at.UID) + "/after/" + lostSID
+}
+
+// resetKey is the idempotency key of the reset for one nonce: the same nonce never
+// resets twice, even across crashes. The nonce is hashed because keys are short.
+func resetKey(at *tokensv1alpha1.ApiToken, nonce string) string {
+	sum := sha256.Sum256([]byte(nonce))
+	return "reset/" + string(at.UID) + "/" + hex.EncodeToString(sum[:16])
+}
+
+func normalizedSet(in []string) []string {
+	out := slices.Clone(in)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if out == nil {
+		out = []string{}
+	}
+	return out
+}
+
+func joinFields(fields []string) string { return strings.Join(fields, ", ") }

@@ -1,0 +1,97 @@
+package controllers
+
+import (
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// Registry holds a client for each ready TokenBackend. The TokenBackend controller
+// fills it; the ApiToken controller reads it. When a backend's client is replaced
+// (its URL, key, CA or limits changed) or it becomes ready, the registry emits an
+// event so that the ApiTokens using it are reconciled again.
+type Registry struct {
+	mu      sync.RWMutex
+	entries map[string]registryEntry
+	changed chan event.TypedGenericEvent[*tokensv1alpha1.TokenBackend]
+}
+
+type registryEntry struct {
+	configHash   string
+	client       backend.Backend
+	resync       time.Duration
+	catalogAt    time.Time
+	latestAPIVer int
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{
+		entries: map[string]registryEntry{},
+		changed: make(chan event.TypedGenericEvent[*tokensv1alpha1.TokenBackend], 1024),
+	}
+}
+
+// Get returns the client of a ready backend.
+func (r *Registry) Get(name string) (backend.Backend, time.Duration, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.entries[name]
+	return e.client, e.resync, ok
+}
+
+func (r *Registry) entry(name string) (registryEntry, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	e, ok := r.entries[name]
+	return e, ok
+}
+
+// set stores a ready backend and tells its ApiTokens when it is new or replaced.
+func (r *Registry) set(tb *tokensv1alpha1.TokenBackend, e registryEntry) {
+	r.mu.Lock()
+	old, existed := r.entries[tb.Name]
+	r.entries[tb.Name] = e
+	r.mu.Unlock()
+	if !existed || old.configHash != e.configHash {
+		r.notify(tb)
+	}
+}
+
+// remove forgets a backend that is gone or no longer usable.
+func (r *Registry) remove(tb *tokensv1alpha1.TokenBackend) {
+	r.mu.Lock()
+	_, existed := r.entries[tb.Name]
+	delete(r.entries, tb.Name)
+	r.mu.Unlock()
+	if existed {
+		r.notify(tb)
+	}
+}
+
+func (r *Registry) notify(tb *tokensv1alpha1.TokenBackend) {
+	select {
+	case r.changed <- event.TypedGenericEvent[*tokensv1alpha1.TokenBackend]{Object: tb.DeepCopy()}:
+	default: // the ApiToken controller is behind; its resync will catch up
+	}
+}
+
+// CacheOptions configures the manager's cache: Secrets only with the operator's
+// label, so that tens of thousands of unrelated Secrets cost nothing, Namespaces
+// as metadata only, and no managed fields on any cached object.
+func CacheOptions() cache.Options {
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue})},
+		},
+	}
+}

@@ -1,0 +1,197 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+const (
+	// DefaultResyncInterval applies when a TokenBackend sets none.
+	DefaultResyncInterval = 10 * time.Minute
+	// credentialsPollInterval is how often a TokenBackend's admin key Secret is
+	// re-read. That Secret is outside the operator's label-filtered Secret cache,
+	// so changes to it are polled rather than watched.
+	credentialsPollInterval = time.Minute
+)
+
+// NewBackendFunc builds a backend client; tests replace it to inject faults.
+type NewBackendFunc func(backend.Options) (backend.Backend, error)
+
+// TokenBackendReconciler validates TokenBackends, builds their clients into the
+// Registry and reports Ready when the catalog could be fetched.
+type TokenBackendReconciler struct {
+	client.Client
+	// APIReader reads the admin key Secrets, which the Secret cache does not hold.
+	APIReader  client.Reader
+	Scheme     *runtime.Scheme
+	Registry   *Registry
+	NewBackend NewBackendFunc
+	Clock      clock.PassiveClock
+}
+
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=tokenbackends,verbs=get;list;watch
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=tokenbackends/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+
+// Reconcile keeps the registry's client of one TokenBackend current.
+func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	tb := &tokensv1alpha1.TokenBackend{}
+	if err := r.Get(ctx, req.NamespacedName, tb); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Registry.remove(&tokensv1alpha1.TokenBackend{ObjectMeta: metav1.ObjectMeta{Name: req.Name}})
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	original := tb.DeepCopy()
+	defer func() {
+		tb.Status.ObservedGeneration = tb.Generation
+		retErr = errors.Join(retErr, r.patchStatus(ctx, original, tb))
+	}()
+
+	opts, err := r.clientOptions(ctx, tb)
+	if err != nil {
+		r.Registry.remove(tb)
+		setBackendReady(tb, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid, err.Error())
+		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
+	}
+	hash := optionsHash(opts)
+	now := r.Clock.Now()
+	current, known := r.Registry.entry(tb.Name)
+	resync := resyncInterval(tb)
+	if known && current.configHash == hash && now.Sub(current.catalogAt) < resync && isReady(tb.Status.Conditions) {
+		if current.resync != resync {
+			current.resync = resync
+			r.Registry.set(tb, current)
+		}
+		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
+	}
+
+	be, err := r.NewBackend(opts)
+	if err != nil {
+		r.Registry.remove(tb)
+		setBackendReady(tb, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid, err.Error())
+		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
+	}
+	catalog, err := be.Catalog(ctx)
+	if err != nil {
+		r.Registry.remove(tb)
+		reason := tokensv1alpha1.ReasonBackendUnavailable
+		if errors.Is(err, backend.ErrUnauthorized) {
+			reason = tokensv1alpha1.ReasonBackendUnauthorized
+		}
+		setBackendReady(tb, metav1.ConditionFalse, reason, "Fetching the catalog failed: "+err.Error())
+		logf.FromContext(ctx).Info("backend not ready", "reason", reason, "error", err.Error())
+		return ctrl.Result{RequeueAfter: backoffWithJitter(10 * time.Second)}, nil
+	}
+	r.Registry.set(tb, registryEntry{configHash: hash, client: be, resync: resync, catalogAt: now, latestAPIVer: catalog.LatestAPIVersion})
+	tb.Status.LatestAPIVersion = int32(catalog.LatestAPIVersion)
+	setBackendReady(tb, metav1.ConditionTrue, tokensv1alpha1.ReasonCatalogFetched,
+		fmt.Sprintf("Catalog fetched: %d scopes, %d contacts, API versions up to %d", len(catalog.Scopes), len(catalog.Contacts), catalog.LatestAPIVersion))
+	return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
+}
+
+// clientOptions reads the admin key and assembles the client settings.
+func (r *TokenBackendReconciler) clientOptions(ctx context.Context, tb *tokensv1alpha1.TokenBackend) (backend.Options, error) {
+	ref := tb.Spec.CredentialsSecretRef
+	key := ref.Key
+	if key == "" {
+		key = "apiKey"
+	}
+	s := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return backend.Options{}, fmt.Errorf("credentials Secret %s/%s not found", ref.Namespace, ref.Name)
+		}
+		return backend.Options{}, fmt.Errorf("read credentials Secret %s/%s: %w", ref.Namespace, ref.Name, err)
+	}
+	adminKey := string(s.Data[key])
+	if adminKey == "" {
+		return backend.Options{}, fmt.Errorf("credentials Secret %s/%s has no key %q", ref.Namespace, ref.Name, key)
+	}
+	qps, burst := tb.Spec.RateLimit.QPS, tb.Spec.RateLimit.Burst
+	if qps == 0 {
+		qps = 10
+	}
+	if burst == 0 {
+		burst = 20
+	}
+	return backend.Options{
+		URL: tb.Spec.URL, AdminKey: adminKey, CABundle: []byte(tb.Spec.CABundle),
+		QPS: float64(qps), Burst: int(burst),
+	}, nil
+}
+
+func optionsHash(o backend.Options) string {
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%g\x00%d", o.URL, o.AdminKey, o.CABundle, o.QPS, o.Burst))
+	return hex.EncodeToString(sum[:])
+}
+
+func resyncInterval(tb *tokensv1alpha1.TokenBackend) time.Duration {
+	if tb.Spec.ResyncInterval == nil || tb.Spec.ResyncInterval.Duration < 5*time.Second {
+		return DefaultResyncInterval
+	}
+	return tb.Spec.ResyncInterval.Duration
+}
+
+// backoffWithJitter adds up to 10% so that many objects do not wake at once.
+func backoffWithJitter(d time.Duration) time.Duration {
+	return d + rand.N(d/10+1)
+}
+
+func isReady(conditions []metav1.Condition) bool {
+	return meta.IsStatusConditionTrue(conditions, tokensv1alpha1.ConditionReady)
+}
+
+func setBackendReady(tb *tokensv1alpha1.TokenBackend, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&tb.Status.Conditions, metav1.Condition{
+		Type: tokensv1alpha1.ConditionReady, Status: status, Reason: reason, Message: message, ObservedGeneration: tb.Generation,
+	})
+}
+
+func (r *TokenBackendReconciler) patchStatus(ctx context.Context, original, tb *tokensv1alpha1.TokenBackend) error {
+	if apiequality.Semantic.DeepEqual(original.Status, tb.Status) {
+		return nil
+	}
+	if err := r.Status().Patch(ctx, tb, client.MergeFrom(original)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("patch TokenBackend status: %w", err)
+	}
+	return nil
+}
+
+// SetupWithManager registers the controller.
+func (r *TokenBackendReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.NewBackend == nil {
+		r.NewBackend = func(o backend.Options) (backend.Backend, error) {
+			o.Observe = observeBackendCall
+			return backend.New(o)
+		}
+	}
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&tokensv1alpha1.TokenBackend{}).
+		Named("tokenbackend").
+		Complete(r)
+}
