@@ -84,6 +84,9 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if err != nil {
 		return r.classify(at, err, DefaultResyncInterval)
 	}
+	if err := r.checkSecretAvailable(ctx, at); err != nil {
+		return r.classify(at, err, resync)
+	}
 	creds, observed, err := r.reconcileBackendToken(ctx, at, be, resync)
 	if err != nil {
 		return r.classify(at, err, resync)

@@ -162,6 +162,18 @@ func (r *ApiTokenReconciler) getOwnSecret(ctx context.Context, at *tokensv1alpha
 	return s, nil
 }
 
+// checkSecretAvailable stops before anything is created in the backend when the
+// Secret's name is taken by a Secret this ApiToken does not control. It reads
+// through the API only when a token is about to be created or the Secret moves;
+// otherwise the Secret phase finds conflicts on its own.
+func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+	if at.Status.AccountSID != "" && at.Status.SecretName == secretName(at) {
+		return nil
+	}
+	_, err := r.getOwnSecret(ctx, at, secretName(at))
+	return err
+}
+
 // reconcileSecret makes the Secret hold the token's current credentials. creds are
 // the credentials just returned by a create or reset (nil otherwise); observed is
 // the backend token when it was read in this pass (nil when unchanged).

@@ -44,28 +44,15 @@ func (e *waitingError) Error() string { return e.message }
 // stalled errors wait for a change (with a slow safety resync), rate limits wait
 // for Retry-After, other errors go back to the work queue's exponential backoff.
 func (r *ApiTokenReconciler) classify(at *tokensv1alpha1.ApiToken, err error, resync time.Duration) (ctrl.Result, error) {
-	var stall *stalledError
-	var wait *waitingError
-	var conflict errSecretConflict
-	var apiErr *backend.APIError
-	switch {
-	case errors.As(err, &conflict):
-		stall = &stalledError{reason: tokensv1alpha1.ReasonSecretConflict, message: conflict.Error()}
-	case errors.Is(err, backend.ErrInvalid) && errors.As(err, &apiErr):
-		stall = &stalledError{reason: tokensv1alpha1.ReasonBackendRejected, message: "The backend rejected the token: " + apiErr.Message()}
-	case errors.Is(err, backend.ErrUnauthorized):
-		wait = &waitingError{reason: tokensv1alpha1.ReasonBackendUnauthorized, message: "The backend refused the admin key; check the TokenBackend's credentials", after: time.Minute}
-	case errors.Is(err, backend.ErrRateLimited) && backend.RetryAfterOf(err) > 0:
-		wait = &waitingError{reason: tokensv1alpha1.ReasonBackendUnavailable, message: "The backend asked to slow down", after: backend.RetryAfterOf(err)}
-	}
-	if errors.As(err, &stall) {
+	stall, wait := stallOrWait(err)
+	if stall != nil {
 		if !isStalledWith(at, stall) {
 			r.event(at, corev1.EventTypeWarning, stall.reason, "%s", stall.message)
 		}
 		markStalled(at, stall.reason, stall.message)
 		return ctrl.Result{RequeueAfter: backoffWithJitter(resync)}, nil
 	}
-	if errors.As(err, &wait) {
+	if wait != nil {
 		markReconciling(at, wait.reason, wait.message)
 		return ctrl.Result{RequeueAfter: wait.after}, nil
 	}
@@ -75,6 +62,30 @@ func (r *ApiTokenReconciler) classify(at *tokensv1alpha1.ApiToken, err error, re
 	}
 	markReconciling(at, reason, "Retrying after an error: "+err.Error())
 	return ctrl.Result{}, err
+}
+
+// stallOrWait sorts an error into a stall (the user must act), a wait (for
+// something outside the ApiToken), or neither (retry with backoff).
+func stallOrWait(err error) (*stalledError, *waitingError) {
+	var stall *stalledError
+	var wait *waitingError
+	var conflict errSecretConflict
+	var apiErr *backend.APIError
+	switch {
+	case errors.As(err, &stall):
+		return stall, nil
+	case errors.As(err, &wait):
+		return nil, wait
+	case errors.As(err, &conflict):
+		return &stalledError{reason: tokensv1alpha1.ReasonSecretConflict, message: conflict.Error()}, nil
+	case errors.Is(err, backend.ErrInvalid) && errors.As(err, &apiErr):
+		return &stalledError{reason: tokensv1alpha1.ReasonBackendRejected, message: "The backend rejected the token: " + apiErr.Message()}, nil
+	case errors.Is(err, backend.ErrUnauthorized):
+		return nil, &waitingError{reason: tokensv1alpha1.ReasonBackendUnauthorized, message: "The backend refused the admin key; check the TokenBackend's credentials", after: time.Minute}
+	case errors.Is(err, backend.ErrRateLimited) && backend.RetryAfterOf(err) > 0:
+		return nil, &waitingError{reason: tokensv1alpha1.ReasonBackendUnavailable, message: "The backend asked to slow down", after: backend.RetryAfterOf(err)}
+	}
+	return nil, nil
 }
 
 func isStalledWith(at *tokensv1alpha1.ApiToken, s *stalledError) bool {

@@ -56,7 +56,7 @@ type BackendReference struct {
 }
 
 // SecretTemplate says where and how the token's credentials are written.
-// +kubebuilder:validation:XValidation:rule="self.accountSidKey != self.authTokenKey",message="accountSidKey and authTokenKey must differ"
+// +kubebuilder:validation:XValidation:rule="!has(self.accountSidKey) || !has(self.authTokenKey) || self.accountSidKey != self.authTokenKey",message="accountSidKey and authTokenKey must differ"
 type SecretTemplate struct {
 	// name of the Secret, in the ApiToken's namespace. Defaults to the ApiToken's name.
 	// Changing it moves the Secret.

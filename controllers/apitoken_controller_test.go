@@ -1,0 +1,676 @@
+package controllers
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+const (
+	wait = 20 * time.Second
+	tick = 50 * time.Millisecond
+)
+
+var (
+	nsCounter     int
+	nonLabelChars = regexp.MustCompile(`[^a-z0-9-]+`)
+)
+
+// newNamespace creates a namespace of the test's own.
+func newNamespace(t *testing.T, labels map[string]string) string {
+	t.Helper()
+	nsCounter++
+	name := fmt.Sprintf("t%d-%s", nsCounter, nonLabelChars.ReplaceAllString(strings.ToLower(t.Name()), "-"))
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	name = strings.TrimRight(name, "-")
+	if err := k8s.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+func newApiToken(ns, name string) *tokensv1alpha1.ApiToken {
+	return &tokensv1alpha1.ApiToken{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: tokensv1alpha1.ApiTokenSpec{
+			Description:     "integration test",
+			PrimaryContact:  "ops@example.com",
+			DeveloperEmails: []string{"dev@example.com"},
+			Scopes:          []string{"reports:read", "actions:read"},
+		},
+	}
+}
+
+func get(t *testing.T, at *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
+	t.Helper()
+	out := &tokensv1alpha1.ApiToken{}
+	if err := k8s.Get(t.Context(), client.ObjectKeyFromObject(at), out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// waitCondition waits until the ApiToken's condition has the status (and reason,
+// when given) for its current generation, and returns the ApiToken.
+func waitCondition(t *testing.T, at *tokensv1alpha1.ApiToken, typ string, status metav1.ConditionStatus, reason string) *tokensv1alpha1.ApiToken {
+	t.Helper()
+	g := NewWithT(t)
+	var out *tokensv1alpha1.ApiToken
+	g.Eventually(func(g Gomega) {
+		out = &tokensv1alpha1.ApiToken{}
+		g.Expect(k8s.Get(t.Context(), client.ObjectKeyFromObject(at), out)).To(Succeed())
+		g.Expect(out.Status.ObservedGeneration).To(Equal(out.Generation))
+		c := meta.FindStatusCondition(out.Status.Conditions, typ)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Status).To(Equal(status), "condition %s: %s", typ, c.Message)
+		if reason != "" {
+			g.Expect(c.Reason).To(Equal(reason))
+		}
+	}, wait, tick).Should(Succeed())
+	return out
+}
+
+func waitReady(t *testing.T, at *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
+	t.Helper()
+	return waitCondition(t, at, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, "")
+}
+
+func backendTokens(t *testing.T, at *tokensv1alpha1.ApiToken) []backend.Token {
+	t.Helper()
+	found, err := tsAdmin.FindByExternalID(t.Context(), string(get(t, at).UID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
+
+func getSecret(t *testing.T, ns, name string) *corev1.Secret {
+	t.Helper()
+	s := &corev1.Secret{}
+	if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, s); err != nil {
+		t.Fatalf("get Secret %s/%s: %v", ns, name, err)
+	}
+	return s
+}
+
+func secretCredentials(t *testing.T, s *corev1.Secret, sidKey, tokenKey string) backend.Credentials {
+	t.Helper()
+	return backend.Credentials{AccountSID: string(s.Data[sidKey]), AuthToken: backend.AuthToken(s.Data[tokenKey])}
+}
+
+// verifyStatus returns the HTTP status of /v1/verify for the credentials and scope.
+func verifyStatus(t *testing.T, creds backend.Credentials, scope string) int {
+	t.Helper()
+	c, _ := backend.New(backend.Options{URL: tsURL, MaxAttempts: 1})
+	err := c.Verify(t.Context(), creds, scope)
+	if err == nil {
+		return 200
+	}
+	if apiErr, ok := errors.AsType[*backend.APIError](err); ok {
+		return apiErr.StatusCode
+	}
+	t.Fatalf("verify: %v", err)
+	return 0
+}
+
+func update(t *testing.T, at *tokensv1alpha1.ApiToken, mutate func(*tokensv1alpha1.ApiToken)) {
+	t.Helper()
+	NewWithT(t).Eventually(func() error {
+		current := get(t, at)
+		mutate(current)
+		return k8s.Update(t.Context(), current)
+	}, wait, tick).Should(Succeed())
+}
+
+func hasEvent(t *testing.T, at *tokensv1alpha1.ApiToken, eventType, reason string) bool {
+	for _, e := range eventsFor(t, at) {
+		if e.Type == eventType && e.Reason == reason {
+			return true
+		}
+	}
+	return false
+}
+
+func TestCreateDeliversCredentials(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "reporting-etl")
+	at.Spec.Secret.Labels = map[string]string{"team": "analytics"}
+	at.Spec.Secret.Annotations = map[string]string{"note": "x"}
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitReady(t, at)
+
+	g.Expect(at.Finalizers).To(ContainElement(tokensv1alpha1.Finalizer))
+	g.Expect(at.Status.AccountSID).To(HavePrefix("TK"))
+	g.Expect(at.Status.State).To(Equal(tokensv1alpha1.TokenStateEnabled))
+	g.Expect(at.Status.APIVersion).To(BeEquivalentTo(16))
+	g.Expect(at.Status.SecretName).To(Equal("reporting-etl"))
+	for _, typ := range []string{tokensv1alpha1.ConditionReconciling, tokensv1alpha1.ConditionStalled} {
+		g.Expect(meta.IsStatusConditionFalse(at.Status.Conditions, typ)).To(BeTrue(), typ)
+	}
+
+	tokens := backendTokens(t, at)
+	g.Expect(tokens).To(HaveLen(1))
+	tok := tokens[0]
+	g.Expect(tok.SID).To(Equal(at.Status.AccountSID))
+	g.Expect(tok.Name).To(Equal("reporting-etl"), "displayName defaults to metadata.name")
+	g.Expect(tok.Scopes).To(Equal([]string{"actions:read", "reports:read"}))
+	g.Expect(tok.DeveloperEmails).To(Equal([]string{"dev@example.com"}))
+	g.Expect(tok.PrimaryContact).To(Equal("ops@example.com"))
+
+	s := getSecret(t, ns, "reporting-etl")
+	g.Expect(s.Type).To(Equal(corev1.SecretTypeOpaque))
+	g.Expect(s.Labels).To(HaveKeyWithValue(tokensv1alpha1.ManagedByLabel, tokensv1alpha1.ManagedByValue))
+	g.Expect(s.Labels).To(HaveKeyWithValue(tokensv1alpha1.ApiTokenLabel, "reporting-etl"))
+	g.Expect(s.Labels).To(HaveKeyWithValue("team", "analytics"))
+	g.Expect(s.Annotations).To(HaveKeyWithValue("note", "x"))
+	ref := metav1.GetControllerOf(s)
+	g.Expect(ref).NotTo(BeNil())
+	g.Expect(ref.UID).To(Equal(at.UID))
+	g.Expect(ref.Kind).To(Equal("ApiToken"))
+
+	creds := secretCredentials(t, s, "accountSid", "authToken")
+	g.Expect(creds.AccountSID).To(Equal(at.Status.AccountSID))
+	for _, scope := range []string{"reports:read", "actions:read"} {
+		g.Expect(verifyStatus(t, creds, scope)).To(Equal(200), scope)
+	}
+	g.Expect(verifyStatus(t, creds, "reports:write")).To(Equal(403))
+
+	// The auth token appears nowhere but in the Secret.
+	statusText := fmt.Sprintf("%+v", at.Status)
+	g.Expect(statusText).NotTo(ContainSubstring(creds.AuthToken.Reveal()))
+	g.Expect(hasEvent(t, at, corev1.EventTypeNormal, "Created")).To(BeTrue())
+}
+
+func TestBasicAuthSecretAndCustomKeys(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	basic := newApiToken(ns, "basic")
+	basic.Spec.Secret = tokensv1alpha1.SecretTemplate{Name: "basic-creds", Type: corev1.SecretTypeBasicAuth}
+	custom := newApiToken(ns, "custom")
+	custom.Spec.Secret = tokensv1alpha1.SecretTemplate{AccountSIDKey: "USERNAME", AuthTokenKey: "PASSWORD"}
+	custom.Spec.DisplayName = "Custom Display"
+	g.Expect(k8s.Create(t.Context(), basic)).To(Succeed())
+	g.Expect(k8s.Create(t.Context(), custom)).To(Succeed())
+	waitReady(t, basic)
+	waitReady(t, custom)
+
+	s := getSecret(t, ns, "basic-creds")
+	g.Expect(s.Type).To(Equal(corev1.SecretTypeBasicAuth))
+	g.Expect(verifyStatus(t, secretCredentials(t, s, "username", "password"), "reports:read")).To(Equal(200))
+
+	s = getSecret(t, ns, "custom")
+	g.Expect(s.Data).To(HaveKey("USERNAME"))
+	g.Expect(verifyStatus(t, secretCredentials(t, s, "USERNAME", "PASSWORD"), "reports:read")).To(Equal(200))
+	g.Expect(backendTokens(t, custom)[0].Name).To(Equal("Custom Display"))
+}
+
+func TestSpecChangesReachTheBackend(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "updates")
+	at.Spec.APIVersion = ptr.To[int32](13)
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	waitReady(t, at)
+	sidBefore := get(t, at).Status.AccountSID
+	s := getSecret(t, ns, "updates")
+
+	update(t, at, func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Scopes = []string{"reports:read", "reports:write", "deals:read"}
+		at.Spec.Description = "changed"
+		at.Spec.DisplayName = "Renamed"
+		at.Spec.APIVersion = ptr.To[int32](15)
+		at.Spec.DeveloperEmails = nil
+		at.Spec.PrimaryContact = "admin@example.com"
+	})
+	after := waitReady(t, at)
+	g.Expect(after.Status.AccountSID).To(Equal(sidBefore))
+	g.Expect(after.Status.APIVersion).To(BeEquivalentTo(15))
+	tok := backendTokens(t, at)[0]
+	g.Expect(tok.Scopes).To(Equal([]string{"deals:read", "reports:read", "reports:write"}))
+	g.Expect(tok.Description).To(Equal("changed"))
+	g.Expect(tok.Name).To(Equal("Renamed"))
+	g.Expect(tok.APIVersion).To(Equal(15))
+	g.Expect(tok.DeveloperEmails).To(BeEmpty())
+	g.Expect(tok.PrimaryContact).To(Equal("admin@example.com"))
+
+	creds := secretCredentials(t, s, "accountSid", "authToken")
+	g.Expect(verifyStatus(t, creds, "deals:read")).To(Equal(200))
+	g.Expect(verifyStatus(t, creds, "actions:read")).To(Equal(403))
+	g.Expect(hasEvent(t, at, corev1.EventTypeNormal, "Updated")).To(BeTrue())
+
+	// Admission: apiVersion may only rise.
+	current := get(t, at)
+	current.Spec.APIVersion = ptr.To[int32](14)
+	err := k8s.Update(t.Context(), current)
+	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "downgrade: %v", err)
+	g.Expect(err.Error()).To(ContainSubstring("apiVersion may only rise"))
+}
+
+func TestDriftIsRevertedWithinOneResync(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "drift")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitReady(t, at)
+	sid := at.Status.AccountSID
+
+	// Someone widens the scopes in the backend by hand.
+	wide := []string{"reports:read", "actions:read", "invoices:write"}
+	_, err := tsAdmin.Update(t.Context(), sid, "", backend.TokenPatch{Scopes: &wide})
+	g.Expect(err).NotTo(HaveOccurred())
+	start := time.Now()
+	g.Eventually(func() []string {
+		tok, _, _ := tsAdmin.Get(t.Context(), sid, "")
+		return tok.Scopes
+	}, 2*testResync+wait, tick).Should(Equal([]string{"actions:read", "reports:read"}))
+	g.Expect(time.Since(start)).To(BeNumerically("<", 2*testResync), "reverted within one resync (plus jitter)")
+	g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, "DriftReverted") }, wait, tick).Should(BeTrue())
+
+	// Re-enabled by hand while the spec says disabled: reverted too.
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Disabled = true })
+	g.Eventually(func() string { return string(get(t, at).Status.State) }, wait, tick).Should(Equal("Disabled"))
+	enabled := backend.StateEnabled
+	_, err = tsAdmin.Update(t.Context(), sid, "", backend.TokenPatch{State: &enabled})
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Eventually(func() string {
+		tok, _, _ := tsAdmin.Get(t.Context(), sid, "")
+		return tok.State
+	}, 2*testResync+wait, tick).Should(Equal(backend.StateDisabled))
+}
+
+func TestResetHappensOncePerNonce(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "reset")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitReady(t, at)
+	old := secretCredentials(t, getSecret(t, ns, "reset"), "accountSid", "authToken")
+
+	update(t, at, func(at *tokensv1alpha1.ApiToken) {
+		at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: "incident-42"}
+	})
+	g.Eventually(func() string { return get(t, at).Status.LastHandledReset }, wait, tick).Should(Equal("incident-42"))
+	var fresh backend.Credentials
+	g.Eventually(func() string {
+		fresh = secretCredentials(t, getSecret(t, ns, "reset"), "accountSid", "authToken")
+		return fresh.AuthToken.Reveal()
+	}, wait, tick).ShouldNot(Equal(old.AuthToken.Reveal()))
+	g.Expect(verifyStatus(t, old, "reports:read")).To(Equal(401))
+	g.Expect(verifyStatus(t, fresh, "reports:read")).To(Equal(200))
+	g.Expect(get(t, at).Status.LastResetTime).NotTo(BeNil())
+	g.Expect(hasEvent(t, at, corev1.EventTypeNormal, "Reset")).To(BeTrue())
+
+	// The same nonce, other edits, and removing the annotation reset nothing.
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = "edit after reset" })
+	waitReady(t, at)
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { delete(at.Annotations, tokensv1alpha1.ResetAnnotation) })
+	waitReady(t, at)
+	g.Consistently(func() int64 {
+		creds, _ := tsAdmin.Credentials(t.Context(), fresh.AccountSID)
+		return creds.Generation
+	}, 2*time.Second, 100*time.Millisecond).Should(BeEquivalentTo(2))
+
+	// A new nonce resets again, exactly once.
+	update(t, at, func(at *tokensv1alpha1.ApiToken) {
+		at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: "rotation-2"}
+	})
+	g.Eventually(func() string { return get(t, at).Status.LastHandledReset }, wait, tick).Should(Equal("rotation-2"))
+	g.Consistently(func() int64 {
+		creds, _ := tsAdmin.Credentials(t.Context(), fresh.AccountSID)
+		return creds.Generation
+	}, 2*time.Second, 100*time.Millisecond).Should(BeEquivalentTo(3))
+	g.Eventually(func() int {
+		return verifyStatus(t, secretCredentials(t, getSecret(t, ns, "reset"), "accountSid", "authToken"), "reports:read")
+	}, wait, tick).Should(Equal(200))
+}
+
+func TestResetAnnotationAtCreationIsRecordedWithoutReset(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "born-with-nonce")
+	at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: "initial"}
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitReady(t, at)
+	g.Expect(at.Status.LastHandledReset).To(Equal("initial"))
+	g.Expect(at.Status.LastResetTime).To(BeNil())
+	creds, err := tsAdmin.Credentials(t.Context(), at.Status.AccountSID)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(creds.Generation).To(BeEquivalentTo(1))
+}
+
+func TestDisableKeepsSecretAndEnableRestores(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "toggle")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	waitReady(t, at)
+	creds := secretCredentials(t, getSecret(t, ns, "toggle"), "accountSid", "authToken")
+
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Disabled = true })
+	g.Eventually(func() int { return verifyStatus(t, creds, "reports:read") }, wait, tick).Should(Equal(401))
+	at = waitReady(t, at)
+	g.Expect(at.Status.State).To(Equal(tokensv1alpha1.TokenStateDisabled))
+	g.Expect(getSecret(t, ns, "toggle").Data["authToken"]).To(Equal([]byte(creds.AuthToken.Reveal())))
+	g.Expect(hasEvent(t, at, corev1.EventTypeNormal, "Disabled")).To(BeTrue())
+
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Disabled = false })
+	g.Eventually(func() int { return verifyStatus(t, creds, "reports:read") }, wait, tick).Should(Equal(200))
+	g.Expect(waitReady(t, at).Status.State).To(Equal(tokensv1alpha1.TokenStateEnabled))
+}
+
+func TestDeletionPolicies(t *testing.T) {
+	cases := map[tokensv1alpha1.DeletionPolicy]struct {
+		backendState string // "" = deleted
+		secretKept   bool
+	}{
+		tokensv1alpha1.DeletionPolicyDelete:  {backendState: "", secretKept: false},
+		tokensv1alpha1.DeletionPolicyDisable: {backendState: backend.StateDisabled, secretKept: false},
+		tokensv1alpha1.DeletionPolicyOrphan:  {backendState: backend.StateEnabled, secretKept: true},
+	}
+	for policy, want := range cases {
+		t.Run(string(policy), func(t *testing.T) {
+			g := NewWithT(t)
+			ns := newNamespace(t, nil)
+			at := newApiToken(ns, "deleted")
+			at.Spec.DeletionPolicy = policy
+			g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+			at = waitReady(t, at)
+			sid := at.Status.AccountSID
+
+			g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
+			g.Eventually(func() bool {
+				return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKeyFromObject(at), &tokensv1alpha1.ApiToken{}))
+			}, wait, tick).Should(BeTrue())
+
+			tok, _, err := tsAdmin.Get(t.Context(), sid, "")
+			if want.backendState == "" {
+				g.Expect(errors.Is(err, backend.ErrNotFound)).To(BeTrue(), "backend token should be gone: %v", err)
+			} else {
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(tok.State).To(Equal(want.backendState))
+			}
+			s := &corev1.Secret{}
+			err = k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "deleted"}, s)
+			if want.secretKept {
+				g.Expect(err).NotTo(HaveOccurred())
+				g.Expect(metav1.GetControllerOf(s)).To(BeNil(), "an orphaned Secret has no owner")
+			} else {
+				g.Expect(apierrors.IsNotFound(err)).To(BeTrue(), "Secret should be deleted: %v", err)
+			}
+		})
+	}
+}
+
+func TestDeleteAfterBackendTokenVanishedIsNotAnError(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "vanished")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitReady(t, at)
+	g.Expect(tsAdmin.Delete(t.Context(), at.Status.AccountSID)).To(Succeed())
+	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKeyFromObject(at), &tokensv1alpha1.ApiToken{}))
+	}, wait, tick).Should(BeTrue())
+}
+
+func TestSecretIsRepaired(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "repair")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	waitReady(t, at)
+	good := getSecret(t, ns, "repair")
+
+	g.Expect(k8s.Delete(t.Context(), good)).To(Succeed())
+	g.Eventually(func() []byte {
+		s := &corev1.Secret{}
+		_ = k8s.Get(t.Context(), client.ObjectKeyFromObject(good), s)
+		return s.Data["authToken"]
+	}, wait, tick).Should(Equal(good.Data["authToken"]))
+
+	edited := getSecret(t, ns, "repair")
+	edited.Data["authToken"] = []byte("tampered")
+	delete(edited.Labels, "tokens.apitoken.dev/apitoken")
+	g.Expect(k8s.Update(t.Context(), edited)).To(Succeed())
+	g.Eventually(func() []byte { return getSecret(t, ns, "repair").Data["authToken"] }, wait, tick).Should(Equal(good.Data["authToken"]))
+	g.Eventually(func() map[string]string { return getSecret(t, ns, "repair").Labels }, wait, tick).Should(HaveKey("tokens.apitoken.dev/apitoken"))
+}
+
+func TestSecretTypeChangeReplacesSecret(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "retype")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	waitReady(t, at)
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = corev1.SecretTypeBasicAuth })
+	g.Eventually(func() corev1.SecretType {
+		s := &corev1.Secret{}
+		_ = k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "retype"}, s)
+		return s.Type
+	}, wait, tick).Should(Equal(corev1.SecretTypeBasicAuth))
+	waitReady(t, at)
+	g.Expect(verifyStatus(t, secretCredentials(t, getSecret(t, ns, "retype"), "username", "password"), "reports:read")).To(Equal(200))
+}
+
+func TestRenamingTheSecretMovesIt(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "mover")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	waitReady(t, at)
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Name = "moved" })
+	g.Eventually(func() string { return get(t, at).Status.SecretName }, wait, tick).Should(Equal("moved"))
+	waitReady(t, at)
+	g.Expect(verifyStatus(t, secretCredentials(t, getSecret(t, ns, "moved"), "accountSid", "authToken"), "reports:read")).To(Equal(200))
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "mover"}, &corev1.Secret{}))
+	}, wait, tick).Should(BeTrue())
+}
+
+func TestForeignSecretIsNeverTouched(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	foreign := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "taken", Namespace: ns, Labels: map[string]string{"owner": "someone-else"}},
+		Data:       map[string][]byte{"password": []byte("theirs")},
+	}
+	g.Expect(k8s.Create(t.Context(), foreign)).To(Succeed())
+	at := newApiToken(ns, "taken")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonSecretConflict)
+	g.Expect(meta.IsStatusConditionFalse(at.Status.Conditions, tokensv1alpha1.ConditionReady)).To(BeTrue())
+	g.Expect(backendTokens(t, at)).To(BeEmpty(), "nothing is created in the backend")
+	after := getSecret(t, ns, "taken")
+	g.Expect(after.Data).To(Equal(foreign.Data))
+	g.Expect(after.ResourceVersion).To(Equal(foreign.ResourceVersion))
+	g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, tokensv1alpha1.ReasonSecretConflict) }, wait, tick).Should(BeTrue())
+
+	// Choosing another name resolves it; deleting leaves the foreign Secret alone.
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Name = "taken-2" })
+	waitReady(t, at)
+	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKeyFromObject(at), &tokensv1alpha1.ApiToken{}))
+	}, wait, tick).Should(BeTrue())
+	g.Expect(getSecret(t, ns, "taken").ResourceVersion).To(Equal(foreign.ResourceVersion))
+}
+
+func TestBackendRejectionStallsWithoutRetryStorm(t *testing.T) {
+	cases := map[string]struct {
+		mutate func(*tokensv1alpha1.ApiToken)
+		want   string
+	}{
+		"unknown scope":        {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"reports:read", "nosuch:read"} }, "nosuch:read"},
+		"unknown contact":      {func(at *tokensv1alpha1.ApiToken) { at.Spec.PrimaryContact = "stranger@example.com" }, "stranger@example.com"},
+		"version above latest": {func(at *tokensv1alpha1.ApiToken) { at.Spec.APIVersion = ptr.To[int32](99) }, "apiVersion"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			g := NewWithT(t)
+			ns := newNamespace(t, nil)
+			at := newApiToken(ns, "rejected")
+			tc.mutate(at)
+			g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+			at = waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonBackendRejected)
+			c := meta.FindStatusCondition(at.Status.Conditions, tokensv1alpha1.ConditionStalled)
+			g.Expect(c.Message).To(ContainSubstring(tc.want))
+			g.Expect(backendTokens(t, at)).To(BeEmpty())
+			g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, tokensv1alpha1.ReasonBackendRejected) }, wait, tick).Should(BeTrue())
+
+			// No retry storm: the status stops changing.
+			rv := get(t, at).ResourceVersion
+			g.Consistently(func() string { return get(t, at).ResourceVersion }, 2*time.Second, 200*time.Millisecond).Should(Equal(rv))
+
+			// Fixing the spec recovers.
+			update(t, at, func(at *tokensv1alpha1.ApiToken) {
+				at.Spec.Scopes = []string{"reports:read"}
+				at.Spec.PrimaryContact = "ops@example.com"
+				at.Spec.APIVersion = nil
+			})
+			waitReady(t, at)
+			g.Expect(backendTokens(t, at)).To(HaveLen(1))
+		})
+	}
+}
+
+func TestUnknownBackendAndNamespaceNotAllowed(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "nobackend")
+	at.Spec.BackendRef.Name = "does-not-exist"
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonBackendNotFound)
+
+	restricted := newBackend("restricted", &metav1.LabelSelector{MatchLabels: map[string]string{"tokens": "allowed"}})
+	g.Expect(k8s.Create(t.Context(), restricted)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(t.Context(), restricted) })
+
+	denied := newApiToken(ns, "denied")
+	denied.Spec.BackendRef.Name = "restricted"
+	g.Expect(k8s.Create(t.Context(), denied)).To(Succeed())
+	denied = waitCondition(t, denied, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonNamespaceNotAllowed)
+	g.Expect(backendTokens(t, denied)).To(BeEmpty())
+
+	allowedNS := newNamespace(t, map[string]string{"tokens": "allowed"})
+	allowed := newApiToken(allowedNS, "allowed")
+	allowed.Spec.BackendRef.Name = "restricted"
+	g.Expect(k8s.Create(t.Context(), allowed)).To(Succeed())
+	waitReady(t, allowed)
+
+	// Creating the missing backend re-reconciles the ApiToken that waited for it.
+	late := newBackend("does-not-exist", nil)
+	g.Expect(k8s.Create(t.Context(), late)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(t.Context(), late) })
+	waitReady(t, at)
+
+	// Deleting ApiTokens that never reached a backend completes.
+	g.Expect(k8s.Delete(t.Context(), denied)).To(Succeed())
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKeyFromObject(denied), &tokensv1alpha1.ApiToken{}))
+	}, wait, tick).Should(BeTrue())
+}
+
+func TestLostCreateResponseAdoptsTheToken(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "lost")
+	at.Spec.DisplayName = "lost-create-responses"
+	// Lose the response of the first create and of its replay.
+	faults.mu.Lock()
+	faults.dropCreate[at.Spec.DisplayName] = 2
+	faults.mu.Unlock()
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitReady(t, at)
+	tokens := backendTokens(t, at)
+	g.Expect(tokens).To(HaveLen(1), "exactly one backend token after lost responses")
+	g.Expect(tokens[0].SID).To(Equal(at.Status.AccountSID))
+	g.Expect(verifyStatus(t, secretCredentials(t, getSecret(t, ns, "lost"), "accountSid", "authToken"), "reports:read")).To(Equal(200))
+}
+
+func TestAdmissionRejectsInvalidSpecs(t *testing.T) {
+	long := strings.Repeat("x", 101)
+	cases := map[string]struct {
+		mutate func(*tokensv1alpha1.ApiToken)
+		want   string
+	}{
+		"displayName too long":   {func(at *tokensv1alpha1.ApiToken) { at.Spec.DisplayName = long }, "displayName"},
+		"description too long":   {func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = strings.Repeat("d", 1025) }, "description"},
+		"malformed contact":      {func(at *tokensv1alpha1.ApiToken) { at.Spec.PrimaryContact = "not-an-email" }, "primaryContact"},
+		"missing contact":        {func(at *tokensv1alpha1.ApiToken) { at.Spec.PrimaryContact = "" }, "primaryContact"},
+		"malformed dev e-mail":   {func(at *tokensv1alpha1.ApiToken) { at.Spec.DeveloperEmails = []string{"dev@"} }, "developerEmails"},
+		"scope pattern":          {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"Reports:Read"} }, "scopes"},
+		"scope without colon":    {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"reports"} }, "scopes"},
+		"duplicate scopes":       {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"a:b", "a:b"} }, "scopes"},
+		"too many scopes":        {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = manyScopes(257) }, "scopes"},
+		"too many e-mails":       {func(at *tokensv1alpha1.ApiToken) { at.Spec.DeveloperEmails = manyEmails(51) }, "developerEmails"},
+		"unknown policy":         {func(at *tokensv1alpha1.ApiToken) { at.Spec.DeletionPolicy = "Keep" }, "deletionPolicy"},
+		"unknown secret type":    {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = "kubernetes.io/tls" }, "type"},
+		"same secret keys":       {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.AuthTokenKey = "accountSid" }, "must differ"},
+		"bad secret key":         {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.AuthTokenKey = "a/b" }, "authTokenKey"},
+		"bad secret name":        {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Name = "Not_A_Name" }, "secret.name"},
+		"apiVersion zero":        {func(at *tokensv1alpha1.ApiToken) { at.Spec.APIVersion = ptr.To[int32](0) }, "apiVersion"},
+		"empty displayName":      {func(at *tokensv1alpha1.ApiToken) { at.Spec.DisplayName = "" }, ""},
+	}
+	ns := newNamespace(t, nil)
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			at := newApiToken(ns, "invalid")
+			tc.mutate(at)
+			err := k8s.Create(t.Context(), at)
+			if tc.want == "" { // omitted optional fields are valid
+				if err != nil {
+					t.Fatalf("valid spec rejected: %v", err)
+				}
+				_ = k8s.Delete(t.Context(), at)
+				return
+			}
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want an Invalid error naming %q", err, tc.want)
+			}
+		})
+	}
+	list := &tokensv1alpha1.ApiTokenList{}
+	if err := k8s.List(t.Context(), list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range list.Items {
+		if slices.Contains([]string{"invalid"}, at.Name) && at.DeletionTimestamp.IsZero() {
+			t.Errorf("an invalid ApiToken was stored: %s", at.Name)
+		}
+	}
+}
+
+func manyScopes(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("cat%d:read", i)
+	}
+	return out
+}
+
+func manyEmails(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("dev%d@example.com", i)
+	}
+	return out
+}

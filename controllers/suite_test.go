@@ -1,0 +1,242 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/internal/tokenservice"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// The integration suite: a real kube-apiserver and etcd (envtest), the manager
+// running both controllers, and tokenservice in-process over HTTP.
+
+const (
+	testAdminKey      = "integration-admin-key"
+	testResync        = 5 * time.Second
+	operatorNamespace = "apitoken-system"
+)
+
+var (
+	k8s       client.Client
+	tsURL     string
+	tsAdmin   *backend.Client // the test's own view of the backend
+	faults    = &faultInjector{dropCreate: map[string]int{}}
+	testScope = runtime.NewScheme()
+	logSink   = &lockedBuffer{}
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(runSuite(m))
+}
+
+func runSuite(m *testing.M) int {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		out, err := exec.Command("../hack/k8s-binaries.sh").Output()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "no KUBEBUILDER_ASSETS and hack/k8s-binaries.sh failed:", err)
+			return 1
+		}
+		_ = os.Setenv("KUBEBUILDER_ASSETS", strings.TrimSpace(string(out)))
+	}
+	logf.SetLogger(zap.New(zap.WriteTo(logSink), zap.UseDevMode(true), zap.Level(zapcore.Level(-10))))
+	utilruntime.Must(clientgoscheme.AddToScheme(testScope))
+	utilruntime.Must(tokensv1alpha1.AddToScheme(testScope))
+
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "start envtest:", err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+
+	srv, err := tokenservice.New(tokenservice.Config{AdminKey: testAdminKey})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	tsURL = ts.URL
+	tsAdmin, _ = backend.New(backend.Options{URL: ts.URL, AdminKey: testAdminKey})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 testScope,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  CacheOptions(),
+		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		return 1
+	}
+	registry := NewRegistry()
+	err = (&TokenBackendReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Registry: registry,
+		NewBackend: func(o backend.Options) (backend.Backend, error) {
+			o.Observe = observeBackendCall
+			c, err := backend.New(o)
+			if err != nil {
+				return nil, err
+			}
+			return &faultyBackend{Backend: c, faults: faults}, nil
+		},
+	}).SetupWithManager(mgr)
+	if err == nil {
+		err = (&ApiTokenReconciler{
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(),
+			Recorder: mgr.GetEventRecorder("apitoken-operator"), Registry: registry,
+		}).SetupWithManager(mgr)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "setup:", err)
+		return 1
+	}
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "manager stopped:", err)
+		}
+	}()
+	k8s, err = client.New(cfg, client.Options{Scheme: testScope})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := createDefaultBackend(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "default backend:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+func createDefaultBackend(ctx context.Context) error {
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
+		return err
+	}
+	if err := k8s.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "tokenservice-admin", Namespace: operatorNamespace},
+		Data:       map[string][]byte{"apiKey": []byte(testAdminKey)},
+	}); err != nil {
+		return err
+	}
+	if err := k8s.Create(ctx, newBackend("default", nil)); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		tb := &tokensv1alpha1.TokenBackend{}
+		if err := k8s.Get(ctx, client.ObjectKey{Name: "default"}, tb); err == nil && isReady(tb.Status.Conditions) {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("TokenBackend default not ready")
+}
+
+func newBackend(name string, allowed *metav1.LabelSelector) *tokensv1alpha1.TokenBackend {
+	return &tokensv1alpha1.TokenBackend{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: tokensv1alpha1.TokenBackendSpec{
+			URL:                  tsURL,
+			CredentialsSecretRef: tokensv1alpha1.SecretKeyReference{Namespace: operatorNamespace, Name: "tokenservice-admin", Key: "apiKey"},
+			AllowedNamespaces:    allowed,
+			RateLimit:            tokensv1alpha1.RateLimit{QPS: 1000, Burst: 1000},
+			ResyncInterval:       &metav1.Duration{Duration: testResync},
+		},
+	}
+}
+
+// faultInjector makes the backend lose responses of chosen calls after the backend
+// acted on them, as a broken connection would.
+type faultInjector struct {
+	mu         sync.Mutex
+	dropCreate map[string]int // token name -> create responses still to lose
+}
+
+func (f *faultInjector) take(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dropCreate[name] > 0 {
+		f.dropCreate[name]--
+		return true
+	}
+	return false
+}
+
+type faultyBackend struct {
+	backend.Backend
+	faults *faultInjector
+}
+
+func (b *faultyBackend) Create(ctx context.Context, key string, req backend.CreateRequest) (*backend.Token, backend.Credentials, error) {
+	tok, creds, err := b.Backend.Create(ctx, key, req)
+	if err == nil && b.faults.take(req.Name) {
+		return nil, backend.Credentials{}, fmt.Errorf("create: %w: injected lost response", backend.ErrUnavailable)
+	}
+	return tok, creds, err
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// eventsFor lists the events about an ApiToken.
+func eventsFor(t *testing.T, at *tokensv1alpha1.ApiToken) []eventsv1.Event {
+	t.Helper()
+	list := &eventsv1.EventList{}
+	if err := k8s.List(t.Context(), list, client.InNamespace(at.Namespace)); err != nil {
+		t.Fatal(err)
+	}
+	var out []eventsv1.Event
+	for _, e := range list.Items {
+		if e.Regarding.Name == at.Name && e.Regarding.Kind == "ApiToken" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
