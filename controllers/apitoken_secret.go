@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -255,7 +256,7 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, existing, desired 
 func (r *ApiTokenReconciler) deleteOwnSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) error {
 	s, err := r.getOwnSecret(ctx, at, name)
 	if s == nil || err != nil {
-		if _, conflict := err.(errSecretConflict); conflict {
+		if errors.As(err, new(errSecretConflict)) {
 			return nil // not ours: leave it alone
 		}
 		return err
@@ -271,7 +272,7 @@ func (r *ApiTokenReconciler) deleteOwnSecret(ctx context.Context, at *tokensv1al
 func (r *ApiTokenReconciler) orphanSecret(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
 	s, err := r.getOwnSecret(ctx, at, secretName(at))
 	if s == nil || err != nil {
-		if _, conflict := err.(errSecretConflict); conflict {
+		if errors.As(err, new(errSecretConflict)) {
 			return nil
 		}
 		return err

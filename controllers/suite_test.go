@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/http/httptest"
 	"os"
@@ -56,6 +57,10 @@ func TestMain(m *testing.M) {
 }
 
 func runSuite(m *testing.M) int {
+	flag.Parse()
+	if fuzzing() {
+		return m.Run() // fuzz targets test pure functions: no cluster per fuzz worker
+	}
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		out, err := exec.Command("../hack/k8s-binaries.sh").Output()
 		if err != nil {
@@ -176,6 +181,15 @@ func newBackend(name string, allowed *metav1.LabelSelector) *tokensv1alpha1.Toke
 			ResyncInterval:       &metav1.Duration{Duration: testResync},
 		},
 	}
+}
+
+func fuzzing() bool {
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
 }
 
 // faultInjector makes the backend lose responses of chosen calls after the backend

@@ -213,7 +213,7 @@ type ApiTokenStatus struct {
 
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=apit;apitokens,categories=apitoken
+// +kubebuilder:resource:shortName=apit,categories=apitoken
 // +kubebuilder:printcolumn:name="SID",type=string,JSONPath=`.status.accountSid`
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
 // +kubebuilder:printcolumn:name="Version",type=integer,JSONPath=`.status.apiVersion`
@@ -244,8 +244,4 @@ type ApiTokenList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []ApiToken `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&ApiToken{}, &ApiTokenList{})
 }

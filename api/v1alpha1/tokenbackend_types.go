@@ -141,7 +141,3 @@ type TokenBackendList struct {
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []TokenBackend `json:"items"`
 }
-
-func init() {
-	SchemeBuilder.Register(&TokenBackend{}, &TokenBackendList{})
-}

@@ -185,7 +185,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 	}
 	s.store.mu.Unlock()
 	slices.SortFunc(items, func(a, b Token) int { return strings.Compare(a.SID, b.SID) })
-	writeJSON(w, http.StatusOK, map[string][]Token{"items": items})
+	writeJSON(w, map[string][]Token{"items": items})
 }
 
 // lookup returns a copy of the token's record, or writes 404.
@@ -214,7 +214,7 @@ func (s *Server) getToken(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	writeJSON(w, http.StatusOK, rec.Token)
+	writeJSON(w, rec.Token)
 }
 
 // etagMatches reports whether an If-None-Match or If-Match header names etag.
@@ -268,7 +268,7 @@ func (s *Server) patchToken(w http.ResponseWriter, r *http.Request) {
 	if tokenSettingsEqual(&next.Token, &current.Token) {
 		s.store.mu.Unlock()
 		w.Header().Set("ETag", current.etag())
-		writeJSON(w, http.StatusOK, current.Token)
+		writeJSON(w, current.Token)
 		return
 	}
 	next.UpdatedAt = s.now().UTC()
@@ -283,7 +283,7 @@ func (s *Server) patchToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", next.etag())
-	writeJSON(w, http.StatusOK, next.Token)
+	writeJSON(w, next.Token)
 }
 
 // applyMergePatch applies the settable members of an RFC 7396 merge patch to t.
@@ -364,7 +364,7 @@ func (s *Server) getCredentials(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, Credentials{AccountSID: rec.SID, AuthToken: rec.AuthToken, Generation: rec.Generation})
+	writeJSON(w, Credentials{AccountSID: rec.SID, AuthToken: rec.AuthToken, Generation: rec.Generation})
 }
 
 func (s *Server) resetToken(w http.ResponseWriter, r *http.Request) {
@@ -442,5 +442,5 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem(http.StatusForbidden, ProblemForbiddenScope, "The token does not hold the requested scope."))
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"sid": t.SID, "scopes": t.Scopes})
+	writeJSON(w, map[string]any{"sid": t.SID, "scopes": t.Scopes})
 }

@@ -56,13 +56,14 @@ func writeProblem(w http.ResponseWriter, p *Problem) {
 	_ = json.NewEncoder(w).Encode(p)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
+// writeJSON answers 200 with v.
+func writeJSON(w http.ResponseWriter, v any) {
 	body, err := json.Marshal(v)
 	if err != nil {
 		writeProblem(w, problem(http.StatusInternalServerError, ProblemInternal, "The response could not be encoded."))
 		return
 	}
-	writeRawJSON(w, status, body)
+	writeRawJSON(w, http.StatusOK, body)
 }
 
 func writeRawJSON(w http.ResponseWriter, status int, body []byte) {

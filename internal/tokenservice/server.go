@@ -149,5 +149,5 @@ func (s *Server) requireAdmin(next http.HandlerFunc) http.Handler {
 }
 
 func (s *Server) getCatalog(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.catalog)
+	writeJSON(w, s.catalog)
 }

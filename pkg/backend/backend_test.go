@@ -3,6 +3,7 @@ package backend
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -75,7 +76,7 @@ func TestSentinelFor(t *testing.T) {
 		412: ErrPreconditionFailed, 413: ErrInvalid, 422: ErrInvalid, 429: ErrRateLimited, 500: ErrUnavailable, 503: ErrUnavailable,
 	}
 	for status, want := range tests {
-		if got := sentinelFor(status); got != want {
+		if got := sentinelFor(status); !errors.Is(got, want) {
 			t.Errorf("sentinelFor(%d) = %v, want %v", status, got, want)
 		}
 	}

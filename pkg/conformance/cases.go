@@ -40,7 +40,7 @@ func testManagementNeedsAdminKey(h *harness) {
 	for _, c := range calls {
 		for _, auth := range []string{"", "Bearer wrong-" + h.key, "Basic " + h.key} {
 			r := h.do(c.method, c.path, []byte("{}"), "Authorization", auth, "Idempotency-Key", "k")
-			h.expect(r, http.StatusUnauthorized, c.method+" "+c.path+" with Authorization "+strconv.Quote(strings.Fields(auth+" none")[0]))
+			h.expect(r, http.StatusUnauthorized, c.method+" "+c.path+" with Authorization "+strconv.Quote(strings.Fields(auth + " none")[0]))
 			if bytes.Contains(r.raw, []byte(h.key)) {
 				h.t.Errorf("%s %s echoed the admin key", c.method, c.path)
 			}

@@ -1,0 +1,196 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+var testCreds = backend.Credentials{AccountSID: "TK123", AuthToken: "secret-token-value", Generation: 3}
+
+func TestRenderSecret(t *testing.T) {
+	tests := map[string]struct {
+		mutate   func(*tokensv1alpha1.ApiToken)
+		wantName string
+		wantType corev1.SecretType
+		wantData map[string]string
+		wantTeam string
+	}{
+		"defaults": {
+			wantName: "etl", wantType: corev1.SecretTypeOpaque,
+			wantData: map[string]string{"accountSid": "TK123", "authToken": "secret-token-value"},
+		},
+		"custom name and keys": {
+			mutate: func(at *tokensv1alpha1.ApiToken) {
+				at.Spec.Secret = tokensv1alpha1.SecretTemplate{Name: "creds", AccountSIDKey: "user", AuthTokenKey: "pass"}
+			},
+			wantName: "creds", wantType: corev1.SecretTypeOpaque,
+			wantData: map[string]string{"user": "TK123", "pass": "secret-token-value"},
+		},
+		"basic auth ignores custom keys": {
+			mutate: func(at *tokensv1alpha1.ApiToken) {
+				at.Spec.Secret = tokensv1alpha1.SecretTemplate{Type: corev1.SecretTypeBasicAuth, AccountSIDKey: "user"}
+			},
+			wantName: "etl", wantType: corev1.SecretTypeBasicAuth,
+			wantData: map[string]string{"username": "TK123", "password": "secret-token-value"},
+		},
+		"template labels cannot override the operator's": {
+			mutate: func(at *tokensv1alpha1.ApiToken) {
+				at.Spec.Secret.Labels = map[string]string{"team": "analytics", tokensv1alpha1.ManagedByLabel: "someone", tokensv1alpha1.ApiTokenLabel: "other"}
+			},
+			wantName: "etl", wantType: corev1.SecretTypeOpaque, wantTeam: "analytics",
+			wantData: map[string]string{"accountSid": "TK123", "authToken": "secret-token-value"},
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			at := apiToken(tc.mutate)
+			s := renderSecret(at, testCreds)
+			if s.Name != tc.wantName || s.Namespace != "analytics" || s.Type != tc.wantType {
+				t.Errorf("got %s/%s type %s", s.Namespace, s.Name, s.Type)
+			}
+			got := map[string]string{}
+			for k, v := range s.Data {
+				got[k] = string(v)
+			}
+			if diff := cmp.Diff(tc.wantData, got); diff != "" {
+				t.Errorf("data (-want +got):\n%s", diff)
+			}
+			if s.Labels[tokensv1alpha1.ManagedByLabel] != tokensv1alpha1.ManagedByValue || s.Labels[tokensv1alpha1.ApiTokenLabel] != "etl" {
+				t.Errorf("operator labels missing or overridden: %v", s.Labels)
+			}
+			if s.Labels["team"] != tc.wantTeam {
+				t.Errorf("team label %q, want %q", s.Labels["team"], tc.wantTeam)
+			}
+			creds, ok := credentialsInSecret(at, s)
+			if !ok || creds.AccountSID != testCreds.AccountSID || creds.AuthToken != testCreds.AuthToken || creds.Generation != 3 {
+				t.Errorf("credentialsInSecret of a rendered Secret: %v %v", creds, ok)
+			}
+			for k, v := range s.Annotations {
+				if strings.Contains(k+v, testCreds.AuthToken.Reveal()) {
+					t.Errorf("annotation %s holds the auth token", k)
+				}
+			}
+		})
+	}
+}
+
+func TestCredentialsInSecretDetectsEdits(t *testing.T) {
+	at := apiToken(nil)
+	tests := map[string]func(*corev1.Secret){
+		"token edited":          func(s *corev1.Secret) { s.Data["authToken"] = []byte("tampered") },
+		"sid edited":            func(s *corev1.Secret) { s.Data["accountSid"] = []byte("TK999") },
+		"key removed":           func(s *corev1.Secret) { delete(s.Data, "authToken") },
+		"generation edited":     func(s *corev1.Secret) { s.Annotations[credentialsGenerationAnnotation] = "4" },
+		"hash removed":          func(s *corev1.Secret) { delete(s.Annotations, credentialsHashAnnotation) },
+		"generation not number": func(s *corev1.Secret) { s.Annotations[credentialsGenerationAnnotation] = "x" },
+	}
+	for name, edit := range tests {
+		s := renderSecret(at, testCreds)
+		edit(s)
+		if _, ok := credentialsInSecret(at, s); ok {
+			t.Errorf("%s: edited Secret accepted as intact", name)
+		}
+	}
+	if _, ok := credentialsInSecret(at, nil); ok {
+		t.Error("nil Secret accepted")
+	}
+}
+
+func TestSecretUpToDate(t *testing.T) {
+	at := apiToken(nil)
+	desired := renderSecret(at, testCreds)
+	tests := map[string]struct {
+		edit func(*corev1.Secret)
+		want bool
+	}{
+		"identical":                     {func(*corev1.Secret) {}, true},
+		"extra label from someone":      {func(s *corev1.Secret) { s.Labels["x"] = "y" }, true},
+		"extra annotation from kubectl": {func(s *corev1.Secret) { s.Annotations["kubectl.kubernetes.io/last-applied-configuration"] = "{}" }, true},
+		"our label removed":             {func(s *corev1.Secret) { delete(s.Labels, tokensv1alpha1.ApiTokenLabel) }, false},
+		"data edited":                   {func(s *corev1.Secret) { s.Data["authToken"] = []byte("x") }, false},
+		"extra data key":                {func(s *corev1.Secret) { s.Data["extra"] = []byte("x") }, false},
+		"type differs":                  {func(s *corev1.Secret) { s.Type = corev1.SecretTypeBasicAuth }, false},
+	}
+	for name, tc := range tests {
+		existing := renderSecret(at, testCreds)
+		tc.edit(existing)
+		if got := secretUpToDate(existing, desired); got != tc.want {
+			t.Errorf("%s: secretUpToDate = %v, want %v", name, got, tc.want)
+		}
+	}
+}
+
+// FuzzRenderSecret renders Secrets for arbitrary templates and credentials: the
+// result always carries the operator's labels, round-trips the credentials, and
+// never puts the auth token outside the data.
+func FuzzRenderSecret(f *testing.F) {
+	f.Add("creds", "user", "pass", "TK1", "token-value-123", int64(1), false)
+	f.Add("", "", "", "", "", int64(0), true)
+	f.Fuzz(func(t *testing.T, name, sidKey, tokenKey, sid, token string, generation int64, basic bool) {
+		at := apiToken(func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret = tokensv1alpha1.SecretTemplate{Name: name, AccountSIDKey: sidKey, AuthTokenKey: tokenKey}
+			if basic {
+				at.Spec.Secret.Type = corev1.SecretTypeBasicAuth
+			}
+		})
+		creds := backend.Credentials{AccountSID: sid, AuthToken: backend.AuthToken(token), Generation: generation}
+		s := renderSecret(at, creds)
+		if s.Labels[tokensv1alpha1.ManagedByLabel] != tokensv1alpha1.ManagedByValue {
+			t.Fatal("managed-by label missing")
+		}
+		if len(token) >= 12 {
+			for k, v := range s.Annotations {
+				if strings.Contains(k+v, token) {
+					t.Fatalf("annotation %s holds the token", k)
+				}
+			}
+		}
+		got, ok := credentialsInSecret(at, s)
+		wantOK := sid != "" && token != "" && (basic || effectiveKeysDiffer(sidKey, tokenKey))
+		if ok != wantOK {
+			t.Fatalf("credentialsInSecret ok = %v, want %v", ok, wantOK)
+		}
+		if ok && (got.AccountSID != sid || got.AuthToken.Reveal() != token || got.Generation != generation) {
+			t.Fatalf("round trip lost credentials")
+		}
+	})
+}
+
+// effectiveKeysDiffer mirrors the admission rule that the two keys differ.
+func effectiveKeysDiffer(sidKey, tokenKey string) bool {
+	if sidKey == "" {
+		sidKey = "accountSid"
+	}
+	if tokenKey == "" {
+		tokenKey = "authToken"
+	}
+	return sidKey != tokenKey
+}
+
+// FuzzResetDue checks the reset rule on arbitrary annotation values: a reset is
+// due exactly for a non-empty value other than the one handled, and handling it
+// (recording it) makes it not due.
+func FuzzResetDue(f *testing.F) {
+	f.Add("incident-42", "")
+	f.Add("", "x")
+	f.Add("same", "same")
+	f.Fuzz(func(t *testing.T, annotation, lastHandled string) {
+		due := resetDue(annotation, lastHandled)
+		if due != (annotation != "" && annotation != lastHandled) {
+			t.Fatalf("resetDue(%q, %q) = %v", annotation, lastHandled, due)
+		}
+		if due && resetDue(annotation, annotation) {
+			t.Fatal("a handled nonce is due again")
+		}
+		at := apiToken(nil)
+		if key := resetKey(at, annotation); len(key) > 255 || (annotation != lastHandled && key == resetKey(at, lastHandled)) {
+			t.Fatalf("reset key %q unusable", key)
+		}
+	})
+}

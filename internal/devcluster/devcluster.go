@@ -1,0 +1,324 @@
+// Package devcluster runs the operator the way a cluster would, from real
+// processes: etcd and kube-apiserver (envtest's control plane),
+// kube-controller-manager for garbage collection, the tokenservice binary and the
+// operator binary, which authenticates as its ServiceAccount and so holds exactly
+// the RBAC of config/. make dev and the end-to-end tests both use it.
+package devcluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// OperatorNamespace is where config/default installs the operator.
+const OperatorNamespace = "apitoken-system"
+
+// Options configure a Cluster.
+type Options struct {
+	// Dir holds kubeconfigs, logs and the tokenservice database.
+	Dir string
+	// RepoRoot is the repository, for config/.
+	RepoRoot string
+	// Assets is the directory of etcd, kube-apiserver, kube-controller-manager and kubectl.
+	Assets string
+	// TokenService and Manager are the binaries to run.
+	TokenService, Manager string
+	// TokenServiceAddr is where tokenservice listens; empty picks a free port.
+	TokenServiceAddr string
+	// TokenServiceArgs are extra flags for tokenservice.
+	TokenServiceArgs []string
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+}
+
+// Cluster is a running local control plane with tokenservice and the operator.
+type Cluster struct {
+	opts Options
+	env  *envtest.Environment
+	// AdminConfig is a cluster-admin client configuration.
+	AdminConfig *rest.Config
+	// AdminKubeconfig and OperatorKubeconfig are kubeconfig files.
+	AdminKubeconfig, OperatorKubeconfig string
+	// TokenServiceURL and AdminKey reach tokenservice.
+	TokenServiceURL, AdminKey string
+	// OperatorMetricsURL serves the operator's Prometheus metrics.
+	OperatorMetricsURL string
+
+	controllerManager, tokenService, operator *Process
+}
+
+// Start brings everything up. On error, what was started is stopped.
+func Start(ctx context.Context, o Options) (c *Cluster, err error) {
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	c = &Cluster{opts: o}
+	defer func() {
+		if err != nil {
+			c.Stop()
+		}
+	}()
+	c.logf("starting etcd and kube-apiserver")
+	c.env = &envtest.Environment{BinaryAssetsDirectory: o.Assets}
+	if c.AdminConfig, err = c.env.Start(); err != nil {
+		return nil, fmt.Errorf("start control plane: %w", err)
+	}
+	admin, err := c.env.AddUser(envtest.User{Name: "dev-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	kubeconfig, err := admin.KubeConfig()
+	if err != nil {
+		return nil, err
+	}
+	c.AdminKubeconfig = filepath.Join(o.Dir, "kubeconfig")
+	if err := os.WriteFile(c.AdminKubeconfig, kubeconfig, 0o600); err != nil {
+		return nil, err
+	}
+
+	c.logf("starting kube-controller-manager (garbage collection)")
+	c.controllerManager, err = StartProcess(filepath.Join(o.Dir, "kube-controller-manager.log"), nil,
+		filepath.Join(o.Assets, "kube-controller-manager"), "--kubeconfig="+c.AdminKubeconfig,
+		"--controllers=garbagecollector,namespace", "--leader-elect=false", "--secure-port=0")
+	if err != nil {
+		return nil, err
+	}
+
+	if err := c.startTokenService(ctx); err != nil {
+		return nil, err
+	}
+
+	c.logf("installing CRDs, RBAC and namespace from config/default")
+	if _, err := c.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(o.RepoRoot, "config", "default")); err != nil {
+		return nil, err
+	}
+	if _, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "crd/apitokens.tokens.apitoken.dev", "crd/tokenbackends.tokens.apitoken.dev", "--timeout=60s"); err != nil {
+		return nil, err
+	}
+	if _, err := c.Kubectl(ctx, "-n", OperatorNamespace, "create", "secret", "generic", "tokenservice-admin", "--from-literal=apiKey="+c.AdminKey); err != nil {
+		return nil, err
+	}
+	if err := c.writeOperatorKubeconfig(ctx, kubeconfig); err != nil {
+		return nil, err
+	}
+	if err := c.StartOperator(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) startTokenService(ctx context.Context) error {
+	addr := c.opts.TokenServiceAddr
+	if addr == "" {
+		addr = FreeAddr()
+	}
+	c.AdminKey = randomHex(24)
+	c.TokenServiceURL = "http://" + addr
+	c.logf("starting tokenservice at %s", c.TokenServiceURL)
+	args := append([]string{"--listen", addr, "--data", filepath.Join(c.opts.Dir, "tokens.db")}, c.opts.TokenServiceArgs...)
+	var err error
+	c.tokenService, err = StartProcess(filepath.Join(c.opts.Dir, "tokenservice.log"), []string{"TOKENSERVICE_ADMIN_KEY=" + c.AdminKey}, c.opts.TokenService, args...)
+	if err != nil {
+		return err
+	}
+	return waitHTTP(ctx, c.TokenServiceURL+"/v1/verify", 30*time.Second)
+}
+
+// writeOperatorKubeconfig gives the operator the identity of its ServiceAccount,
+// bound by config/rbac and nothing else.
+func (c *Cluster) writeOperatorKubeconfig(ctx context.Context, adminKubeconfig []byte) error {
+	token, err := c.Kubectl(ctx, "-n", OperatorNamespace, "create", "token", "apitoken-controller-manager", "--duration=48h")
+	if err != nil {
+		return err
+	}
+	cfg, err := clientcmd.Load(adminKubeconfig)
+	if err != nil {
+		return err
+	}
+	current := cfg.Contexts[cfg.CurrentContext]
+	operatorCfg := clientcmdapi.NewConfig()
+	operatorCfg.Clusters["dev"] = cfg.Clusters[current.Cluster]
+	operatorCfg.AuthInfos["apitoken-operator"] = &clientcmdapi.AuthInfo{Token: strings.TrimSpace(token)}
+	operatorCfg.Contexts["dev"] = &clientcmdapi.Context{Cluster: "dev", AuthInfo: "apitoken-operator", Namespace: OperatorNamespace}
+	operatorCfg.CurrentContext = "dev"
+	c.OperatorKubeconfig = filepath.Join(c.opts.Dir, "operator.kubeconfig")
+	return clientcmd.WriteToFile(*operatorCfg, c.OperatorKubeconfig)
+}
+
+// StartOperator runs the operator binary as its ServiceAccount, with leader
+// election, and waits until it is ready.
+func (c *Cluster) StartOperator(ctx context.Context, extraArgs ...string) error {
+	metrics, probes := FreeAddr(), FreeAddr()
+	c.OperatorMetricsURL = "http://" + metrics + "/metrics"
+	c.logf("starting the operator (metrics %s)", c.OperatorMetricsURL)
+	args := append([]string{
+		"--kubeconfig=" + c.OperatorKubeconfig, "--leader-elect", "--leader-election-namespace=" + OperatorNamespace,
+		"--metrics-bind-address=" + metrics, "--health-probe-bind-address=" + probes, "--zap-log-level=debug",
+	}, extraArgs...)
+	var err error
+	c.operator, err = StartProcess(filepath.Join(c.opts.Dir, "operator.log"), nil, c.opts.Manager, args...)
+	if err != nil {
+		return err
+	}
+	return waitHTTP(ctx, "http://"+probes+"/readyz", 60*time.Second)
+}
+
+// StopOperator stops the operator gracefully (SIGTERM).
+func (c *Cluster) StopOperator() { c.operator.Stop() }
+
+// KillOperator kills the operator at once (SIGKILL), as a crash would.
+func (c *Cluster) KillOperator() { c.operator.Kill() }
+
+// OperatorLog returns everything the operator has logged.
+func (c *Cluster) OperatorLog() string {
+	b, _ := os.ReadFile(filepath.Join(c.opts.Dir, "operator.log"))
+	return string(b)
+}
+
+// Kubectl runs kubectl as cluster admin and returns its standard output.
+func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
+	return c.KubectlWithInput(ctx, "", args...)
+}
+
+// KubectlWithInput runs kubectl with stdin.
+func (c *Cluster) KubectlWithInput(ctx context.Context, stdin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(c.opts.Assets, "kubectl"), append([]string{"--kubeconfig=" + c.AdminKubeconfig}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return stdout.String(), nil
+}
+
+// Stop stops everything, the operator first.
+func (c *Cluster) Stop() {
+	for _, p := range []*Process{c.operator, c.tokenService, c.controllerManager} {
+		p.Stop()
+	}
+	if c.env != nil {
+		_ = c.env.Stop()
+	}
+}
+
+func (c *Cluster) logf(format string, args ...any) {
+	fmt.Fprintf(c.opts.Log, format+"\n", args...)
+}
+
+// Process is a child process whose output goes to a log file.
+type Process struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// StartProcess starts a binary with extra environment, logging to logPath.
+func StartProcess(logPath string, env []string, binary string, args ...string) (*Process, error) {
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", filepath.Base(binary), err)
+	}
+	p := &Process{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		_ = logFile.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Stop sends SIGTERM and waits up to 15s before killing.
+func (p *Process) Stop() {
+	if p == nil {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		p.Kill()
+	}
+}
+
+// Kill sends SIGKILL and waits for the exit.
+func (p *Process) Kill() {
+	if p == nil {
+		return
+	}
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// FreeAddr returns a loopback address with a port that was free a moment ago.
+func FreeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode < 500 {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(fmt.Errorf("%s did not answer within %v", url, timeout), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
