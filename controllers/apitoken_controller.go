@@ -131,7 +131,11 @@ func (r *ApiTokenReconciler) resolveBackend(ctx context.Context, at *tokensv1alp
 	}
 	be, resync, ok := r.Registry.Get(name)
 	if !ok {
-		return nil, 0, &waitingError{reason: tokensv1alpha1.ReasonBackendNotReady, message: fmt.Sprintf("TokenBackend %q is not ready", name), after: 30 * time.Second}
+		// A backend that reports Ready but is not registered yet is one this process
+		// has not reconciled since it started: wait for the registry's notification
+		// without touching the status, so that a restart writes nothing.
+		return nil, 0, &waitingError{reason: tokensv1alpha1.ReasonBackendNotReady, message: fmt.Sprintf("TokenBackend %q is not ready", name),
+			after: 30 * time.Second, quiet: isReady(tb.Status.Conditions)}
 	}
 	return be, resync, nil
 }

@@ -36,6 +36,8 @@ type waitingError struct {
 	reason  string
 	message string
 	after   time.Duration
+	// quiet leaves the conditions as they are: the wait is expected to be short.
+	quiet bool
 }
 
 func (e *waitingError) Error() string { return e.message }
@@ -53,7 +55,9 @@ func (r *ApiTokenReconciler) classify(at *tokensv1alpha1.ApiToken, err error, re
 		return ctrl.Result{RequeueAfter: backoffWithJitter(resync)}, nil
 	}
 	if wait != nil {
-		markReconciling(at, wait.reason, wait.message)
+		if !wait.quiet {
+			markReconciling(at, wait.reason, wait.message)
+		}
 		return ctrl.Result{RequeueAfter: wait.after}, nil
 	}
 	reason := tokensv1alpha1.ReasonProgressing

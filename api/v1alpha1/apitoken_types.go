@@ -213,7 +213,7 @@ type ApiTokenStatus struct {
 
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:shortName=apit,categories=apitoken
+// +kubebuilder:resource:shortName=apit,categories=apitoken-operator
 // +kubebuilder:printcolumn:name="SID",type=string,JSONPath=`.status.accountSid`
 // +kubebuilder:printcolumn:name="State",type=string,JSONPath=`.status.state`
 // +kubebuilder:printcolumn:name="Version",type=integer,JSONPath=`.status.apiVersion`

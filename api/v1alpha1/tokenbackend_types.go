@@ -112,7 +112,7 @@ type TokenBackendStatus struct {
 
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,shortName=tb,categories=apitoken
+// +kubebuilder:resource:scope=Cluster,shortName=tb,categories=apitoken-operator
 // +kubebuilder:printcolumn:name="URL",type=string,JSONPath=`.spec.url`
 // +kubebuilder:printcolumn:name="Latest",type=integer,JSONPath=`.status.latestApiVersion`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

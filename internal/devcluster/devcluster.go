@@ -21,10 +21,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // OperatorNamespace is where config/default installs the operator.
@@ -72,6 +74,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
 		return nil, err
 	}
+	logf.SetLogger(logr.Discard()) // envtest logs nothing worth showing here
 	c = &Cluster{opts: o}
 	defer func() {
 		if err != nil {
