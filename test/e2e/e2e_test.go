@@ -287,7 +287,7 @@ func TestEndToEnd(t *testing.T) {
 		e.eventually("Secret gone", 30*time.Second, func() error {
 			out, err := e.c.Kubectl(e.ctx, "-n", "analytics", "get", "secret", "reporting-etl", "--ignore-not-found", "-o", "name")
 			if err != nil || out != "" {
-				return fmt.Errorf("still there: %q %v", out, err)
+				return fmt.Errorf("still there: %q: %w", out, err)
 			}
 			return nil
 		})
@@ -305,7 +305,7 @@ func TestEndToEnd(t *testing.T) {
 		e.eventually("Secret garbage collected", 60*time.Second, func() error {
 			out, err := e.c.Kubectl(e.ctx, "-n", "analytics", "get", "secret", "reporting-etl", "--ignore-not-found", "-o", "name")
 			if err != nil || out != "" {
-				return fmt.Errorf("still there: %q %v", out, err)
+				return fmt.Errorf("still there: %q: %w", out, err)
 			}
 			return nil
 		})
