@@ -86,6 +86,13 @@ func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, at *tokensv1alpha
 		}
 	}
 	tok, creds, err := be.Create(ctx, createKey(at, lostSID), desired)
+	if errors.Is(err, backend.ErrInvalid) && !mayHaveCreated(at, r.Clock.Now()) {
+		// The key may be that of a create an interrupted pass made with another
+		// spec (the backend refuses a replay with a different body): adopt it.
+		if found, findErr := r.findOwnTokens(ctx, at, be, lostSID); findErr == nil && len(found) > 0 {
+			return r.adopt(ctx, at, be, desired, found)
+		}
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("create token: %w", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -204,7 +205,12 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return tokensOfBackend(ctx, o.(*tokensv1alpha1.TokenBackend))
 		}), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, readinessChangedPredicate()))).
 		WatchesRawSource(source.Channel(r.Registry.changed, handler.TypedEnqueueRequestsFromMapFunc(tokensOfBackend))).
-		WithOptions(controller.Options{MaxConcurrentReconciles: r.MaxConcurrentReconciles}).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: r.MaxConcurrentReconciles,
+			// Failures back off from 500ms to 5 minutes per ApiToken: a backend that is
+			// down costs a few calls per token per minute, not a hot loop.
+			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](500*time.Millisecond, 5*time.Minute),
+		}).
 		Named("apitoken").
 		Complete(r)
 }

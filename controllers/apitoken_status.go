@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -46,7 +48,7 @@ func (e *waitingError) Error() string { return e.message }
 // stalled errors wait for a change (with a slow safety resync), rate limits wait
 // for Retry-After, other errors go back to the work queue's exponential backoff.
 func (r *ApiTokenReconciler) classify(at *tokensv1alpha1.ApiToken, err error, resync time.Duration) (ctrl.Result, error) {
-	stall, wait := stallOrWait(err)
+	stall, wait := stallOrWait(at, err)
 	if stall != nil {
 		if !isStalledWith(at, stall) {
 			r.event(at, corev1.EventTypeWarning, stall.reason, "%s", stall.message)
@@ -70,7 +72,7 @@ func (r *ApiTokenReconciler) classify(at *tokensv1alpha1.ApiToken, err error, re
 
 // stallOrWait sorts an error into a stall (the user must act), a wait (for
 // something outside the ApiToken), or neither (retry with backoff).
-func stallOrWait(err error) (*stalledError, *waitingError) {
+func stallOrWait(at *tokensv1alpha1.ApiToken, err error) (*stalledError, *waitingError) {
 	var stall *stalledError
 	var wait *waitingError
 	var conflict errSecretConflict
@@ -83,7 +85,7 @@ func stallOrWait(err error) (*stalledError, *waitingError) {
 	case errors.As(err, &conflict):
 		return &stalledError{reason: tokensv1alpha1.ReasonSecretConflict, message: conflict.Error()}, nil
 	case errors.Is(err, backend.ErrInvalid) && errors.As(err, &apiErr):
-		return &stalledError{reason: tokensv1alpha1.ReasonBackendRejected, message: "The backend rejected the token: " + apiErr.Message()}, nil
+		return &stalledError{reason: tokensv1alpha1.ReasonBackendRejected, message: rejectionMessage(at, apiErr)}, nil
 	case errors.Is(err, backend.ErrUnauthorized):
 		return nil, &waitingError{reason: tokensv1alpha1.ReasonBackendUnauthorized, message: "The backend refused the admin key; check the TokenBackend's credentials", after: time.Minute}
 	case errors.Is(err, backend.ErrRateLimited) && backend.RetryAfterOf(err) > 0:
@@ -92,12 +94,58 @@ func stallOrWait(err error) (*stalledError, *waitingError) {
 	return nil, nil
 }
 
+// rejectionMessage explains a backend's 422 with the values from the spec that the
+// backend named, never with the backend's own text, which is untrusted.
+func rejectionMessage(at *tokensv1alpha1.ApiToken, e *backend.APIError) string {
+	if len(e.Fields) == 0 {
+		return fmt.Sprintf("The backend rejected the request (HTTP %d)", e.StatusCode)
+	}
+	desired := desiredToken(at)
+	parts := make([]string, 0, len(e.Fields))
+	for _, f := range e.Fields {
+		parts = append(parts, describeField(desired, f.Field))
+	}
+	return "The backend rejected the token: " + strings.Join(parts, "; ")
+}
+
+// describeField names a field the backend rejected, with the value that was sent.
+func describeField(d backend.CreateRequest, field string) string {
+	name, index, indexed := strings.Cut(strings.TrimSuffix(field, "]"), "[")
+	i, err := strconv.Atoi(index)
+	inList := func(list []string) string {
+		if indexed && err == nil && i >= 0 && i < len(list) {
+			return fmt.Sprintf("%s %q is not accepted", name, list[i])
+		}
+		return name + " is not accepted"
+	}
+	switch name {
+	case "scopes":
+		return inList(d.Scopes) + " (unknown scope?)"
+	case "developerEmails":
+		return inList(d.DeveloperEmails)
+	case "primaryContact":
+		return fmt.Sprintf("primaryContact %q is not a user of the backend account", d.PrimaryContact)
+	case "apiVersion":
+		if d.APIVersion != nil {
+			return fmt.Sprintf("apiVersion %d is not offered by the backend (or is below the token's current version)", *d.APIVersion)
+		}
+		return "apiVersion is not accepted"
+	case "name":
+		return fmt.Sprintf("displayName %q is not accepted", d.Name)
+	}
+	return field + " is not accepted"
+}
+
 func isStalledWith(at *tokensv1alpha1.ApiToken, s *stalledError) bool {
 	c := meta.FindStatusCondition(at.Status.Conditions, tokensv1alpha1.ConditionStalled)
 	return c != nil && c.Status == metav1.ConditionTrue && c.Reason == s.reason && c.Message == s.message
 }
 
+// setCondition records a condition for the generation at hand. Only the mark*
+// functions call it, and they always set all three conditions, so that
+// status.observedGeneration never claims a generation whose outcome is unknown.
 func setCondition(at *tokensv1alpha1.ApiToken, typ string, status metav1.ConditionStatus, reason, message string) {
+	at.Status.ObservedGeneration = at.Generation
 	meta.SetStatusCondition(&at.Status.Conditions, metav1.Condition{
 		Type: typ, Status: status, Reason: reason, Message: message, ObservedGeneration: at.Generation,
 	})
@@ -125,7 +173,6 @@ func markStalled(at *tokensv1alpha1.ApiToken, reason, message string) {
 // patchStatus writes the status once, only when it changed, against the object
 // as it was read.
 func (r *ApiTokenReconciler) patchStatus(ctx context.Context, original, at *tokensv1alpha1.ApiToken) error {
-	at.Status.ObservedGeneration = at.Generation
 	if apiequality.Semantic.DeepEqual(original.Status, at.Status) {
 		return nil
 	}

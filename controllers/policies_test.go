@@ -183,7 +183,7 @@ func TestStallOrWait(t *testing.T) {
 		"plain error":                 {err: errTest},
 	}
 	for name, tc := range tests {
-		stall, wait := stallOrWait(tc.err)
+		stall, wait := stallOrWait(apiToken(nil), tc.err)
 		gotStall, gotWait := "", ""
 		if stall != nil {
 			gotStall = stall.reason

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 )
@@ -154,8 +155,13 @@ type FieldError struct {
 	Detail string `json:"detail"`
 }
 
-// APIError is a failed call: the HTTP status, the problem document's stable type and
-// title, and for 422 the invalid fields. It wraps the matching sentinel error.
+// APIError is a failed call: the HTTP status, the problem document's type and
+// title, and for 422 the names of the invalid fields. It wraps the matching
+// sentinel error.
+//
+// A backend's texts are untrusted: one could echo a secret. Error and Message
+// therefore print only the call, the status and the field names; Title, Type and
+// the field details are kept for programs, never printed.
 type APIError struct {
 	Call       string
 	StatusCode int
@@ -164,33 +170,35 @@ type APIError struct {
 	Fields     []FieldError
 	RetryAfter time.Duration
 	sentinel   error
+	// local is true when this client wrote Title itself (transport and decoding
+	// failures), so that it is safe to print.
+	local bool
 }
 
 func (e *APIError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d", e.Call, e.StatusCode)
-	if e.Title != "" {
-		fmt.Fprintf(&b, " %s", e.Title)
+	fmt.Fprintf(&b, "%s: HTTP %d", e.Call, e.StatusCode)
+	if text := http.StatusText(e.StatusCode); text != "" {
+		fmt.Fprintf(&b, " %s", text)
 	}
-	for _, f := range e.Fields {
-		fmt.Fprintf(&b, "; %s %s", f.Field, f.Detail)
+	if e.local {
+		fmt.Fprintf(&b, " (%s)", e.Title)
+	}
+	if len(e.Fields) > 0 {
+		fmt.Fprintf(&b, "; invalid: %s", e.Message())
 	}
 	return b.String()
 }
 
 func (e *APIError) Unwrap() error { return e.sentinel }
 
-// Message is a stable, human-readable summary for conditions and events: the
-// field errors when there are some, else the title.
+// Message names the invalid fields, e.g. "scopes[1], primaryContact".
 func (e *APIError) Message() string {
-	if len(e.Fields) == 0 {
-		return e.Title
-	}
-	parts := make([]string, len(e.Fields))
+	names := make([]string, len(e.Fields))
 	for i, f := range e.Fields {
-		parts[i] = f.Field + " " + f.Detail
+		names[i] = f.Field
 	}
-	return strings.Join(parts, "; ")
+	return strings.Join(names, ", ")
 }
 
 // RetryAfterOf returns how long the backend asked the caller to wait, if it did.

@@ -107,6 +107,10 @@ func FuzzDecodeProblem(f *testing.F) {
 		if len(e.Title) > 204 || len(e.Fields) > 20 {
 			t.Fatalf("unbounded error: title %d, fields %d", len(e.Title), len(e.Fields))
 		}
+		// Nothing the backend wrote beyond well-formed field names is printed.
+		if len(body) > 0 && len(e.Error()) > 200+21*70 {
+			t.Fatalf("Error is longer than call, status and 20 field names: %d", len(e.Error()))
+		}
 		_ = e.Error()
 		_ = e.Message()
 	})
@@ -130,4 +134,24 @@ func FuzzDecodeResponses(f *testing.F) {
 		}
 		_, _ = decode[Catalog]("catalog", resp)
 	})
+}
+
+// TestErrorTextsNeverCarryBackendText: a backend may echo a secret in any text
+// of its problem document; none of it reaches Error or Message.
+func TestErrorTextsNeverCarryBackendText(t *testing.T) {
+	const secret = "0123456789abcdef-secret"
+	body := []byte(`{"type":"https://x/` + secret + `","title":"bad ` + secret + `","detail":"` + secret + `",
+		"errors":[{"field":"scopes[1]","detail":"` + secret + `"},{"field":"` + secret + `","detail":"x"}]}`)
+	e := decodeProblem("update", 422, http.Header{}, body)
+	for _, text := range []string{e.Error(), e.Message()} {
+		if strings.Contains(text, secret) {
+			t.Errorf("backend text leaked: %s", text)
+		}
+	}
+	if e.Message() != "scopes[1]" {
+		t.Errorf("Message %q, want only the well-formed field name", e.Message())
+	}
+	if !strings.Contains(e.Error(), "HTTP 422") || !strings.Contains(e.Error(), "update") {
+		t.Errorf("Error %q lacks the call or status", e.Error())
+	}
 }

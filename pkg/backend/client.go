@@ -12,8 +12,10 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -63,6 +65,11 @@ type Client struct {
 	timeout     time.Duration
 	maxAttempts int
 	observe     func(string, int, time.Duration)
+
+	// notBefore is when the backend's last Retry-After expires: no call of this
+	// client goes out before it, whichever call was told to wait.
+	mu        sync.Mutex
+	notBefore time.Time
 }
 
 var _ Backend = (*Client)(nil)
@@ -135,6 +142,9 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 		}
 	}
 	for attempt := 1; ; attempt++ {
+		if err := c.waitRetryAfter(ctx, r.call); err != nil {
+			return nil, err
+		}
 		if err := c.limiter.Wait(ctx); err != nil {
 			return nil, fmt.Errorf("%s: %w: %w", r.call, ErrUnavailable, err)
 		}
@@ -142,11 +152,17 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 		if err == nil {
 			return resp, nil
 		}
+		after := RetryAfterOf(err)
+		if after > 0 {
+			c.mu.Lock()
+			c.notBefore = later(c.notBefore, time.Now().Add(after))
+			c.mu.Unlock()
+		}
 		if attempt >= c.maxAttempts || !retryable(err) {
 			return nil, err
 		}
 		wait := backoff(attempt)
-		if after := RetryAfterOf(err); after > 0 {
+		if after > 0 {
 			wait = after // never call again before the backend said
 		}
 		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
@@ -160,6 +176,35 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 		case <-timer.C:
 		}
 	}
+}
+
+// waitRetryAfter holds a call until the backend's last Retry-After has expired,
+// or fails it at once with ErrRateLimited when the caller cannot wait that long.
+func (c *Client) waitRetryAfter(ctx context.Context, call string) error {
+	c.mu.Lock()
+	wait := time.Until(c.notBefore)
+	c.mu.Unlock()
+	if wait <= 0 {
+		return nil
+	}
+	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+		return &APIError{Call: call, StatusCode: http.StatusTooManyRequests, Title: "waiting for Retry-After", RetryAfter: wait, sentinel: ErrRateLimited, local: true}
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return &APIError{Call: call, StatusCode: http.StatusTooManyRequests, Title: "waiting for Retry-After", RetryAfter: wait, sentinel: ErrRateLimited, local: true}
+	case <-timer.C:
+		return nil
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 func (c *Client) attempt(ctx context.Context, r request, payload []byte) (*response, error) {
@@ -190,13 +235,13 @@ func (c *Client) attempt(ctx context.Context, r request, payload []byte) (*respo
 	resp, err := c.http.Do(req)
 	if err != nil {
 		c.record(r.call, 0, start)
-		return nil, &APIError{Call: r.call, Title: "backend unreachable: " + networkReason(err), sentinel: ErrUnavailable}
+		return nil, &APIError{Call: r.call, Title: "backend unreachable: " + networkReason(err), sentinel: ErrUnavailable, local: true}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
 	c.record(r.call, resp.StatusCode, start)
 	if err != nil {
-		return nil, &APIError{Call: r.call, StatusCode: resp.StatusCode, Title: "response cut short", sentinel: ErrUnavailable}
+		return nil, &APIError{Call: r.call, StatusCode: resp.StatusCode, Title: "response cut short", sentinel: ErrUnavailable, local: true}
 	}
 	if resp.StatusCode < 300 || resp.StatusCode == http.StatusNotModified {
 		return &response{status: resp.StatusCode, header: resp.Header, body: data}, nil
@@ -244,17 +289,23 @@ func decodeProblem(call string, status int, header http.Header, body []byte) *AP
 	if e.Title == "" {
 		e.Title = "HTTP " + strconv.Itoa(status)
 	}
-	for i, f := range p.Errors {
-		if i == 20 {
+	for _, f := range p.Errors {
+		if len(e.Fields) == 20 {
 			break
 		}
-		e.Fields = append(e.Fields, FieldError{Field: clip(f.Field, 100), Detail: clip(f.Detail, 300)})
+		if fieldPath.MatchString(f.Field) {
+			e.Fields = append(e.Fields, FieldError{Field: f.Field, Detail: clip(f.Detail, 300)})
+		}
 	}
 	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
 		e.RetryAfter = parseRetryAfter(header.Get("Retry-After"), time.Now())
 	}
 	return e
 }
+
+// fieldPath is what a field name in a problem document must look like to be
+// kept: a JSON name with an optional index, such as scopes[3].
+var fieldPath = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9]{0,63}(\[[0-9]{1,4}\])?$`)
 
 func clip(s string, n int) string {
 	if len(s) <= n {
@@ -310,7 +361,7 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 func decode[T any](call string, resp *response) (*T, error) {
 	var v T
 	if err := json.Unmarshal(resp.body, &v); err != nil {
-		return nil, &APIError{Call: call, StatusCode: resp.status, Title: "malformed response", sentinel: ErrUnavailable}
+		return nil, &APIError{Call: call, StatusCode: resp.status, Title: "malformed response", sentinel: ErrUnavailable, local: true}
 	}
 	return &v, nil
 }
