@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"time"
 
@@ -90,13 +91,36 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	}
 	creds, observed, err := r.reconcileBackendToken(ctx, at, be, resync)
 	if err != nil {
-		return r.classify(at, err, resync)
+		return r.backendFailed(at, err, resync)
 	}
 	if err := r.reconcileSecret(ctx, at, be, creds, observed); err != nil {
-		return r.classify(at, err, resync)
+		return r.backendFailed(at, err, resync)
 	}
 	markReady(at)
 	return ctrl.Result{RequeueAfter: backoffWithJitter(resync)}, nil
+}
+
+// backendFailed reports a backend that could not be reached to the registry, so
+// that the ApiTokens using it wait for its recovery, then classifies the error.
+func (r *ApiTokenReconciler) backendFailed(at *tokensv1alpha1.ApiToken, err error, resync time.Duration) (ctrl.Result, error) {
+	if unreachable(err) {
+		r.Registry.markDown(backendName(at))
+	}
+	return r.classify(at, err, resync)
+}
+
+// unreachable reports a failure that says the backend is down rather than that
+// one request failed: no connection, or a gateway's 502/503/504 after retries.
+func unreachable(err error) bool {
+	apiErr, ok := errors.AsType[*backend.APIError](err)
+	if !ok || !errors.Is(err, backend.ErrUnavailable) {
+		return false
+	}
+	switch apiErr.StatusCode {
+	case 0, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
 }
 
 // ensureFinalizer adds the finalizer before anything exists in the backend.
@@ -130,8 +154,12 @@ func (r *ApiTokenReconciler) resolveBackend(ctx context.Context, at *tokensv1alp
 	if err := r.checkNamespaceAllowed(ctx, at, tb); err != nil {
 		return nil, 0, err
 	}
-	be, resync, ok := r.Registry.Get(name)
-	if !ok {
+	be, resync, state := r.Registry.Get(name)
+	if state == backendDown {
+		return nil, 0, &waitingError{reason: tokensv1alpha1.ReasonBackendUnavailable,
+			message: fmt.Sprintf("TokenBackend %q is unreachable; waiting for it to answer again", name), after: time.Minute}
+	}
+	if state == backendMissing {
 		// A backend that reports Ready but is not registered yet is one this process
 		// has not reconciled since it started: wait for the registry's notification
 		// without touching the status, so that a restart writes nothing.

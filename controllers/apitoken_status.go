@@ -179,5 +179,33 @@ func (r *ApiTokenReconciler) patchStatus(ctx context.Context, original, at *toke
 	if err := r.Status().Patch(ctx, at, client.MergeFrom(original)); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("patch status: %w", err)
 	}
+	r.waitForCache(ctx, at)
 	return nil
+}
+
+// waitForCache waits (briefly) until the cache holds the status just written. The
+// operator's own Secret writes enqueue the ApiToken again at once; a pass that read
+// the previous status would repeat backend calls (replayed, so harmless, but
+// wasted): a create, or the reset of a nonce already handled.
+func (r *ApiTokenReconciler) waitForCache(ctx context.Context, written *tokensv1alpha1.ApiToken) {
+	want, err := strconv.ParseUint(written.ResourceVersion, 10, 64)
+	if err != nil {
+		return // resource versions are opaque; etcd's are numbers
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	for {
+		cached := &tokensv1alpha1.ApiToken{}
+		if err := r.Get(ctx, client.ObjectKeyFromObject(written), cached); err != nil {
+			return
+		}
+		if got, err := strconv.ParseUint(cached.ResourceVersion, 10, 64); err != nil || got >= want {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -22,6 +23,8 @@ type Registry struct {
 	mu      sync.RWMutex
 	entries map[string]registryEntry
 	changed chan event.TypedGenericEvent[*tokensv1alpha1.TokenBackend]
+	// recheck asks the TokenBackend controller to probe a backend reported down.
+	recheck chan event.TypedGenericEvent[*tokensv1alpha1.TokenBackend]
 }
 
 type registryEntry struct {
@@ -30,6 +33,9 @@ type registryEntry struct {
 	resync       time.Duration
 	catalogAt    time.Time
 	latestAPIVer int
+	// down is set when an ApiToken found the backend unreachable: ApiTokens wait
+	// (without calling it) until the TokenBackend controller has seen it answer.
+	down bool
 }
 
 // NewRegistry returns an empty registry.
@@ -37,15 +43,51 @@ func NewRegistry() *Registry {
 	return &Registry{
 		entries: map[string]registryEntry{},
 		changed: make(chan event.TypedGenericEvent[*tokensv1alpha1.TokenBackend], 1024),
+		recheck: make(chan event.TypedGenericEvent[*tokensv1alpha1.TokenBackend], 1024),
 	}
 }
 
-// Get returns the client of a ready backend.
-func (r *Registry) Get(name string) (backend.Backend, time.Duration, bool) {
+// backendState is what the registry knows of a backend.
+type backendState int
+
+const (
+	backendMissing backendState = iota // not (yet) registered by this process
+	backendDown                        // registered, but found unreachable
+	backendReady
+)
+
+// Get returns the client of a backend and its state.
+func (r *Registry) Get(name string) (backend.Backend, time.Duration, backendState) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	e, ok := r.entries[name]
-	return e.client, e.resync, ok
+	switch {
+	case !ok:
+		return nil, 0, backendMissing
+	case e.down:
+		return nil, 0, backendDown
+	}
+	return e.client, e.resync, backendReady
+}
+
+// markDown records that a call to the backend failed for want of a backend. The
+// first report asks the TokenBackend controller to probe it; ApiTokens then wait
+// for its recovery instead of each retrying on their own.
+func (r *Registry) markDown(name string) {
+	r.mu.Lock()
+	e, ok := r.entries[name]
+	first := ok && !e.down
+	if first {
+		e.down = true
+		r.entries[name] = e
+	}
+	r.mu.Unlock()
+	if first {
+		select {
+		case r.recheck <- event.TypedGenericEvent[*tokensv1alpha1.TokenBackend]{Object: &tokensv1alpha1.TokenBackend{ObjectMeta: metav1.ObjectMeta{Name: name}}}:
+		default:
+		}
+	}
 }
 
 func (r *Registry) entry(name string) (registryEntry, bool) {
@@ -55,13 +97,24 @@ func (r *Registry) entry(name string) (registryEntry, bool) {
 	return e, ok
 }
 
+// keepDown marks a registered backend down without asking for a probe: the
+// TokenBackend controller is the one probing.
+func (r *Registry) keepDown(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if e, ok := r.entries[name]; ok {
+		e.down = true
+		r.entries[name] = e
+	}
+}
+
 // set stores a ready backend and tells its ApiTokens when it is new or replaced.
 func (r *Registry) set(tb *tokensv1alpha1.TokenBackend, e registryEntry) {
 	r.mu.Lock()
 	old, existed := r.entries[tb.Name]
 	r.entries[tb.Name] = e
 	r.mu.Unlock()
-	if !existed || old.configHash != e.configHash {
+	if !existed || old.configHash != e.configHash || old.down != e.down {
 		r.notify(tb)
 	}
 }

@@ -19,7 +19,9 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
@@ -79,7 +81,7 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	now := r.Clock.Now()
 	current, known := r.Registry.entry(tb.Name)
 	resync := resyncInterval(tb)
-	if known && current.configHash == hash && now.Sub(current.catalogAt) < resync && isReady(tb.Status.Conditions) {
+	if known && !current.down && current.configHash == hash && now.Sub(current.catalogAt) < resync && isReady(tb.Status.Conditions) {
 		if current.resync != resync {
 			current.resync = resync
 			r.Registry.set(tb, current)
@@ -95,14 +97,18 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	}
 	catalog, err := be.Catalog(ctx)
 	if err != nil {
-		r.Registry.remove(tb)
+		if known && current.configHash == hash {
+			r.Registry.keepDown(tb.Name) // ApiTokens keep waiting for this backend
+		} else {
+			r.Registry.remove(tb)
+		}
 		reason := tokensv1alpha1.ReasonBackendUnavailable
 		if errors.Is(err, backend.ErrUnauthorized) {
 			reason = tokensv1alpha1.ReasonBackendUnauthorized
 		}
 		setBackendReady(tb, metav1.ConditionFalse, reason, "Fetching the catalog failed: "+err.Error())
 		logf.FromContext(ctx).Info("backend not ready", "reason", reason, "error", err.Error())
-		return ctrl.Result{RequeueAfter: backoffWithJitter(10 * time.Second)}, nil
+		return ctrl.Result{RequeueAfter: backoffWithJitter(5 * time.Second)}, nil
 	}
 	r.Registry.set(tb, registryEntry{configHash: hash, client: be, resync: resync, catalogAt: now, latestAPIVer: catalog.LatestAPIVersion})
 	tb.Status.LatestAPIVersion = int32(catalog.LatestAPIVersion)
@@ -192,6 +198,7 @@ func (r *TokenBackendReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.TokenBackend{}).
+		WatchesRawSource(source.Channel(r.Registry.recheck, &handler.TypedEnqueueRequestForObject[*tokensv1alpha1.TokenBackend]{})).
 		Named("tokenbackend").
 		Complete(r)
 }

@@ -46,6 +46,7 @@ type Transport struct {
 	Delay      time.Duration // for Latency; default 200ms
 
 	mu       sync.Mutex
+	requests int
 	injected map[Kind]int
 	// limited remembers, per request identity, until when Retry-After forbids a retry.
 	limited    map[string]time.Time
@@ -68,6 +69,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.injected = map[Kind]int{}
 		t.limited = map[string]time.Time{}
 	}
+	t.requests++
 	if until, ok := t.limited[id]; ok && now.Before(until) {
 		t.violations = append(t.violations, fmt.Sprintf("%s retried %v before Retry-After expired", id, until.Sub(now)))
 	}
@@ -128,6 +130,13 @@ func (t *Transport) Injected() map[Kind]int {
 		out[k] = v
 	}
 	return out
+}
+
+// Requests returns how many requests went through the transport.
+func (t *Transport) Requests() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.requests
 }
 
 // RetryAfterViolations lists requests repeated before their Retry-After expired.
