@@ -73,6 +73,14 @@ k8s-binaries: ## Build etcd, kube-apiserver, kube-controller-manager and kubectl
 test: manifests generate fmt vet ## Run every test: unit, conformance, envtest integration and end-to-end.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./... -count=1 -timeout 30m
 
+CRASH_TRIALS ?= 300
+CRASH_SEED ?= 0
+
+.PHONY: crash-trials
+crash-trials: ## The long randomized crash-consistency run (CRASH_TRIALS, CRASH_SEED to replay).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/reliability -run TestCrashConsistency -count=1 -timeout 60m -v \
+		-trials $(CRASH_TRIALS) -seed $(CRASH_SEED) | grep -E "crash-consistency|crash points|transport faults|trial [0-9]+:|^(ok|FAIL|---)"
+
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME.
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -86,6 +86,7 @@ func main() {
 		APIReader: mgr.GetAPIReader(),
 		Scheme:    mgr.GetScheme(),
 		Registry:  registry,
+		Recorder:  mgr.GetEventRecorder("apitoken-operator"),
 	}).SetupWithManager(mgr); err != nil {
 		log.Error(err, "unable to create controller", "controller", "TokenBackend")
 		os.Exit(1)

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -49,6 +50,9 @@ type TokenBackendReconciler struct {
 	Registry   *Registry
 	NewBackend NewBackendFunc
 	Clock      clock.PassiveClock
+	// Recorder, when set, receives a Warning event each time the backend stops
+	// being ready.
+	Recorder events.EventRecorder
 }
 
 // +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=tokenbackends,verbs=get;list;watch
@@ -68,6 +72,7 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	original := tb.DeepCopy()
 	defer func() {
 		tb.Status.ObservedGeneration = tb.Generation
+		r.eventOnFailure(original, tb)
 		retErr = errors.Join(retErr, r.patchStatus(ctx, original, tb))
 	}()
 
@@ -115,6 +120,20 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	setBackendReady(tb, metav1.ConditionTrue, tokensv1alpha1.ReasonCatalogFetched,
 		fmt.Sprintf("Catalog fetched: %d scopes, %d contacts, API versions up to %d", len(catalog.Scopes), len(catalog.Contacts), catalog.LatestAPIVersion))
 	return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
+}
+
+// eventOnFailure emits a Warning event when the Ready condition turns False or
+// changes its reason.
+func (r *TokenBackendReconciler) eventOnFailure(original, tb *tokensv1alpha1.TokenBackend) {
+	now := meta.FindStatusCondition(tb.Status.Conditions, tokensv1alpha1.ConditionReady)
+	if r.Recorder == nil || now == nil || now.Status == metav1.ConditionTrue {
+		return
+	}
+	before := meta.FindStatusCondition(original.Status.Conditions, tokensv1alpha1.ConditionReady)
+	if before != nil && before.Status == now.Status && before.Reason == now.Reason {
+		return
+	}
+	r.Recorder.Eventf(tb, nil, corev1.EventTypeWarning, now.Reason, now.Reason, "%s", now.Message)
 }
 
 // clientOptions reads the admin key and assembles the client settings.

@@ -48,8 +48,8 @@ type Options struct {
 	Timeout time.Duration
 	// MaxAttempts bounds the attempts of one call. Default DefaultMaxAttempts.
 	MaxAttempts int
-	// Transport replaces the HTTP transport (tests inject faults here); it must
-	// not be combined with CABundle.
+	// Transport replaces the HTTP transport (tests inject faults here). CABundle
+	// is still validated, but only the default transport applies it.
 	Transport http.RoundTripper
 	// Observe, when set, is told about every HTTP attempt: the call name, the
 	// status code (0 for a network error) and its duration. Metrics hook in here.
@@ -80,16 +80,19 @@ func New(o Options) (*Client, error) {
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
 		return nil, fmt.Errorf("%w: url %q must be an absolute http(s) URL", ErrInvalidConfig, o.URL)
 	}
+	var roots *x509.CertPool
+	if len(o.CABundle) > 0 {
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(o.CABundle) {
+			return nil, fmt.Errorf("%w: caBundle holds no PEM certificate", ErrInvalidConfig)
+		}
+	}
 	transport := o.Transport
 	if transport == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = 64
-		if len(o.CABundle) > 0 {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(o.CABundle) {
-				return nil, fmt.Errorf("%w: caBundle holds no PEM certificate", ErrInvalidConfig)
-			}
-			t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		if roots != nil {
+			t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 		}
 		transport = t
 	}

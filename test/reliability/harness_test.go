@@ -191,6 +191,7 @@ func (w *world) startOperator() {
 	k := w.crasher.Client(mgr.GetClient())
 	err = (&controllers.TokenBackendReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: scheme, Registry: registry,
+		Recorder: mgr.GetEventRecorder("apitoken-operator"),
 		NewBackend: func(o backend.Options) (backend.Backend, error) {
 			o.Transport = w.transport
 			c, err := backend.New(o)
