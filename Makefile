@@ -79,7 +79,7 @@ CRASH_SEED ?= 0
 .PHONY: crash-trials
 crash-trials: ## The long randomized crash-consistency run (CRASH_TRIALS, CRASH_SEED to replay).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/reliability -run TestCrashConsistency -count=1 -timeout 60m -v \
-		-trials $(CRASH_TRIALS) -seed $(CRASH_SEED) | grep -E "crash-consistency|crash points|transport faults|trial [0-9]+:|^(ok|FAIL|---)"
+		-trials $(CRASH_TRIALS) -seed $(CRASH_SEED) 2>&1 | grep --line-buffered -E "crash-consistency|crash points|transport faults|trial [0-9]+:|^(ok|FAIL|---)"
 
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for FUZZTIME.

@@ -2,9 +2,13 @@ package controllers
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,7 +93,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	ts := httptest.NewServer(srv)
+	ts := httptest.NewServer(issued.capture(srv))
 	defer ts.Close()
 	tsURL = ts.URL
 	tsAdmin, _ = backend.New(backend.Options{URL: ts.URL, AdminKey: testAdminKey})
@@ -143,7 +147,73 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "default backend:", err)
 		return 1
 	}
-	return m.Run()
+	code := m.Run()
+	if code == 0 {
+		if leaks := findLeaks(ctx); len(leaks) > 0 {
+			fmt.Fprintln(os.Stderr, "auth tokens leaked:", strings.Join(leaks, "; "))
+			return 1
+		}
+		fmt.Printf("secret-leak check: %d auth tokens issued, none in %d bytes of logs, events or statuses\n", len(issued.all()), len(logSink.String()))
+	}
+	return code
+}
+
+// issued records every auth token tokenservice hands out during the suite.
+var issued = &issuedTokens{}
+
+type issuedTokens struct {
+	mu     sync.Mutex
+	tokens []string
+}
+
+func (i *issuedTokens) capture(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		next.ServeHTTP(rec, r)
+		var body struct {
+			AuthToken string `json:"authToken"`
+		}
+		if json.Unmarshal(rec.Body.Bytes(), &body) == nil && body.AuthToken != "" {
+			i.mu.Lock()
+			i.tokens = append(i.tokens, body.AuthToken)
+			i.mu.Unlock()
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+	})
+}
+
+func (i *issuedTokens) all() []string {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	return append([]string(nil), i.tokens...)
+}
+
+// findLeaks searches the operator's logs (at the highest verbosity), all events
+// and all ApiToken statuses for every issued auth token, in plain, base64 and
+// URL-encoded form.
+func findLeaks(ctx context.Context) []string {
+	events := &eventsv1.EventList{}
+	_ = k8s.List(ctx, events)
+	tokens := &tokensv1alpha1.ApiTokenList{}
+	_ = k8s.List(ctx, tokens)
+	eventsJSON, _ := json.Marshal(events)
+	statusJSON, _ := json.Marshal(tokens)
+	places := map[string]string{"logs": logSink.String(), "events": string(eventsJSON), "ApiTokens": string(statusJSON)}
+	var leaks []string
+	for _, token := range issued.all() {
+		for _, form := range []string{token, base64.StdEncoding.EncodeToString([]byte(token)), url.QueryEscape(token)} {
+			for place, text := range places {
+				if strings.Contains(text, form) {
+					leaks = append(leaks, "an auth token in the "+place)
+				}
+			}
+		}
+	}
+	return leaks
 }
 
 func createDefaultBackend(ctx context.Context) error {
