@@ -86,6 +86,16 @@ fuzz: ## Run each fuzz target for FUZZTIME.
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t##*:}; \
 		echo "fuzz $$pkg $$fn"; go test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) || exit 1; done
 
+BENCH_N ?= 2000
+BENCH_IDLE ?= 5m
+BENCH_RESYNC ?= 1m
+BENCH_SECRETS ?= 10000
+
+.PHONY: bench
+bench: ## Benchmark the operator binary (convergence, API/backend amplification, steady state, memory, latency).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/bench -run TestBench -count=1 -timeout 60m -v \
+		-args -n $(BENCH_N) -idle $(BENCH_IDLE) -resync $(BENCH_RESYNC) -secrets $(BENCH_SECRETS) -out $(CURDIR)/bench.json
+
 .PHONY: bench-tokenservice
 bench-tokenservice: ## Benchmark tokenservice (creates/s, conditional GETs/s, resets/s) with the database on disk.
 	go test ./internal/tokenservice -run '^$$' -bench BenchmarkTokenService -benchtime 5s

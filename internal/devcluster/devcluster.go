@@ -48,7 +48,24 @@ type Options struct {
 	TokenServiceArgs []string
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
+	// Audit logs every request of the operator's ServiceAccount to AuditLogPath,
+	// so that its Kubernetes requests can be counted by verb and resource.
+	Audit bool
+	// OperatorArgs are extra flags for every start of the operator.
+	OperatorArgs []string
 }
+
+// OperatorUser is the identity the operator runs as.
+const OperatorUser = "system:serviceaccount:apitoken-system:apitoken-controller-manager"
+
+const auditPolicy = `apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  users: ["` + OperatorUser + `"]
+- level: None
+`
 
 // Cluster is a running local control plane with tokenservice and the operator.
 type Cluster struct {
@@ -62,6 +79,8 @@ type Cluster struct {
 	TokenServiceURL, AdminKey string
 	// OperatorMetricsURL serves the operator's Prometheus metrics.
 	OperatorMetricsURL string
+	// AuditLogPath is the API server's audit log (Options.Audit).
+	AuditLogPath string
 
 	controllerManager, tokenService, operator *Process
 }
@@ -83,6 +102,16 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	}()
 	c.logf("starting etcd and kube-apiserver")
 	c.env = &envtest.Environment{BinaryAssetsDirectory: o.Assets}
+	if o.Audit {
+		policy := filepath.Join(o.Dir, "audit-policy.yaml")
+		if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+			return nil, err
+		}
+		c.AuditLogPath = filepath.Join(o.Dir, "audit.log")
+		c.env.ControlPlane.GetAPIServer().Configure().
+			Set("audit-policy-file", policy).Set("audit-log-path", c.AuditLogPath).
+			Set("audit-log-format", "json").Set("audit-log-mode", "blocking")
+	}
 	if c.AdminConfig, err = c.env.Start(); err != nil {
 		return nil, fmt.Errorf("start control plane: %w", err)
 	}
@@ -177,7 +206,7 @@ func (c *Cluster) StartOperator(ctx context.Context, extraArgs ...string) error 
 	args := append([]string{
 		"--kubeconfig=" + c.OperatorKubeconfig, "--leader-elect", "--leader-election-namespace=" + OperatorNamespace,
 		"--metrics-bind-address=" + metrics, "--health-probe-bind-address=" + probes, "--zap-log-level=debug",
-	}, extraArgs...)
+	}, append(c.opts.OperatorArgs, extraArgs...)...)
 	var err error
 	c.operator, err = StartProcess(filepath.Join(c.opts.Dir, "operator.log"), nil, c.opts.Manager, args...)
 	if err != nil {
@@ -185,6 +214,12 @@ func (c *Cluster) StartOperator(ctx context.Context, extraArgs ...string) error 
 	}
 	return waitHTTP(ctx, "http://"+probes+"/readyz", 60*time.Second)
 }
+
+// OperatorPID is the operator's process id.
+func (c *Cluster) OperatorPID() int { return c.operator.cmd.Process.Pid }
+
+// TokenServiceLogPath is tokenservice's request log (JSON lines).
+func (c *Cluster) TokenServiceLogPath() string { return filepath.Join(c.opts.Dir, "tokenservice.log") }
 
 // StopOperator stops the operator gracefully (SIGTERM).
 func (c *Cluster) StopOperator() { c.operator.Stop() }
