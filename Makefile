@@ -96,6 +96,11 @@ bench: ## Benchmark the operator binary (convergence, API/backend amplification,
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/bench -run TestBench -count=1 -timeout 60m -v \
 		-args -n $(BENCH_N) -idle $(BENCH_IDLE) -resync $(BENCH_RESYNC) -secrets $(BENCH_SECRETS) -out $(CURDIR)/bench.json
 
+.PHONY: bench-smoke
+bench-smoke: ## A short run of the benchmark harness (CI): figures printed, targets not enforced.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/bench -run TestBench -count=1 -timeout 20m -v \
+		-args -n 100 -idle 20s -resync 10s -secrets 300 -enforce=false -out $(CURDIR)/bench.json
+
 .PHONY: bench-tokenservice
 bench-tokenservice: ## Benchmark tokenservice (creates/s, conditional GETs/s, resets/s) with the database on disk.
 	go test ./internal/tokenservice -run '^$$' -bench BenchmarkTokenService -benchtime 5s

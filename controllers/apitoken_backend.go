@@ -69,7 +69,9 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 	at.Status.LastHandledReset = nonce
 	now := metav1.NewTime(r.Clock.Now())
 	at.Status.LastResetTime = &now
-	at.Status.BackendETag = "" // the reset made a new version; the next check reads it in full
+	// The reset made a new version; without its ETag (a replayed reset) the next
+	// check reads the token in full.
+	at.Status.BackendETag = creds.ETag
 	return &creds, nil, nil
 }
 

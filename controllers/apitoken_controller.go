@@ -86,14 +86,15 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if err != nil {
 		return r.classify(at, err, DefaultResyncInterval)
 	}
-	if err := r.checkSecretAvailable(ctx, at); err != nil {
+	lookup, err := r.checkSecretAvailable(ctx, at)
+	if err != nil {
 		return r.classify(at, err, resync)
 	}
 	creds, observed, err := r.reconcileBackendToken(ctx, at, be, resync)
 	if err != nil {
 		return r.backendFailed(at, err, resync)
 	}
-	if err := r.reconcileSecret(ctx, at, be, creds, observed); err != nil {
+	if err := r.reconcileSecret(ctx, at, be, lookup, creds, observed); err != nil {
 		return r.backendFailed(at, err, resync)
 	}
 	markReady(at)

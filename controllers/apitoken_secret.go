@@ -163,26 +163,37 @@ func (r *ApiTokenReconciler) getOwnSecret(ctx context.Context, at *tokensv1alpha
 	return s, nil
 }
 
+// secretLookup is the Secret found under the wanted name before the backend
+// phase, when it was looked up then (so that the Secret phase need not read it
+// again).
+type secretLookup struct {
+	done     bool
+	existing *corev1.Secret
+}
+
 // checkSecretAvailable stops before anything is created in the backend when the
 // Secret's name is taken by a Secret this ApiToken does not control. It reads
 // through the API only when a token is about to be created or the Secret moves;
 // otherwise the Secret phase finds conflicts on its own.
-func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *tokensv1alpha1.ApiToken) (secretLookup, error) {
 	if at.Status.AccountSID != "" && at.Status.SecretName == secretName(at) {
-		return nil
+		return secretLookup{}, nil
 	}
-	_, err := r.getOwnSecret(ctx, at, secretName(at))
-	return err
+	existing, err := r.getOwnSecret(ctx, at, secretName(at))
+	return secretLookup{done: err == nil, existing: existing}, err
 }
 
 // reconcileSecret makes the Secret hold the token's current credentials. creds are
 // the credentials just returned by a create or reset (nil otherwise); observed is
 // the backend token when it was read in this pass (nil when unchanged).
-func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, creds *backend.Credentials, observed *backend.Token) error {
+func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, lookup secretLookup, creds *backend.Credentials, observed *backend.Token) error {
 	name := secretName(at)
-	existing, err := r.getOwnSecret(ctx, at, name)
-	if err != nil {
-		return err
+	existing := lookup.existing
+	if !lookup.done {
+		var err error
+		if existing, err = r.getOwnSecret(ctx, at, name); err != nil {
+			return err
+		}
 	}
 	if creds == nil {
 		if current, ok := credentialsInSecret(at, existing); ok && current.AccountSID == at.Status.AccountSID &&

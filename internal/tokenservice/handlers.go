@@ -166,6 +166,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	}
 	idemWrite, _ := idempotencyWrite(idemKey, idem)
 	w.Header().Set("Location", "/v1/tokens/"+rec.SID)
+	w.Header().Set("ETag", rec.etag())
 	w.Header().Set("Cache-Control", "no-store")
 	s.finish(w, idem, tokenWrite, idemWrite)
 }
@@ -411,6 +412,7 @@ func (s *Server) resetToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	idemWrite, _ := idempotencyWrite(idemKey, idem)
+	w.Header().Set("ETag", next.etag())
 	w.Header().Set("Cache-Control", "no-store")
 	s.finish(w, idem, write, idemWrite)
 }

@@ -109,6 +109,8 @@ type Credentials struct {
 	AccountSID string    `json:"accountSid"`
 	AuthToken  AuthToken `json:"authToken"`
 	Generation int64     `json:"generation"`
+	// ETag is the token's version after a reset, when the backend sends one.
+	ETag string `json:"-"`
 }
 
 // AuthToken is a token's secret. It prints, marshals and logs as a redaction so

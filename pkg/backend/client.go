@@ -397,6 +397,7 @@ func (c *Client) Create(ctx context.Context, idempotencyKey string, req CreateRe
 		return nil, Credentials{}, err
 	}
 	tok := created.Token
+	tok.ETag = resp.header.Get("ETag")
 	return &tok, Credentials{AccountSID: tok.SID, AuthToken: created.AuthToken, Generation: tok.Generation}, nil
 }
 
@@ -486,6 +487,7 @@ func (c *Client) Reset(ctx context.Context, sid, idempotencyKey string) (Credent
 	if err != nil {
 		return Credentials{}, err
 	}
+	creds.ETag = resp.header.Get("ETag")
 	return *creds, nil
 }
 

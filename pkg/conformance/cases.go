@@ -227,7 +227,15 @@ func testFindByExternalID(h *harness) {
 }
 
 func testGetConditional(h *harness) {
-	sid := h.create(h.newTokenBody()).str("sid")
+	created := h.create(h.newTokenBody())
+	sid := created.str("sid")
+	// An ETag on the create (or reset) response is optional; when sent, it is current.
+	if etag := created.header.Get("ETag"); etag != "" {
+		h.expect(h.do(http.MethodGet, "/v1/tokens/"+sid, nil, "If-None-Match", etag), http.StatusNotModified, "If-None-Match with the create's ETag")
+	}
+	if reset := h.do(http.MethodPost, "/v1/tokens/"+sid+"/reset", nil, "Idempotency-Key", uniqueKey("etag")); reset.header.Get("ETag") != "" {
+		h.expect(h.do(http.MethodGet, "/v1/tokens/"+sid, nil, "If-None-Match", reset.header.Get("ETag")), http.StatusNotModified, "If-None-Match with the reset's ETag")
+	}
 	r := h.do(http.MethodGet, "/v1/tokens/"+sid, nil)
 	h.expect(r, http.StatusOK, "get")
 	etag := r.header.Get("ETag")
