@@ -221,7 +221,7 @@ func TestBench(t *testing.T) {
 	// One conditional read per token per resync interval over the window, plus
 	// the one check of each token by the restarted process.
 	resyncs := time.Since(windowStart).Seconds()/resyncFlag.Seconds() + 1
-	tokens := float64(n + 50)                                // the bench tokens and the idle latency probes
+	tokens := float64(n + 50) // the bench tokens and the idle latency probes
 	r.add("steady-state backend reads / (tokens x resyncs)", float64(gets)/(tokens*resyncs), "ratio", "<= 1.1", le(float64(gets)/(tokens*resyncs), 1.1))
 	r.add("steady-state reads answered 304", 100*float64(notModified)/float64(max(1, gets)), "%", ">= 99", ge(100*float64(notModified)/float64(max(1, gets)), 99))
 
