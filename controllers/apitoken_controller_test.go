@@ -14,7 +14,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
@@ -197,6 +200,22 @@ func TestCreateDeliversCredentials(t *testing.T) {
 	statusText := fmt.Sprintf("%+v", at.Status)
 	g.Expect(statusText).NotTo(ContainSubstring(creds.AuthToken.Reveal()))
 	g.Expect(hasEvent(t, at, corev1.EventTypeNormal, "Created")).To(BeTrue())
+	g.Expect(kstatusOf(t, at)).To(Equal(kstatus.CurrentStatus), "kstatus sees a Ready ApiToken as Current")
+}
+
+// kstatusOf computes the object's status the way kstatus (sigs.k8s.io/cli-utils)
+// does for GitOps tools and kubectl apply --wait.
+func kstatusOf(t *testing.T, at *tokensv1alpha1.ApiToken) kstatus.Status {
+	t.Helper()
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := kstatus.Compute(&unstructured.Unstructured{Object: obj})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Status
 }
 
 func TestBasicAuthSecretAndCustomKeys(t *testing.T) {
@@ -498,6 +517,7 @@ func TestForeignSecretIsNeverTouched(t *testing.T) {
 	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
 	at = waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonSecretConflict)
 	g.Expect(meta.IsStatusConditionFalse(at.Status.Conditions, tokensv1alpha1.ConditionReady)).To(BeTrue())
+	g.Expect(kstatusOf(t, at)).To(Equal(kstatus.FailedStatus), "kstatus sees a Stalled ApiToken as Failed")
 	g.Expect(backendTokens(t, at)).To(BeEmpty(), "nothing is created in the backend")
 	after := getSecret(t, ns, "taken")
 	g.Expect(after.Data).To(Equal(foreign.Data))
