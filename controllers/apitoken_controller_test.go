@@ -142,6 +142,14 @@ func update(t *testing.T, at *tokensv1alpha1.ApiToken, mutate func(*tokensv1alph
 	}, wait, tick).Should(Succeed())
 }
 
+// waitGone waits until the object no longer exists.
+func waitGone(t *testing.T, obj client.Object) {
+	t.Helper()
+	NewWithT(t).Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKeyFromObject(obj), obj.DeepCopyObject().(client.Object)))
+	}, wait, tick).Should(BeTrue())
+}
+
 func hasEvent(t *testing.T, at *tokensv1alpha1.ApiToken, eventType, reason string) bool {
 	for _, e := range eventsFor(t, at) {
 		if e.Type == eventType && e.Reason == reason {
@@ -415,9 +423,7 @@ func TestDeletionPolicies(t *testing.T) {
 			sid := at.Status.AccountSID
 
 			g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
-			g.Eventually(func() bool {
-				return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKeyFromObject(at), &tokensv1alpha1.ApiToken{}))
-			}, wait, tick).Should(BeTrue())
+			waitGone(t, at)
 
 			tok, _, err := tsAdmin.Get(t.Context(), sid, "")
 			if want.backendState == "" {
@@ -446,9 +452,7 @@ func TestDeleteAfterBackendTokenVanishedIsNotAnError(t *testing.T) {
 	at = waitReady(t, at)
 	g.Expect(tsAdmin.Delete(t.Context(), at.Status.AccountSID)).To(Succeed())
 	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKeyFromObject(at), &tokensv1alpha1.ApiToken{}))
-	}, wait, tick).Should(BeTrue())
+	waitGone(t, at)
 }
 
 func TestSecretIsRepaired(t *testing.T) {
@@ -500,9 +504,7 @@ func TestRenamingTheSecretMovesIt(t *testing.T) {
 	g.Eventually(func() string { return get(t, at).Status.SecretName }, wait, tick).Should(Equal("moved"))
 	waitReady(t, at)
 	g.Expect(verifyStatus(t, secretCredentials(t, getSecret(t, ns, "moved"), "accountSid", "authToken"), "reports:read")).To(Equal(200))
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "mover"}, &corev1.Secret{}))
-	}, wait, tick).Should(BeTrue())
+	waitGone(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mover"}})
 }
 
 func TestForeignSecretIsNeverTouched(t *testing.T) {
@@ -528,9 +530,7 @@ func TestForeignSecretIsNeverTouched(t *testing.T) {
 	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Name = "taken-2" })
 	waitReady(t, at)
 	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKeyFromObject(at), &tokensv1alpha1.ApiToken{}))
-	}, wait, tick).Should(BeTrue())
+	waitGone(t, at)
 	g.Expect(getSecret(t, ns, "taken").ResourceVersion).To(Equal(foreign.ResourceVersion))
 }
 
@@ -604,9 +604,7 @@ func TestUnknownBackendAndNamespaceNotAllowed(t *testing.T) {
 
 	// Deleting ApiTokens that never reached a backend completes.
 	g.Expect(k8s.Delete(t.Context(), denied)).To(Succeed())
-	g.Eventually(func() bool {
-		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKeyFromObject(denied), &tokensv1alpha1.ApiToken{}))
-	}, wait, tick).Should(BeTrue())
+	waitGone(t, denied)
 }
 
 func TestLostCreateResponseAdoptsTheToken(t *testing.T) {

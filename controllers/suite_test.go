@@ -34,6 +34,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/internal/testutil"
 	"github.com/apitoken-dev/apitoken-operator/internal/tokenservice"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
@@ -53,7 +54,7 @@ var (
 	tsAdmin   *backend.Client // the test's own view of the backend
 	faults    = &faultInjector{dropCreate: map[string]int{}}
 	testScope = runtime.NewScheme()
-	logSink   = &lockedBuffer{}
+	logSink   = &testutil.SyncBuffer{}
 )
 
 func TestMain(m *testing.M) {
@@ -290,23 +291,6 @@ func (b *faultyBackend) Create(ctx context.Context, key string, req backend.Crea
 		return nil, backend.Credentials{}, fmt.Errorf("create: %w: injected lost response", backend.ErrUnavailable)
 	}
 	return tok, creds, err
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // eventsFor lists the events about an ApiToken.

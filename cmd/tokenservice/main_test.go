@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -19,11 +18,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/apitoken-dev/apitoken-operator/internal/testutil"
 	"github.com/apitoken-dev/apitoken-operator/pkg/conformance"
 )
 
@@ -49,24 +48,7 @@ type process struct {
 	cmd      *exec.Cmd
 	url      string
 	adminKey string
-	logs     *syncBuffer
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	logs     *testutil.SyncBuffer
 }
 
 func freeAddr(t *testing.T) string {
@@ -83,7 +65,7 @@ func freeAddr(t *testing.T) string {
 func start(t *testing.T, scheme string, client *http.Client, env []string, args ...string) *process {
 	t.Helper()
 	addr := freeAddr(t)
-	p := &process{url: scheme + "://" + addr, logs: &syncBuffer{}}
+	p := &process{url: scheme + "://" + addr, logs: &testutil.SyncBuffer{}}
 	for _, e := range env {
 		if key, ok := strings.CutPrefix(e, "TOKENSERVICE_ADMIN_KEY="); ok {
 			p.adminKey = key

@@ -36,6 +36,7 @@ import (
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/controllers"
 	"github.com/apitoken-dev/apitoken-operator/internal/faults"
+	"github.com/apitoken-dev/apitoken-operator/internal/testutil"
 	"github.com/apitoken-dev/apitoken-operator/internal/tokenservice"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
@@ -46,7 +47,7 @@ var (
 	restConfig *rest.Config
 	k8s        client.Client
 	scheme     = runtime.NewScheme()
-	logs       = &syncBuffer{}
+	logs       = &testutil.SyncBuffer{}
 )
 
 func TestMain(m *testing.M) {
@@ -315,23 +316,6 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.next.ServeHTTP(w, r)
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func ctxBackground() context.Context { return context.Background() }
