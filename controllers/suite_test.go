@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -66,13 +65,9 @@ func runSuite(m *testing.M) int {
 	if fuzzing() {
 		return m.Run() // fuzz targets test pure functions: no cluster per fuzz worker
 	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		out, err := exec.Command("../hack/k8s-binaries.sh").Output()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "no KUBEBUILDER_ASSETS and hack/k8s-binaries.sh failed:", err)
-			return 1
-		}
-		_ = os.Setenv("KUBEBUILDER_ASSETS", strings.TrimSpace(string(out)))
+	if _, err := testutil.EnsureAssets(".."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	logf.SetLogger(zap.New(zap.WriteTo(logSink), zap.UseDevMode(true), zap.Level(zapcore.Level(-10))))
 	utilruntime.Must(clientgoscheme.AddToScheme(testScope))

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/apitoken-dev/apitoken-operator/internal/devcluster"
+	"github.com/apitoken-dev/apitoken-operator/internal/testutil"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
 
@@ -38,14 +39,9 @@ func run(m *testing.M) int {
 		panic(err)
 	}
 	repoRoot = root
-	assets = os.Getenv("KUBEBUILDER_ASSETS")
-	if assets == "" {
-		out, err := exec.Command(filepath.Join(root, "hack", "k8s-binaries.sh")).Output()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "hack/k8s-binaries.sh:", err)
-			return 1
-		}
-		assets = strings.TrimSpace(string(out))
+	if assets, err = testutil.EnsureAssets(root); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	binDir, err = os.MkdirTemp("", "apitoken-e2e-bin")
 	if err != nil {

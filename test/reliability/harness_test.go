@@ -10,9 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,13 +53,9 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		out, err := exec.Command("../../hack/k8s-binaries.sh").Output()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "hack/k8s-binaries.sh:", err)
-			return 1
-		}
-		_ = os.Setenv("KUBEBUILDER_ASSETS", strings.TrimSpace(string(out)))
+	if _, err := testutil.EnsureAssets(filepath.Join("..", "..")); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	// The highest verbosity: the canary test searches everything the operator logs.
 	logf.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(false), zap.Level(zapcore.Level(-10))))
