@@ -73,7 +73,11 @@ func main() {
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "apitoken-operator.tokens.apitoken.dev",
 		LeaderElectionNamespace: leaderElectionNamespace,
-		Cache:                   controllers.CacheOptions(),
+		// A stopping operator gives up the lease at once, so that its successor
+		// in a rolling update leads without waiting for the lease to expire.
+		// Safe because the process exits as soon as the manager returns.
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(),
 	})
 	if err != nil {
 		log.Error(err, "unable to create manager")

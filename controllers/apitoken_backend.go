@@ -78,7 +78,8 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 // findOrCreate adopts the token that an earlier, interrupted pass created, or
 // creates one. lostSID names a token that was deleted in the backend.
 func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, lostSID string) (*backend.Credentials, *backend.Token, error) {
-	if mayHaveCreated(at, r.Clock.Now()) || lostSID != "" {
+	lookup := mayHaveCreated(at, r.Clock.Now()) || lostSID != ""
+	if lookup {
 		found, err := r.findOwnTokens(ctx, at, be, lostSID)
 		if err != nil {
 			return nil, nil, err
@@ -87,8 +88,8 @@ func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, at *tokensv1alpha
 			return r.adopt(ctx, at, be, desired, found)
 		}
 	}
-	tok, creds, err := be.Create(ctx, createKey(at, lostSID), desired)
-	if errors.Is(err, backend.ErrInvalid) && !mayHaveCreated(at, r.Clock.Now()) {
+	tok, creds, err := be.Create(ctx, createKey(at, lostSID, lookup), desired)
+	if errors.Is(err, backend.ErrInvalid) && !lookup {
 		// The key may be that of a create an interrupted pass made with another
 		// spec (the backend refuses a replay with a different body): adopt it.
 		if found, findErr := r.findOwnTokens(ctx, at, be, lostSID); findErr == nil && len(found) > 0 {

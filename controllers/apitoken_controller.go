@@ -18,11 +18,13 @@ import (
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/controller/priorityqueue"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -95,7 +97,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return r.backendFailed(at, err, resync)
 	}
 	if err := r.reconcileSecret(ctx, at, be, lookup, creds, observed); err != nil {
-		return r.backendFailed(at, err, resync)
+		return r.backendFailed(at, r.discardUnusedToken(ctx, at, be, err), resync)
 	}
 	markReady(at)
 	return ctrl.Result{RequeueAfter: backoffWithJitter(resync)}, nil
@@ -230,10 +232,10 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionPredicate()))).
 		Owns(&corev1.Secret{}).
-		Watches(&tokensv1alpha1.TokenBackend{}, handler.TypedEnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		Watches(&tokensv1alpha1.TokenBackend{}, enqueueBehindOthers(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return tokensOfBackend(ctx, o.(*tokensv1alpha1.TokenBackend))
 		}), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, readinessChangedPredicate()))).
-		WatchesRawSource(source.Channel(r.Registry.changed, handler.TypedEnqueueRequestsFromMapFunc(tokensOfBackend))).
+		WatchesRawSource(source.Channel(r.Registry.changed, enqueueBehindOthers(tokensOfBackend))).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: r.MaxConcurrentReconciles,
 			// Failures back off from 500ms to 5 minutes per ApiToken: a backend that is
@@ -242,6 +244,37 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}).
 		Named("apitoken").
 		Complete(r)
+}
+
+// enqueueBehindOthers maps an event to ApiTokens and queues them at low priority.
+// A TokenBackend that registers (at every start) or changes re-checks all of its
+// ApiTokens; a user's new or changed ApiToken must not wait behind thousands of
+// them, so these go after everything else in the priority queue.
+func enqueueBehindOthers[T client.Object](toRequests func(context.Context, T) []reconcile.Request) handler.TypedEventHandler[T, reconcile.Request] {
+	add := func(ctx context.Context, obj T, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		reqs := toRequests(ctx, obj)
+		if pq, ok := q.(priorityqueue.PriorityQueue[reconcile.Request]); ok {
+			pq.AddWithOpts(priorityqueue.AddOpts{Priority: ptr.To(handler.LowPriority)}, reqs...)
+			return
+		}
+		for _, req := range reqs {
+			q.Add(req)
+		}
+	}
+	return handler.TypedFuncs[T, reconcile.Request]{
+		CreateFunc: func(ctx context.Context, e event.TypedCreateEvent[T], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+		UpdateFunc: func(ctx context.Context, e event.TypedUpdateEvent[T], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.ObjectNew, q)
+		},
+		DeleteFunc: func(ctx context.Context, e event.TypedDeleteEvent[T], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+		GenericFunc: func(ctx context.Context, e event.TypedGenericEvent[T], q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(ctx, e.Object, q)
+		},
+	}
 }
 
 // deletionPredicate passes updates that start a deletion.

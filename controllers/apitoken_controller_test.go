@@ -520,7 +520,7 @@ func TestForeignSecretIsNeverTouched(t *testing.T) {
 	at = waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonSecretConflict)
 	g.Expect(meta.IsStatusConditionFalse(at.Status.Conditions, tokensv1alpha1.ConditionReady)).To(BeTrue())
 	g.Expect(kstatusOf(t, at)).To(Equal(kstatus.FailedStatus), "kstatus sees a Stalled ApiToken as Failed")
-	g.Expect(backendTokens(t, at)).To(BeEmpty(), "nothing is created in the backend")
+	g.Expect(backendTokens(t, at)).To(BeEmpty(), "nothing is left in the backend")
 	after := getSecret(t, ns, "taken")
 	g.Expect(after.Data).To(Equal(foreign.Data))
 	g.Expect(after.ResourceVersion).To(Equal(foreign.ResourceVersion))
@@ -532,6 +532,28 @@ func TestForeignSecretIsNeverTouched(t *testing.T) {
 	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
 	waitGone(t, at)
 	g.Expect(getSecret(t, ns, "taken").ResourceVersion).To(Equal(foreign.ResourceVersion))
+}
+
+// The token created before the conflict was found is deleted again; once the
+// foreign Secret is gone, the next create must make a new token, not replay the
+// deleted one by its idempotency key.
+func TestForeignSecretRemovedLaterGetsAWorkingToken(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "squatted", Namespace: ns}, Data: map[string][]byte{"k": []byte("v")}}
+	g.Expect(k8s.Create(t.Context(), foreign)).To(Succeed())
+	at := newApiToken(ns, "squatted")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonSecretConflict)
+	g.Expect(at.Status.AccountSID).To(BeEmpty())
+	g.Expect(backendTokens(t, at)).To(BeEmpty())
+
+	g.Expect(k8s.Delete(t.Context(), foreign)).To(Succeed())
+	at = waitReady(t, at) // the stall is retried at the resync interval
+	s := getSecret(t, ns, "squatted")
+	g.Expect(isControlledBy(s, at)).To(BeTrue())
+	g.Expect(verifyStatus(t, secretCredentials(t, s, "accountSid", "authToken"), "reports:read")).To(Equal(200))
+	g.Expect(backendTokens(t, at)).To(HaveLen(1))
 }
 
 func TestBackendRejectionStallsWithoutRetryStorm(t *testing.T) {

@@ -171,16 +171,51 @@ type secretLookup struct {
 	existing *corev1.Secret
 }
 
-// checkSecretAvailable stops before anything is created in the backend when the
-// Secret's name is taken by a Secret this ApiToken does not control. It reads
-// through the API only when a token is about to be created or the Secret moves;
-// otherwise the Secret phase finds conflicts on its own.
+// checkSecretAvailable stops an ApiToken whose Secret name was taken in an earlier
+// pass (a SecretConflict stall, or an error before its Secret was written) before
+// anything is created in the backend again. A fresh ApiToken is not checked here:
+// its Secret create finds a foreign Secret, and discardUnusedToken then deletes the
+// token created for it, which saves an uncached read per new token.
 func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *tokensv1alpha1.ApiToken) (secretLookup, error) {
-	if at.Status.AccountSID != "" && at.Status.SecretName == secretName(at) {
+	if at.Status.AccountSID != "" || !mayHaveCreated(at, r.Clock.Now()) {
 		return secretLookup{}, nil
 	}
 	existing, err := r.getOwnSecret(ctx, at, secretName(at))
 	return secretLookup{done: err == nil, existing: existing}, err
+}
+
+// cachedSecret reads the Secret named name from the cache, which holds only the
+// operator's Secrets: nil means that no Secret of the operator has the name, and a
+// foreign one, if any, is found when creating it.
+func (r *ApiTokenReconciler) cachedSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	err := r.Get(ctx, types.NamespacedName{Namespace: at.Namespace, Name: name}, s)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("get Secret %s: %w", name, err)
+	case !isControlledBy(s, at):
+		return nil, errSecretConflict{name: name}
+	}
+	return s, nil
+}
+
+// discardUnusedToken deletes the backend token when its Secret cannot be written
+// because the name is taken and no Secret has ever held the token: a conflicting
+// ApiToken leaves nothing behind in the backend. It returns the error to report.
+func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, err error) error {
+	if !errors.As(err, new(errSecretConflict)) || at.Status.AccountSID == "" || at.Status.SecretName != "" {
+		return err
+	}
+	sid := at.Status.AccountSID
+	if deleteErr := be.Delete(ctx, sid); deleteErr != nil && !errors.Is(deleteErr, backend.ErrNotFound) {
+		return fmt.Errorf("delete token %s, whose Secret name is taken: %w", sid, deleteErr)
+	}
+	r.event(at, corev1.EventTypeNormal, "Deleted", "Deleted token %s again: Secret %q is not this ApiToken's", sid, secretName(at))
+	at.Status.AccountSID, at.Status.BackendETag, at.Status.APIVersion, at.Status.State = "", "", 0, ""
+	r.checked.Delete(at.UID)
+	return err
 }
 
 // reconcileSecret makes the Secret hold the token's current credentials. creds are
@@ -191,7 +226,7 @@ func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1al
 	existing := lookup.existing
 	if !lookup.done {
 		var err error
-		if existing, err = r.getOwnSecret(ctx, at, name); err != nil {
+		if existing, err = r.cachedSecret(ctx, at, name); err != nil {
 			return err
 		}
 	}
@@ -211,7 +246,7 @@ func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1al
 	if err := controllerutil.SetControllerReference(at, desired, r.Scheme); err != nil {
 		return fmt.Errorf("own Secret %s: %w", name, err)
 	}
-	if err := r.writeSecret(ctx, existing, desired); err != nil {
+	if err := r.writeSecret(ctx, at, existing, desired); err != nil {
 		return err
 	}
 	if old := at.Status.SecretName; old != "" && old != name {
@@ -226,7 +261,10 @@ func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1al
 
 // writeSecret creates, updates or (when its type must change, which the API server
 // forbids in place) replaces the Secret; it writes nothing when it is up to date.
-func (r *ApiTokenReconciler) writeSecret(ctx context.Context, existing, desired *corev1.Secret) error {
+// A create that finds the name taken reads the Secret through the API: it is the
+// ApiToken's own when the cache lags behind an earlier write, and a conflict
+// otherwise.
+func (r *ApiTokenReconciler) writeSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, existing, desired *corev1.Secret) error {
 	if existing != nil && secretUpToDate(existing, desired) {
 		return nil
 	}
@@ -237,13 +275,20 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, existing, desired 
 		existing = nil
 	}
 	if existing == nil {
-		if err := r.Create(ctx, desired); err != nil {
-			if apierrors.IsAlreadyExists(err) {
-				return errSecretConflict{name: desired.Name}
+		err := r.Create(ctx, desired)
+		if !apierrors.IsAlreadyExists(err) {
+			if err != nil {
+				return fmt.Errorf("create Secret %s: %w", desired.Name, err)
 			}
-			return fmt.Errorf("create Secret %s: %w", desired.Name, err)
+			return nil
 		}
-		return nil
+		if existing, err = r.getOwnSecret(ctx, at, desired.Name); err != nil {
+			return err
+		}
+		if existing == nil {
+			return fmt.Errorf("create Secret %s: deleted while being created; retrying", desired.Name)
+		}
+		return r.writeSecret(ctx, at, existing, desired)
 	}
 	updated := existing.DeepCopy()
 	updated.Type = desired.Type

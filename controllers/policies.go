@@ -100,15 +100,21 @@ func resetDue(annotation, lastHandled string) bool {
 	return annotation != "" && annotation != lastHandled
 }
 
-// createKey is the idempotency key of the create call. It is derived from the
-// ApiToken's UID so that a repeat after a crash or a lost response replays the
-// first create. When the backend token was deleted behind the operator's back, the
-// key names the lost token so that the replacement is a new create, not a replay.
-func createKey(at *tokensv1alpha1.ApiToken, lostSID string) string {
-	if lostSID == "" {
-		return "create/" + string(at.UID)
+// createKey is the idempotency key of the create call. A fresh ApiToken's key is
+// derived from its UID alone, so that a repeat after a crash or a lost response
+// replays the first create. Creates that follow a lookup by external id (an
+// earlier pass ran) must not replay a token that has since been deleted: when the
+// backend token was deleted behind the operator's back, the key names the lost
+// token; otherwise it names the ApiToken version that the pass read, which changes
+// with every status write, so only a pass that recorded nothing repeats it.
+func createKey(at *tokensv1alpha1.ApiToken, lostSID string, afterLookup bool) string {
+	switch {
+	case lostSID != "":
+		return "create/" + string(at.UID) + "/after/" + lostSID
+	case afterLookup:
+		return "create/" + string(at.UID) + "/rv/" + at.ResourceVersion
 	}
-	return "create/" + string(at.UID) + "/after/" + lostSID
+	return "create/" + string(at.UID)
 }
 
 // resetKey is the idempotency key of the reset for one nonce: the same nonce never

@@ -132,15 +132,26 @@ func TestResetDue(t *testing.T) {
 }
 
 func TestIdempotencyKeys(t *testing.T) {
-	at := apiToken(nil)
-	if createKey(at, "") == createKey(at, "TK1") || createKey(at, "TK1") == createKey(at, "TK2") {
+	at := apiToken(func(at *tokensv1alpha1.ApiToken) { at.ResourceVersion = "42" })
+	if createKey(at, "", false) == createKey(at, "TK1", false) || createKey(at, "TK1", false) == createKey(at, "TK2", false) {
 		t.Error("a replacement create must not replay an earlier one")
+	}
+	if createKey(at, "", true) == createKey(at, "", false) {
+		t.Error("a create after a lookup must not replay the first create, whose token may have been deleted")
+	}
+	later := at.DeepCopy()
+	later.ResourceVersion = "43"
+	if createKey(at, "", true) == createKey(later, "", true) {
+		t.Error("a create after a recorded pass must not replay the create of an earlier pass")
+	}
+	if createKey(at, "", true) != createKey(at.DeepCopy(), "", true) {
+		t.Error("the same pass must repeat its own create (a lost response is replayed)")
 	}
 	if resetKey(at, "a") == resetKey(at, "b") {
 		t.Error("different nonces share a reset key")
 	}
 	other := apiToken(func(at *tokensv1alpha1.ApiToken) { at.UID = "uid-2" })
-	if resetKey(at, "a") == resetKey(other, "a") || createKey(at, "") == createKey(other, "") {
+	if resetKey(at, "a") == resetKey(other, "a") || createKey(at, "", false) == createKey(other, "", false) {
 		t.Error("keys of different ApiTokens collide")
 	}
 	if long := resetKey(at, string(make([]byte, 100000))); len(long) > 255 {
