@@ -43,6 +43,7 @@ func init() {
 func main() {
 	var (
 		metricsAddr, probeAddr  string
+		pprofAddr               string
 		leaderElect             bool
 		leaderElectionNamespace string
 		maxConcurrentReconciles int
@@ -51,6 +52,7 @@ func main() {
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health probe endpoint binds to.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address /debug/pprof binds to; 0 disables it (the default).")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election, so that one replica is active at a time.")
 	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease; default: the Pod's namespace.")
 	flag.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 10, "ApiTokens reconciled in parallel.")
@@ -70,6 +72,7 @@ func main() {
 		Scheme:                  scheme,
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
+		PprofBindAddress:        pprofAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "apitoken-operator.tokens.apitoken.dev",
 		LeaderElectionNamespace: leaderElectionNamespace,

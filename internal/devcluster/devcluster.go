@@ -62,7 +62,10 @@ const auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
-- level: Metadata
+- level: Metadata # Secrets: never their contents
+  users: ["` + OperatorUser + `"]
+  resources: [{group: "", resources: ["secrets"]}]
+- level: Request # everything else with the request body, to tell why a write happened
   users: ["` + OperatorUser + `"]
 - level: None
 `

@@ -100,9 +100,12 @@ func TestBench(t *testing.T) {
 		}
 	}
 	ctx := t.Context()
+	pprofAddr := devcluster.FreeAddr()
 	c, err := devcluster.Start(ctx, devcluster.Options{
 		Dir: t.TempDir(), RepoRoot: root, Assets: assets, Audit: true,
 		TokenService: filepath.Join(bin, "tokenservice"), Manager: filepath.Join(bin, "manager"),
+		// Production logging (info), and pprof for the profiles this run writes.
+		OperatorArgs: []string{"--zap-log-level=info", "--pprof-bind-address=" + pprofAddr},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -148,14 +151,17 @@ func TestBench(t *testing.T) {
 	rssBefore := rss(t, c.OperatorPID())
 	auditStart, tsStart := lineCount(t, c.AuditLogPath), lineCount(t, c.TokenServiceLogPath())
 	start := time.Now()
+	cpuProfile := profile(t, pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(baseline.Seconds()))), "convergence.cpu.pprof")
 	createTokens(t, admin, "bench", "t", n)
 	waitAllReady(t, admin, "bench", n, 15*time.Minute)
 	converged := time.Since(start)
+	auditEnd, tsEnd := lineCount(t, c.AuditLogPath), lineCount(t, c.TokenServiceLogPath())
+	<-cpuProfile
 	r.add("convergence time", converged.Seconds(), "s", "", nil)
 	r.add("baseline time", baseline.Seconds(), "s", "", nil)
 	r.add("convergence / baseline", converged.Seconds()/baseline.Seconds(), "ratio", "<= 1.25", le(converged.Seconds()/baseline.Seconds(), 1.25))
 
-	k8sCalls := auditCounts(t, c.AuditLogPath, auditStart)
+	k8sCalls := auditCounts(t, c.AuditLogPath, auditStart, auditEnd)
 	writes, conflicts, total := 0, 0, 0
 	events := 0
 	for key, count := range k8sCalls {
@@ -179,13 +185,15 @@ func TestBench(t *testing.T) {
 	r.add("API amplification", float64(total)/minimal, "ratio", "<= 1.10", le(float64(total)/minimal, 1.10))
 	r.add("events created per token (separate)", float64(events)/float64(n), "events", "", nil)
 	r.add("API 409 conflicts / writes", 100*float64(conflicts)/float64(max(1, writes)), "%", "< 0.5", le(100*float64(conflicts)/float64(max(1, writes)), 0.5))
-	backendCalls := tokenServiceCounts(t, c.TokenServiceLogPath(), tsStart)
+	backendCalls := tokenServiceCounts(t, c.TokenServiceLogPath(), tsStart, tsEnd)
 	t.Logf("backend calls during convergence: %v", backendCalls)
 	r.add("backend calls per token (convergence)", float64(sumCounts(backendCalls))/float64(n), "calls", "<= 1.02", le(float64(sumCounts(backendCalls))/float64(n), 1.02))
 
 	// Latency on an idle operator.
 	createLat, resetLat := latencies(t, admin, "bench", "idle", probes)
-	reportLatencies(t, r, "idle", createLat, resetLat, nil, nil, 0)
+	reportLatencies(t, r, "idle", durations(createLat), durations(resetLat), nil, nil, 0)
+	// The tokens that the restarted operator will be asked to reset.
+	parallel(probes, 10, func(i int) { probeCreate(t, admin, "bench", fmt.Sprintf("load-r-%d", i)) })
 
 	// Steady state and memory isolation: an idle window with several resyncs, in
 	// which 10,000 unrelated Secrets appear, then a restart (SIGTERM, as in a
@@ -196,7 +204,9 @@ func TestBench(t *testing.T) {
 	createUnrelatedSecrets(t, setup, *secretsFlag)
 	time.Sleep(max(0, *idleFlag-time.Since(windowStart)))
 	peak := peakRSS(t, c.OperatorPID())
+	<-profile(t, pprofAddr, "heap", "steady.heap.pprof")
 	c.StopOperator()
+	auditRestart, tsRestart := lineCount(t, c.AuditLogPath), lineCount(t, c.TokenServiceLogPath())
 	restarted := time.Now()
 	mustDo(t, c.StartOperator(ctx))
 	waitLeader(t, c.OperatorMetricsURL)
@@ -206,15 +216,27 @@ func TestBench(t *testing.T) {
 		return backendCallsSoFar(c.OperatorMetricsURL, "get") > 0
 	})
 	r.add("restart: process start to first re-check", time.Since(restarted).Seconds(), "s", "", nil)
-	loadCreate, loadReset := latencies(t, admin, "bench", "load", probes)
-	reportLatencies(t, r, "during resync after restart", loadCreate, loadReset, createLat, resetLat, 2)
-	tokens := float64(n + probes) // the bench tokens and the idle latency probes
+	loadCreate, loadReset := interleavedLatencies(t, admin, "bench", "load-c", "load-r", probes)
+	reportLatencies(t, r, "during resync after restart", durations(loadCreate), durations(loadReset), durations(createLat), durations(resetLat), 2)
+	tokens := float64(n + 2*probes) // the bench tokens and the latency probes of the idle phase
+	rechecked := sidsOf(t, admin, "bench", "load-c-")
+	var lastRecheck time.Time
 	waitFor(t, "the restarted operator re-checks every token", 2*time.Minute, func() bool {
-		return backendCallsSoFar(c.OperatorMetricsURL, "get") >= tokens
+		var count int
+		count, lastRecheck = firstReads(t, c.TokenServiceLogPath(), tsRestart, rechecked)
+		return count == len(rechecked)
 	})
-	r.add("restart: process start to every token re-checked", time.Since(restarted).Seconds(), "s", "", nil)
+	r.add("restart: process start to every token re-checked", lastRecheck.Sub(restarted).Seconds(), "s", "", nil)
+	var during []time.Duration
+	for _, p := range append(slices.Clone(loadCreate), loadReset...) {
+		if p.start.Before(lastRecheck) {
+			during = append(during, p.took)
+		}
+	}
+	r.add("probes started before the re-check ended", float64(len(during)), "probes", "", nil)
+	r.add("their slowest (create or reset)", p(during, 100), "s", "", nil)
 	time.Sleep(2 * time.Second) // anything the re-check would write
-	idleK8s := auditCounts(t, c.AuditLogPath, auditStart)
+	idleK8s := auditCounts(t, c.AuditLogPath, auditStart, -1)
 	leaseWrites := 0
 	for key, count := range idleK8s {
 		verb := strings.Fields(key)[0]
@@ -222,13 +244,16 @@ func TestBench(t *testing.T) {
 			leaseWrites += count
 		}
 	}
-	// The latency probes above wrote their own objects; their writes are excluded
-	// by resource name in idleTokenWrites.
-	tokenWrites := idleTokenWrites(t, c.AuditLogPath, auditStart)
+	// After the restart, the latency probes write their own objects (named load-*).
+	tokenWrites := append(idleTokenWrites(t, c.AuditLogPath, auditStart, auditRestart, ""),
+		idleTokenWrites(t, c.AuditLogPath, auditRestart, -1, "load-")...)
 	t.Logf("requests in the idle window and restart: %v", idleK8s)
-	r.add("steady-state Kubernetes writes", float64(tokenWrites), "writes", "= 0", le(float64(tokenWrites), 0))
+	for _, w := range tokenWrites {
+		t.Logf("steady-state write: %s", w)
+	}
+	r.add("steady-state Kubernetes writes", float64(len(tokenWrites)), "writes", "= 0", le(float64(len(tokenWrites)), 0))
 	r.add("leader-election lease writes (separate)", float64(leaseWrites), "writes", "", nil)
-	idleBackend := tokenServiceCounts(t, c.TokenServiceLogPath(), tsStart)
+	idleBackend := tokenServiceCounts(t, c.TokenServiceLogPath(), tsStart, -1)
 	gets, notModified := 0, 0
 	for key, count := range idleBackend {
 		if strings.HasPrefix(key, "GET /v1/tokens/{sid} ") {
@@ -416,6 +441,69 @@ func throttledAmplification(t *testing.T, r *report, admin client.Client, templa
 	r.add("calls repeated before Retry-After", float64(len(violations)), "calls", "= 0", le(float64(len(violations)), 0))
 }
 
+// profile fetches /debug/pprof/<what> from the operator in the background,
+// writes it next to the JSON figures and logs its top functions. The channel is
+// closed when it is done.
+func profile(t *testing.T, addr, what, file string) <-chan struct{} {
+	done := make(chan struct{})
+	path := filepath.Join(filepath.Dir(*outFlag), "bench-"+file)
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://" + addr + "/debug/pprof/" + what)
+		if err != nil {
+			t.Logf("profile %s: %v", what, err)
+			return
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Logf("profile %s: %v", what, err)
+			return
+		}
+		top, _ := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", path).CombinedOutput()
+		t.Logf("profile %s (%s):\n%s", what, path, top)
+	}()
+	return done
+}
+
+// sidsOf returns the account SIDs of the ApiTokens in ns, except those whose
+// name starts with skip.
+func sidsOf(t *testing.T, c client.Client, ns, skip string) map[string]bool {
+	list := &tokensv1alpha1.ApiTokenList{}
+	mustDo(t, c.List(t.Context(), list, client.InNamespace(ns)))
+	sids := map[string]bool{}
+	for _, at := range list.Items {
+		if !strings.HasPrefix(at.Name, skip) && at.Status.AccountSID != "" {
+			sids[at.Status.AccountSID] = true
+		}
+	}
+	return sids
+}
+
+// firstReads counts the tokens of sids that tokenservice's log shows read after
+// line from, and when the last of them was first read.
+func firstReads(t *testing.T, path string, from int, sids map[string]bool) (int, time.Time) {
+	seen := map[string]bool{}
+	var last time.Time
+	eachLine(t, path, from, -1, func(line []byte) {
+		var e struct {
+			Time   time.Time `json:"time"`
+			Msg    string    `json:"msg"`
+			Method string    `json:"method"`
+			Path   string    `json:"path"`
+		}
+		if json.Unmarshal(line, &e) != nil || e.Msg != "request" || e.Method != http.MethodGet {
+			return
+		}
+		sid := strings.TrimPrefix(e.Path, "/v1/tokens/")
+		if sids[sid] && !seen[sid] {
+			seen[sid] = true
+			last = e.Time
+		}
+	})
+	return len(seen), last
+}
+
 // backendCallsSoFar sums the operator's apitoken_backend_requests_total for one
 // call since the process started.
 func backendCallsSoFar(metricsURL, call string) float64 {
@@ -511,37 +599,73 @@ func waitAllReady(t *testing.T, admin client.Client, ns string, n int, timeout t
 	})
 }
 
-// latencies creates k tokens one at a time and times create->Ready, then resets
-// each and times annotation->Secret rewritten. The end is seen through a watch
-// opened before the change, so the figures are not rounded to a polling interval.
-func latencies(t *testing.T, admin client.WithWatch, ns, prefix string, k int) (create, reset []time.Duration) {
+// A probe is one timed change: when it was made and how long the operator took.
+type probe struct {
+	start time.Time
+	took  time.Duration
+}
+
+func durations(ps []probe) []time.Duration {
+	out := make([]time.Duration, len(ps))
+	for i, p := range ps {
+		out[i] = p.took
+	}
+	return out
+}
+
+// probeCreate creates an ApiToken and times create->Ready. The end is seen
+// through a watch opened before the change, so the figures are not rounded to a
+// polling interval.
+func probeCreate(t *testing.T, c client.WithWatch, ns, name string) probe {
+	at := apiToken(ns, name)
+	w := watchOne(t, c, &tokensv1alpha1.ApiTokenList{}, ns, at.Name)
+	start := time.Now()
+	mustDo(t, c.Create(t.Context(), at))
+	waitEvent(t, w, "latency probe Ready", func(obj runtime.Object) bool {
+		got := obj.(*tokensv1alpha1.ApiToken)
+		return meta.IsStatusConditionTrue(got.Status.Conditions, "Ready") && got.Status.SecretName != ""
+	})
+	return probe{start, time.Since(start)}
+}
+
+// probeReset sets a Ready ApiToken's reset annotation and times it until the
+// Secret holds a new auth token.
+func probeReset(t *testing.T, c client.WithWatch, ns, name, nonce string) probe {
 	ctx := t.Context()
+	key := client.ObjectKey{Namespace: ns, Name: name}
+	before := &corev1.Secret{}
+	mustDo(t, c.Get(ctx, key, before))
+	at := &tokensv1alpha1.ApiToken{}
+	mustDo(t, c.Get(ctx, key, at))
+	patch := client.MergeFrom(at.DeepCopy())
+	at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: nonce}
+	w := watchOne(t, c, &corev1.SecretList{}, ns, name)
+	start := time.Now()
+	mustDo(t, c.Patch(ctx, at, patch))
+	waitEvent(t, w, "latency probe reset", func(obj runtime.Object) bool {
+		return string(obj.(*corev1.Secret).Data["authToken"]) != string(before.Data["authToken"])
+	})
+	return probe{start, time.Since(start)}
+}
+
+// latencies creates k tokens one at a time, then resets each.
+func latencies(t *testing.T, c client.WithWatch, ns, prefix string, k int) (create, reset []probe) {
 	for i := range k {
-		at := apiToken(ns, fmt.Sprintf("%s-%d", prefix, i))
-		w := watchOne(t, admin, &tokensv1alpha1.ApiTokenList{}, ns, at.Name)
-		start := time.Now()
-		mustDo(t, admin.Create(ctx, at))
-		waitEvent(t, w, "latency probe Ready", func(obj runtime.Object) bool {
-			got := obj.(*tokensv1alpha1.ApiToken)
-			return meta.IsStatusConditionTrue(got.Status.Conditions, "Ready") && got.Status.SecretName != ""
-		})
-		create = append(create, time.Since(start))
+		create = append(create, probeCreate(t, c, ns, fmt.Sprintf("%s-%d", prefix, i)))
 	}
 	for i := range k {
-		key := client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("%s-%d", prefix, i)}
-		before := &corev1.Secret{}
-		mustDo(t, admin.Get(ctx, key, before))
-		at := &tokensv1alpha1.ApiToken{}
-		mustDo(t, admin.Get(ctx, key, at))
-		patch := client.MergeFrom(at.DeepCopy())
-		at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: "bench"}
-		w := watchOne(t, admin, &corev1.SecretList{}, ns, key.Name)
-		start := time.Now()
-		mustDo(t, admin.Patch(ctx, at, patch))
-		waitEvent(t, w, "latency probe reset", func(obj runtime.Object) bool {
-			return string(obj.(*corev1.Secret).Data["authToken"]) != string(before.Data["authToken"])
-		})
-		reset = append(reset, time.Since(start))
+		reset = append(reset, probeReset(t, c, ns, fmt.Sprintf("%s-%d", prefix, i), "bench"))
+	}
+	return create, reset
+}
+
+// interleavedLatencies alternates creating a new token (createPrefix-i) and
+// resetting an existing one (resetPrefix-i), one probe at a time, so that both
+// kinds sample the same phase of the operator without competing with each other.
+func interleavedLatencies(t *testing.T, c client.WithWatch, ns, createPrefix, resetPrefix string, k int) (create, reset []probe) {
+	for i := range k {
+		create = append(create, probeCreate(t, c, ns, fmt.Sprintf("%s-%d", createPrefix, i)))
+		reset = append(reset, probeReset(t, c, ns, fmt.Sprintf("%s-%d", resetPrefix, i), "bench"))
 	}
 	return create, reset
 }
@@ -616,8 +740,8 @@ func lineCount(t *testing.T, path string) int {
 	return n
 }
 
-// eachLine calls f for each line after the first skip lines.
-func eachLine(t *testing.T, path string, skip int, f func([]byte)) {
+// eachLine calls f for lines [from, to) of a file; to < 0 means to its end.
+func eachLine(t *testing.T, path string, from, to int, f func([]byte)) {
 	file, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -625,8 +749,8 @@ func eachLine(t *testing.T, path string, skip int, f func([]byte)) {
 	defer file.Close()
 	sc := bufio.NewScanner(file)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for i := 0; sc.Scan(); i++ {
-		if i >= skip {
+	for i := 0; sc.Scan() && (to < 0 || i < to); i++ {
+		if i >= from {
 			f(sc.Bytes())
 		}
 	}
@@ -644,12 +768,13 @@ type auditEvent struct {
 	ResponseStatus struct {
 		Code int `json:"code"`
 	} `json:"responseStatus"`
+	RequestObject json.RawMessage `json:"requestObject"`
 }
 
 // auditCounts counts the operator's requests by "verb resource[/subresource] code".
-func auditCounts(t *testing.T, path string, skip int) map[string]int {
+func auditCounts(t *testing.T, path string, from, to int) map[string]int {
 	out := map[string]int{}
-	eachLine(t, path, skip, func(line []byte) {
+	eachLine(t, path, from, to, func(line []byte) {
 		var e auditEvent
 		if json.Unmarshal(line, &e) != nil || e.Stage != "ResponseComplete" {
 			return
@@ -663,11 +788,11 @@ func auditCounts(t *testing.T, path string, skip int) map[string]int {
 	return out
 }
 
-// idleTokenWrites counts the operator's writes to objects other than the latency
-// probes and leases.
-func idleTokenWrites(t *testing.T, path string, skip int) int {
-	n := 0
-	eachLine(t, path, skip, func(line []byte) {
+// idleTokenWrites lists the operator's writes in lines [from, to) of the audit
+// log, except to leases, events and objects named probePrefix* (when not empty).
+func idleTokenWrites(t *testing.T, path string, from, to int, probePrefix string) []string {
+	var writes []string
+	eachLine(t, path, from, to, func(line []byte) {
 		var e auditEvent
 		if json.Unmarshal(line, &e) != nil || e.Stage != "ResponseComplete" {
 			return
@@ -676,18 +801,19 @@ func idleTokenWrites(t *testing.T, path string, skip int) int {
 		case "get", "list", "watch":
 			return
 		}
-		if e.ObjectRef.Resource == "leases" || e.ObjectRef.Resource == "events" || strings.HasPrefix(e.ObjectRef.Name, "load-") {
+		if e.ObjectRef.Resource == "leases" || e.ObjectRef.Resource == "events" || (probePrefix != "" && strings.HasPrefix(e.ObjectRef.Name, probePrefix)) {
 			return
 		}
-		n++
+		writes = append(writes, fmt.Sprintf("%s %s %s/%s %s", e.Verb, e.ObjectRef.Resource+"/"+e.ObjectRef.Subresource,
+			e.ObjectRef.Namespace, e.ObjectRef.Name, e.RequestObject))
 	})
-	return n
+	return writes
 }
 
 // tokenServiceCounts counts tokenservice's requests by "METHOD path status".
-func tokenServiceCounts(t *testing.T, path string, skip int) map[string]int {
+func tokenServiceCounts(t *testing.T, path string, from, to int) map[string]int {
 	out := map[string]int{}
-	eachLine(t, path, skip, func(line []byte) {
+	eachLine(t, path, from, to, func(line []byte) {
 		var e struct {
 			Msg    string `json:"msg"`
 			Method string `json:"method"`
