@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -152,9 +153,10 @@ func TestBench(t *testing.T) {
 	auditStart, tsStart := lineCount(t, c.AuditLogPath), lineCount(t, c.TokenServiceLogPath())
 	start := time.Now()
 	cpuProfile := profile(t, pprofAddr, fmt.Sprintf("profile?seconds=%d", max(1, int(baseline.Seconds()))), "convergence.cpu.pprof")
-	createTokens(t, admin, "bench", "t", n)
-	waitAllReady(t, admin, "bench", n, 15*time.Minute)
+	readyAt := convergeWatched(t, admin, "bench", n, 15*time.Minute, func() { createTokens(t, admin, "bench", "t", n) })
 	converged := time.Since(start)
+	t.Logf("convergence: first Ready after %v, half after %v, all after %v", readyAt[0].Sub(start).Round(time.Millisecond),
+		readyAt[n/2].Sub(start).Round(time.Millisecond), readyAt[n-1].Sub(start).Round(time.Millisecond))
 	auditEnd, tsEnd := lineCount(t, c.AuditLogPath), lineCount(t, c.TokenServiceLogPath())
 	<-cpuProfile
 	r.add("convergence time", converged.Seconds(), "s", "", nil)
@@ -394,7 +396,7 @@ func apiToken(ns, name string) *tokensv1alpha1.ApiToken {
 // reaches tokenservice through a proxy answering every fifth token request 429
 // with Retry-After: 1 (20% of responses, deterministic so that the figure does
 // not depend on luck). The floor is 1.25 calls per token: every answer counts.
-func throttledAmplification(t *testing.T, r *report, admin client.Client, template *tokensv1alpha1.TokenBackend, upstream string, k int) {
+func throttledAmplification(t *testing.T, r *report, admin client.WithWatch, template *tokensv1alpha1.TokenBackend, upstream string, k int) {
 	ctx := t.Context()
 	target, err := url.Parse(upstream)
 	mustDo(t, err)
@@ -422,14 +424,15 @@ func throttledAmplification(t *testing.T, r *report, admin client.Client, templa
 	mustDo(t, admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "throttled"}}))
 	before, throttledBefore := tokenRequests.Load(), transport.Injected()[faults.TooMany]
 	start := time.Now()
-	parallel(k, 20, func(i int) {
-		at := apiToken("throttled", fmt.Sprintf("r%d", i))
-		at.Spec.BackendRef.Name = tb.Name
-		if err := admin.Create(ctx, at); err != nil {
-			t.Error(err)
-		}
+	convergeWatched(t, admin, "throttled", k, 10*time.Minute, func() {
+		parallel(k, 20, func(i int) {
+			at := apiToken("throttled", fmt.Sprintf("r%d", i))
+			at.Spec.BackendRef.Name = tb.Name
+			if err := admin.Create(ctx, at); err != nil {
+				t.Error(err)
+			}
+		})
 	})
-	waitAllReady(t, admin, "throttled", k, 10*time.Minute)
 	calls := float64(tokenRequests.Load() - before)
 	throttled := transport.Injected()[faults.TooMany] - throttledBefore
 	t.Logf("20%% 429: %d tokens Ready in %v; %.0f backend calls, %d answered 429", k, time.Since(start).Round(time.Millisecond), calls, throttled)
@@ -583,20 +586,36 @@ func createTokens(t *testing.T, admin client.Client, ns, prefix string, n int) {
 	})
 }
 
-func waitAllReady(t *testing.T, admin client.Client, ns string, n int, timeout time.Duration) {
-	waitFor(t, fmt.Sprintf("%d ApiTokens Ready", n), timeout, func() bool {
-		list := &tokensv1alpha1.ApiTokenList{}
-		if admin.List(t.Context(), list, client.InNamespace(ns)) != nil {
-			return false
-		}
-		ready := 0
-		for _, at := range list.Items {
-			if meta.IsStatusConditionTrue(at.Status.Conditions, "Ready") && at.Status.SecretName != "" {
-				ready++
+// convergeWatched runs create and waits until n ApiTokens in ns are Ready with
+// their Secrets, seen through a watch opened before it; it returns when each
+// became Ready.
+func convergeWatched(t *testing.T, c client.WithWatch, ns string, n int, timeout time.Duration, create func()) []time.Time {
+	w, err := c.Watch(t.Context(), &tokensv1alpha1.ApiTokenList{}, client.InNamespace(ns))
+	mustDo(t, err)
+	defer w.Stop()
+	create()
+	readyAt := map[string]time.Time{}
+	deadline := time.After(timeout)
+	for len(readyAt) < n {
+		select {
+		case e, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatalf("waiting for %d ApiTokens Ready: the watch ended", n)
 			}
+			at, isToken := e.Object.(*tokensv1alpha1.ApiToken)
+			if !isToken || e.Type == watch.Deleted {
+				continue
+			}
+			if _, seen := readyAt[at.Name]; !seen && meta.IsStatusConditionTrue(at.Status.Conditions, "Ready") && at.Status.SecretName != "" {
+				readyAt[at.Name] = time.Now()
+			}
+		case <-deadline:
+			t.Fatalf("timed out: %d of %d ApiTokens Ready", len(readyAt), n)
 		}
-		return ready >= n
-	})
+	}
+	times := slices.Collect(maps.Values(readyAt))
+	slices.SortFunc(times, time.Time.Compare)
+	return times
 }
 
 // A probe is one timed change: when it was made and how long the operator took.
