@@ -588,26 +588,38 @@ func createTokens(t *testing.T, admin client.Client, ns, prefix string, n int) {
 
 // convergeWatched runs create and waits until n ApiTokens in ns are Ready with
 // their Secrets, seen through a watch opened before it; it returns when each
-// became Ready.
+// became Ready. A watch that the API server ends (a busy consumer on a busy
+// machine) is resumed after a list, which times what it finds at the list.
 func convergeWatched(t *testing.T, c client.WithWatch, ns string, n int, timeout time.Duration, create func()) []time.Time {
-	w, err := c.Watch(t.Context(), &tokensv1alpha1.ApiTokenList{}, client.InNamespace(ns))
-	mustDo(t, err)
-	defer w.Stop()
-	create()
 	readyAt := map[string]time.Time{}
+	observe := func(at *tokensv1alpha1.ApiToken) {
+		if _, seen := readyAt[at.Name]; !seen && meta.IsStatusConditionTrue(at.Status.Conditions, "Ready") && at.Status.SecretName != "" {
+			readyAt[at.Name] = time.Now()
+		}
+	}
+	watchFrom := func(resourceVersion string) watch.Interface {
+		w, err := c.Watch(t.Context(), &tokensv1alpha1.ApiTokenList{}, &client.ListOptions{Namespace: ns, Raw: &metav1.ListOptions{ResourceVersion: resourceVersion}})
+		mustDo(t, err)
+		return w
+	}
+	w := watchFrom("")
+	defer func() { w.Stop() }()
+	create()
 	deadline := time.After(timeout)
 	for len(readyAt) < n {
 		select {
 		case e, ok := <-w.ResultChan():
 			if !ok {
-				t.Fatalf("waiting for %d ApiTokens Ready: the watch ended", n)
-			}
-			at, isToken := e.Object.(*tokensv1alpha1.ApiToken)
-			if !isToken || e.Type == watch.Deleted {
+				list := &tokensv1alpha1.ApiTokenList{}
+				mustDo(t, c.List(t.Context(), list, client.InNamespace(ns)))
+				for i := range list.Items {
+					observe(&list.Items[i])
+				}
+				w = watchFrom(list.ResourceVersion)
 				continue
 			}
-			if _, seen := readyAt[at.Name]; !seen && meta.IsStatusConditionTrue(at.Status.Conditions, "Ready") && at.Status.SecretName != "" {
-				readyAt[at.Name] = time.Now()
+			if at, isToken := e.Object.(*tokensv1alpha1.ApiToken); isToken && e.Type != watch.Deleted {
+				observe(at)
 			}
 		case <-deadline:
 			t.Fatalf("timed out: %d of %d ApiTokens Ready", len(readyAt), n)
