@@ -604,7 +604,12 @@ func convergeWatched(t *testing.T, c client.WithWatch, ns string, n int, timeout
 	}
 	w := watchFrom("")
 	defer func() { w.Stop() }()
-	create()
+	created := make(chan struct{})
+	go func() {
+		defer close(created)
+		create() // while the watch is read: an unread watch is ended by the API server
+	}()
+	defer func() { <-created }()
 	deadline := time.After(timeout)
 	for len(readyAt) < n {
 		select {
