@@ -146,12 +146,24 @@ func (e errSecretConflict) Error() string {
 // Secrets; a foreign Secret of that name is found through the API reader and
 // reported as a conflict. It returns nil when no Secret has the name.
 func (r *ApiTokenReconciler) getOwnSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*corev1.Secret, error) {
-	key := types.NamespacedName{Namespace: at.Namespace, Name: name}
-	s := &corev1.Secret{}
-	err := r.Get(ctx, key, s)
-	if apierrors.IsNotFound(err) {
-		err = r.APIReader.Get(ctx, key, s)
+	if s, err := r.cachedSecret(ctx, at, name); s != nil || err != nil {
+		return s, err
 	}
+	return readSecret(ctx, r.APIReader, at, name)
+}
+
+// cachedSecret reads the Secret named name from the cache, which holds only the
+// operator's Secrets: nil means that no Secret of the operator has the name, and a
+// foreign one, if any, is found when creating it.
+func (r *ApiTokenReconciler) cachedSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*corev1.Secret, error) {
+	return readSecret(ctx, r.Client, at, name)
+}
+
+// readSecret reads the Secret named name in the ApiToken's namespace: nil when
+// there is none, errSecretConflict when the ApiToken does not control it.
+func readSecret(ctx context.Context, reader client.Reader, at *tokensv1alpha1.ApiToken, name string) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	err := reader.Get(ctx, types.NamespacedName{Namespace: at.Namespace, Name: name}, s)
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil, nil
@@ -182,23 +194,6 @@ func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *token
 	}
 	existing, err := r.getOwnSecret(ctx, at, secretName(at))
 	return secretLookup{done: err == nil, existing: existing}, err
-}
-
-// cachedSecret reads the Secret named name from the cache, which holds only the
-// operator's Secrets: nil means that no Secret of the operator has the name, and a
-// foreign one, if any, is found when creating it.
-func (r *ApiTokenReconciler) cachedSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*corev1.Secret, error) {
-	s := &corev1.Secret{}
-	err := r.Get(ctx, types.NamespacedName{Namespace: at.Namespace, Name: name}, s)
-	switch {
-	case apierrors.IsNotFound(err):
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("get Secret %s: %w", name, err)
-	case !isControlledBy(s, at):
-		return nil, errSecretConflict{name: name}
-	}
-	return s, nil
 }
 
 // discardUnusedToken deletes the backend token when its Secret cannot be written
