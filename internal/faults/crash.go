@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -55,11 +56,7 @@ func (c *Crasher) Restarted() {
 func (c *Crasher) CrashedAt() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range c.crashedAt {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(c.crashedAt)
 }
 
 // step is called before ("before X") and after ("after X") each call. It reports

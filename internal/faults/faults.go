@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -125,11 +126,7 @@ func (t *Transport) next() http.RoundTripper {
 func (t *Transport) Injected() map[Kind]int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := map[Kind]int{}
-	for k, v := range t.injected {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(t.injected)
 }
 
 // Requests returns how many requests went through the transport.

@@ -36,28 +36,14 @@ func TestAdmissionRejectsBadManifests(t *testing.T) {
 	ns := "badinput-admission"
 	createNamespace(t, ns)
 	apiToken := func(spec map[string]any) *unstructured.Unstructured {
-		base := map[string]any{"primaryContact": "ops@example.com", "scopes": []any{"reports:read"}}
-		for k, v := range spec {
-			if v == nil {
-				delete(base, k)
-				continue
-			}
-			base[k] = v
-		}
+		base := withSpec(map[string]any{"primaryContact": "ops@example.com", "scopes": []any{"reports:read"}}, spec)
 		return &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "tokens.apitoken.dev/v1alpha1", "kind": "ApiToken",
 			"metadata": map[string]any{"name": "bad", "namespace": ns}, "spec": base,
 		}}
 	}
 	tokenBackend := func(spec map[string]any) *unstructured.Unstructured {
-		base := map[string]any{"url": "http://127.0.0.1:1", "credentialsSecretRef": map[string]any{"namespace": "apitoken-system", "name": "tokenservice-admin"}}
-		for k, v := range spec {
-			if v == nil {
-				delete(base, k)
-				continue
-			}
-			base[k] = v
-		}
+		base := withSpec(map[string]any{"url": "http://127.0.0.1:1", "credentialsSecretRef": map[string]any{"namespace": "apitoken-system", "name": "tokenservice-admin"}}, spec)
 		return &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "tokens.apitoken.dev/v1alpha1", "kind": "TokenBackend",
 			"metadata": map[string]any{"name": "bad-backend"}, "spec": base,
@@ -369,4 +355,16 @@ func hasWarning(t *testing.T, ns, name, reason string) error {
 		}
 	}
 	return fmt.Errorf("no Warning event %s about %s", reason, name)
+}
+
+// withSpec applies spec to base: a nil value removes the field.
+func withSpec(base, spec map[string]any) map[string]any {
+	for k, v := range spec {
+		if v == nil {
+			delete(base, k)
+			continue
+		}
+		base[k] = v
+	}
+	return base
 }

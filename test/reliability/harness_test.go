@@ -7,6 +7,7 @@ package reliability
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -285,11 +286,7 @@ func (g *gate) setDown(down bool) {
 func (g *gate) downRequests() map[string]int {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range g.count {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(g.count)
 }
 
 func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
