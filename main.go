@@ -21,24 +21,13 @@ import (
 	"flag"
 	"os"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/controllers"
 )
-
-var scheme = runtime.NewScheme()
-
-func init() {
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(tokensv1alpha1.AddToScheme(scheme))
-}
 
 func main() {
 	var (
@@ -68,8 +57,7 @@ func main() {
 	cfg.QPS = float32(kubeAPIQPS)
 	cfg.Burst = kubeAPIBurst
 
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  scheme,
+	mgr, err := controllers.NewManager(cfg, ctrl.Options{
 		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:  probeAddr,
 		PprofBindAddress:        pprofAddr,
@@ -80,33 +68,9 @@ func main() {
 		// in a rolling update leads without waiting for the lease to expire.
 		// Safe because the process exits as soon as the manager returns.
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         controllers.CacheOptions(),
-	})
+	}, controllers.Options{MaxConcurrentReconciles: maxConcurrentReconciles})
 	if err != nil {
-		log.Error(err, "unable to create manager")
-		os.Exit(1)
-	}
-
-	registry := controllers.NewRegistry()
-	if err := (&controllers.TokenBackendReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Scheme:    mgr.GetScheme(),
-		Registry:  registry,
-		Recorder:  mgr.GetEventRecorder("apitoken-operator"),
-	}).SetupWithManager(mgr); err != nil {
-		log.Error(err, "unable to create controller", "controller", "TokenBackend")
-		os.Exit(1)
-	}
-	if err := (&controllers.ApiTokenReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Scheme:                  mgr.GetScheme(),
-		Recorder:                mgr.GetEventRecorder("apitoken-operator"),
-		Registry:                registry,
-		MaxConcurrentReconciles: maxConcurrentReconciles,
-	}).SetupWithManager(mgr); err != nil {
-		log.Error(err, "unable to create controller", "controller", "ApiToken")
+		log.Error(err, "unable to set up the operator")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -4,11 +4,7 @@ import (
 	"sync"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
@@ -134,17 +130,5 @@ func (r *Registry) notify(tb *tokensv1alpha1.TokenBackend) {
 	select {
 	case r.changed <- event.TypedGenericEvent[*tokensv1alpha1.TokenBackend]{Object: tb.DeepCopy()}:
 	default: // the ApiToken controller is behind; its resync will catch up
-	}
-}
-
-// CacheOptions configures the manager's cache: Secrets only with the operator's
-// label, so that tens of thousands of unrelated Secrets cost nothing, Namespaces
-// as metadata only, and no managed fields on any cached object.
-func CacheOptions() cache.Options {
-	return cache.Options{
-		DefaultTransform: cache.TransformStripManagedFields(),
-		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue})},
-		},
 	}
 }

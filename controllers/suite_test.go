@@ -33,9 +33,9 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
-	"github.com/apitoken-dev/apitoken-operator/internal/testutil"
 	"github.com/apitoken-dev/apitoken-operator/internal/tokenservice"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 // The integration suite: a real kube-apiserver and etcd (envtest), the manager
@@ -53,7 +53,7 @@ var (
 	tsAdmin   *backend.Client // the test's own view of the backend
 	faults    = &faultInjector{dropCreate: map[string]int{}}
 	testScope = runtime.NewScheme()
-	logSink   = &testutil.SyncBuffer{}
+	logSink   = &framework.SyncBuffer{}
 )
 
 func TestMain(m *testing.M) {
@@ -65,7 +65,7 @@ func runSuite(m *testing.M) int {
 	if fuzzing() {
 		return m.Run() // fuzz targets test pure functions: no cluster per fuzz worker
 	}
-	if _, err := testutil.EnsureAssets(".."); err != nil {
+	if _, err := framework.EnsureAssets(".."); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

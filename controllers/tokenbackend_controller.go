@@ -207,10 +207,7 @@ func (r *TokenBackendReconciler) patchStatus(ctx context.Context, original, tb *
 // SetupWithManager registers the controller.
 func (r *TokenBackendReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.NewBackend == nil {
-		r.NewBackend = func(o backend.Options) (backend.Backend, error) {
-			o.Observe = observeBackendCall
-			return backend.New(o)
-		}
+		r.NewBackend = Options{}.newBackend
 	}
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}

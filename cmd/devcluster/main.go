@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/apitoken-dev/apitoken-operator/internal/devcluster"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 func main() {
@@ -35,7 +35,7 @@ func run(dir, tokenServiceAddr string) error {
 	dir, _ = filepath.Abs(dir)
 	_ = os.RemoveAll(dir) // a fresh cluster each time: etcd is in memory, so is everything else
 	start := time.Now()
-	c, err := devcluster.Start(ctx, devcluster.Options{
+	c, err := framework.Start(ctx, framework.Options{
 		Dir: dir, RepoRoot: root, Assets: os.Getenv("KUBEBUILDER_ASSETS"),
 		TokenService: filepath.Join(root, "bin", "tokenservice"), Manager: filepath.Join(root, "bin", "manager"),
 		TokenServiceAddr: tokenServiceAddr, Log: os.Stdout,

@@ -22,8 +22,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitoken-dev/apitoken-operator/internal/testutil"
 	"github.com/apitoken-dev/apitoken-operator/pkg/conformance"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 var binary string
@@ -48,7 +48,7 @@ type process struct {
 	cmd      *exec.Cmd
 	url      string
 	adminKey string
-	logs     *testutil.SyncBuffer
+	logs     *framework.SyncBuffer
 }
 
 func freeAddr(t *testing.T) string {
@@ -65,7 +65,7 @@ func freeAddr(t *testing.T) string {
 func start(t *testing.T, scheme string, client *http.Client, env []string, args ...string) *process {
 	t.Helper()
 	addr := freeAddr(t)
-	p := &process{url: scheme + "://" + addr, logs: &testutil.SyncBuffer{}}
+	p := &process{url: scheme + "://" + addr, logs: &framework.SyncBuffer{}}
 	for _, e := range env {
 		if key, ok := strings.CutPrefix(e, "TOKENSERVICE_ADMIN_KEY="); ok {
 			p.adminKey = key

@@ -40,9 +40,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
-	"github.com/apitoken-dev/apitoken-operator/internal/devcluster"
-	"github.com/apitoken-dev/apitoken-operator/internal/faults"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
+	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
 
 var (
@@ -101,8 +101,8 @@ func TestBench(t *testing.T) {
 		}
 	}
 	ctx := t.Context()
-	pprofAddr := devcluster.FreeAddr()
-	c, err := devcluster.Start(ctx, devcluster.Options{
+	pprofAddr := framework.FreeAddr()
+	c, err := framework.Start(ctx, framework.Options{
 		Dir: t.TempDir(), RepoRoot: root, Assets: assets, Audit: true,
 		TokenService: filepath.Join(bin, "tokenservice"), Manager: filepath.Join(bin, "manager"),
 		// Production logging (info), and pprof for the profiles this run writes.
@@ -125,7 +125,7 @@ func TestBench(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Name: "default"},
 		Spec: tokensv1alpha1.TokenBackendSpec{
 			URL:                  c.TokenServiceURL,
-			CredentialsSecretRef: tokensv1alpha1.SecretKeyReference{Namespace: devcluster.OperatorNamespace, Name: "tokenservice-admin", Key: "apiKey"},
+			CredentialsSecretRef: tokensv1alpha1.SecretKeyReference{Namespace: framework.OperatorNamespace, Name: "tokenservice-admin", Key: "apiKey"},
 			RateLimit:            tokensv1alpha1.RateLimit{QPS: 5000, Burst: 5000},
 			ResyncInterval:       &metav1.Duration{Duration: *resyncFlag},
 		},

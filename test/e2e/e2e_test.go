@@ -18,9 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apitoken-dev/apitoken-operator/internal/devcluster"
-	"github.com/apitoken-dev/apitoken-operator/internal/testutil"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 var (
@@ -39,7 +38,7 @@ func run(m *testing.M) int {
 		panic(err)
 	}
 	repoRoot = root
-	if assets, err = testutil.EnsureAssets(root); err != nil {
+	if assets, err = framework.EnsureAssets(root); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -64,7 +63,7 @@ func run(m *testing.M) int {
 type env struct {
 	t   *testing.T
 	ctx context.Context
-	c   *devcluster.Cluster
+	c   *framework.Cluster
 	// seen collects every auth token the test saw, for the leak check.
 	seen []string
 }
@@ -72,7 +71,7 @@ type env struct {
 func startCluster(t *testing.T) *env {
 	t.Helper()
 	dir := t.TempDir()
-	c, err := devcluster.Start(t.Context(), devcluster.Options{
+	c, err := framework.Start(t.Context(), framework.Options{
 		Dir: dir, RepoRoot: repoRoot, Assets: assets,
 		TokenService: filepath.Join(binDir, "tokenservice"), Manager: filepath.Join(binDir, "manager"),
 	})

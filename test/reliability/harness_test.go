@@ -34,10 +34,10 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/controllers"
-	"github.com/apitoken-dev/apitoken-operator/internal/faults"
-	"github.com/apitoken-dev/apitoken-operator/internal/testutil"
 	"github.com/apitoken-dev/apitoken-operator/internal/tokenservice"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
+	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
 
 const adminKey = "reliability-admin-key"
@@ -46,7 +46,7 @@ var (
 	restConfig *rest.Config
 	k8s        client.Client
 	scheme     = runtime.NewScheme()
-	logs       = &testutil.SyncBuffer{}
+	logs       = &framework.SyncBuffer{}
 )
 
 func TestMain(m *testing.M) {
@@ -54,7 +54,7 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	if _, err := testutil.EnsureAssets(filepath.Join("..", "..")); err != nil {
+	if _, err := framework.EnsureAssets(filepath.Join("..", "..")); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
-	"github.com/apitoken-dev/apitoken-operator/internal/faults"
+	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
 
 // counter counts the requests that reach tokenservice, by kind of call.

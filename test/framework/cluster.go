@@ -1,9 +1,6 @@
-// Package devcluster runs the operator the way a cluster would, from real
-// processes: etcd and kube-apiserver (envtest's control plane),
-// kube-controller-manager for garbage collection, the tokenservice binary and the
-// operator binary, which authenticates as its ServiceAccount and so holds exactly
-// the RBAC of config/. make dev and the end-to-end tests both use it.
-package devcluster
+package framework
+
+// This file: a Cluster of real processes (make dev, the e2e tests and the bench).
 
 import (
 	"context"

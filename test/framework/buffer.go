@@ -1,5 +1,4 @@
-// Package testutil holds small helpers shared by the test suites.
-package testutil
+package framework
 
 import (
 	"strings"

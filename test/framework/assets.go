@@ -1,4 +1,4 @@
-package testutil
+package framework
 
 import (
 	"fmt"

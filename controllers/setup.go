@@ -1,0 +1,139 @@
+package controllers
+
+import (
+	"fmt"
+	"net/http"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// FieldManager and EventSource name the operator in managed fields and events.
+const (
+	FieldManager = "apitoken-operator"
+	EventSource  = "apitoken-operator"
+)
+
+// Options are the knobs of the operator that its binary exposes as flags, plus
+// the seams the test framework uses to inject faults. The zero value is the
+// production operator with defaults.
+type Options struct {
+	// MaxConcurrentReconciles is how many ApiTokens are reconciled in parallel (default 10).
+	MaxConcurrentReconciles int
+	// Clock is the time source of both controllers (default the real clock).
+	Clock clock.Clock
+
+	// BackendTransport, when set, carries every backend client's HTTP requests
+	// (the fault transport of the reliability suites).
+	BackendTransport http.RoundTripper
+	// WrapBackend, when set, wraps each backend client (the crash injector).
+	WrapBackend func(backend.Backend) backend.Backend
+	// WrapClient, when set, wraps the ApiToken controller's Kubernetes client
+	// (the crash injector).
+	WrapClient func(client.Client) client.Client
+}
+
+// NewScheme returns a scheme with the Kubernetes types and this operator's API.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(tokensv1alpha1.AddToScheme(s))
+	return s
+}
+
+// NewManager returns a manager set up with this operator's scheme and cache
+// options, with both controllers wired by Setup. base carries what differs
+// between the binary and the tests (metrics, probes, leader election).
+func NewManager(cfg *rest.Config, base ctrl.Options, o Options) (ctrl.Manager, error) {
+	if base.Scheme == nil {
+		base.Scheme = NewScheme()
+	}
+	base.Cache = cacheOptions()
+	mgr, err := ctrl.NewManager(cfg, base)
+	if err != nil {
+		return nil, fmt.Errorf("create manager: %w", err)
+	}
+	if err := Setup(mgr, o); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
+
+// Setup is the one place that wires the operator into a manager: the backend
+// registry, the TokenBackend controller, the ApiToken controller with its index
+// and watches, and the backend metrics. The manager must have been created with
+// NewManager's cache options (Secrets filtered by the operator's label).
+func Setup(mgr ctrl.Manager, o Options) error {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	registry := NewRegistry()
+	recorder := mgr.GetEventRecorder(EventSource)
+	if err := (&TokenBackendReconciler{
+		Client:     mgr.GetClient(),
+		APIReader:  mgr.GetAPIReader(),
+		Scheme:     mgr.GetScheme(),
+		Registry:   registry,
+		Recorder:   recorder,
+		Clock:      o.Clock,
+		NewBackend: o.newBackend,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the TokenBackend controller: %w", err)
+	}
+	var k client.Client = mgr.GetClient()
+	if o.WrapClient != nil {
+		k = o.WrapClient(k)
+	}
+	if err := (&ApiTokenReconciler{
+		Client:                  k,
+		APIReader:               mgr.GetAPIReader(),
+		Scheme:                  mgr.GetScheme(),
+		Recorder:                recorder,
+		Registry:                registry,
+		Clock:                   o.Clock,
+		MaxConcurrentReconciles: o.MaxConcurrentReconciles,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("set up the ApiToken controller: %w", err)
+	}
+	return nil
+}
+
+// newBackend builds the client of one TokenBackend: observed by the metrics,
+// through the injected transport and wrapper when the tests set them.
+func (o Options) newBackend(bo backend.Options) (backend.Backend, error) {
+	bo.Observe = observeBackendCall
+	if o.BackendTransport != nil {
+		bo.Transport = o.BackendTransport
+	}
+	c, err := backend.New(bo)
+	if err != nil {
+		return nil, err
+	}
+	if o.WrapBackend != nil {
+		return o.WrapBackend(c), nil
+	}
+	return c, nil
+}
+
+// cacheOptions configures the manager's cache: Secrets only with the operator's
+// label, so that tens of thousands of unrelated Secrets cost nothing, Namespaces
+// as metadata only, and no managed fields on any cached object.
+func cacheOptions() cache.Options {
+	return cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue})},
+		},
+	}
+}
