@@ -22,6 +22,8 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
+	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
 
 const (
@@ -121,16 +123,11 @@ func secretCredentials(t *testing.T, s *corev1.Secret, sidKey, tokenKey string) 
 // verifyStatus returns the HTTP status of /v1/verify for the credentials and scope.
 func verifyStatus(t *testing.T, creds backend.Credentials, scope string) int {
 	t.Helper()
-	c, _ := backend.New(backend.Options{URL: tsURL, MaxAttempts: 1})
-	err := c.Verify(t.Context(), creds, scope)
-	if err == nil {
-		return 200
+	status := framework.VerifyStatus(t.Context(), tsURL, creds, scope)
+	if status < 0 {
+		t.Fatal("verify: no answer from tokenservice")
 	}
-	if apiErr, ok := errors.AsType[*backend.APIError](err); ok {
-		return apiErr.StatusCode
-	}
-	t.Fatalf("verify: %v", err)
-	return 0
+	return status
 }
 
 func update(t *testing.T, at *tokensv1alpha1.ApiToken, mutate func(*tokensv1alpha1.ApiToken)) {
@@ -635,11 +632,10 @@ func TestLostCreateResponseAdoptsTheToken(t *testing.T) {
 	at := newApiToken(ns, "lost")
 	at.Spec.DisplayName = "lost-create-responses"
 	// Lose the response of the first create and of its replay.
-	faults.mu.Lock()
-	faults.dropCreate[at.Spec.DisplayName] = 2
-	faults.mu.Unlock()
+	lost := faultPlan.Add(2, faults.LostResponse, faults.CreateOf(at.Spec.DisplayName))
 	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
 	at = waitReady(t, at)
+	g.Expect(lost.Fired()).To(Equal(2), "both create responses were lost")
 	tokens := backendTokens(t, at)
 	g.Expect(tokens).To(HaveLen(1), "exactly one backend token after lost responses")
 	g.Expect(tokens[0].SID).To(Equal(at.Status.AccountSID))

@@ -9,30 +9,16 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/apitoken-dev/apitoken-operator/internal/tokenservice"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
+	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
 
 const adminKey = "client-test-key"
-
-func startTokenService(t *testing.T, wrap func(http.Handler) http.Handler) *httptest.Server {
-	t.Helper()
-	srv, err := tokenservice.New(tokenservice.Config{AdminKey: adminKey})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var h http.Handler = srv
-	if wrap != nil {
-		h = wrap(srv)
-	}
-	ts := httptest.NewServer(h)
-	t.Cleanup(func() { ts.Close(); _ = srv.Close() })
-	return ts
-}
 
 func newClient(t *testing.T, o backend.Options) *backend.Client {
 	t.Helper()
@@ -55,7 +41,7 @@ func createRequest(externalID string) backend.CreateRequest {
 
 func TestClientLifecycle(t *testing.T) {
 	ctx := t.Context()
-	ts := startTokenService(t, nil)
+	ts := framework.NewTokenService(t, adminKey, nil)
 	c := newClient(t, backend.Options{URL: ts.URL})
 
 	cat, err := c.Catalog(ctx)
@@ -120,7 +106,7 @@ func TestClientLifecycle(t *testing.T) {
 
 func TestClientErrors(t *testing.T) {
 	ctx := t.Context()
-	ts := startTokenService(t, nil)
+	ts := framework.NewTokenService(t, adminKey, nil)
 	c := newClient(t, backend.Options{URL: ts.URL})
 
 	req := createRequest("bad")
@@ -169,109 +155,63 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 }
 
-// faults answers the first n requests with status (and Retry-After) before
-// letting requests through, and records when each request arrived.
-type faults struct {
-	mu         sync.Mutex
-	remaining  int
-	status     int
-	retryAfter string
-	arrivals   []time.Time
-}
-
-func (f *faults) wrap(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		f.mu.Lock()
-		f.arrivals = append(f.arrivals, time.Now())
-		inject := f.remaining > 0
-		f.remaining--
-		f.mu.Unlock()
-		if inject {
-			if f.retryAfter != "" {
-				w.Header().Set("Retry-After", f.retryAfter)
-			}
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.WriteHeader(f.status)
-			_, _ = w.Write([]byte(`{"type":"about:blank","title":"injected"}`))
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
 func TestClientRetriesServerErrors(t *testing.T) {
-	f := &faults{remaining: 2, status: http.StatusBadGateway}
-	ts := startTokenService(t, f.wrap)
-	c := newClient(t, backend.Options{URL: ts.URL})
+	f := &faults.Transport{Policy: faults.FirstN(2, faults.BadGateway)}
+	ts := framework.NewTokenService(t, adminKey, nil)
+	c := newClient(t, backend.Options{URL: ts.URL, Transport: f})
 	if _, err := c.Catalog(t.Context()); err != nil {
 		t.Fatalf("catalog after two 502s: %v", err)
 	}
-	if len(f.arrivals) != 3 {
-		t.Errorf("%d attempts, want 3", len(f.arrivals))
+	if len(f.Arrivals()) != 3 {
+		t.Errorf("%d attempts, want 3", len(f.Arrivals()))
 	}
 }
 
 func TestClientHonoursRetryAfter(t *testing.T) {
-	f := &faults{remaining: 1, status: http.StatusTooManyRequests, retryAfter: "1"}
-	ts := startTokenService(t, f.wrap)
-	c := newClient(t, backend.Options{URL: ts.URL})
+	f := &faults.Transport{Policy: faults.FirstN(1, faults.TooMany), RetryAfter: time.Second}
+	ts := framework.NewTokenService(t, adminKey, nil)
+	c := newClient(t, backend.Options{URL: ts.URL, Transport: f})
 	if _, err := c.Catalog(t.Context()); err != nil {
 		t.Fatalf("catalog after a 429: %v", err)
 	}
-	if len(f.arrivals) != 2 {
-		t.Fatalf("%d attempts, want 2", len(f.arrivals))
+	if len(f.Arrivals()) != 2 {
+		t.Fatalf("%d attempts, want 2", len(f.Arrivals()))
 	}
-	if gap := f.arrivals[1].Sub(f.arrivals[0]); gap < time.Second {
+	if gap := f.Arrivals()[1].Sub(f.Arrivals()[0]); gap < time.Second {
 		t.Errorf("retried %v after a 429 with Retry-After: 1", gap)
 	}
 }
 
 func TestClientGivesUpWhenRetryAfterOutlastsDeadline(t *testing.T) {
-	f := &faults{remaining: 1, status: http.StatusTooManyRequests, retryAfter: "30"}
-	ts := startTokenService(t, f.wrap)
-	c := newClient(t, backend.Options{URL: ts.URL})
+	f := &faults.Transport{Policy: faults.FirstN(1, faults.TooMany), RetryAfter: 30 * time.Second}
+	ts := framework.NewTokenService(t, adminKey, nil)
+	c := newClient(t, backend.Options{URL: ts.URL, Transport: f})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 	defer cancel()
 	_, err := c.Catalog(ctx)
 	if !errors.Is(err, backend.ErrRateLimited) || backend.RetryAfterOf(err) != 30*time.Second {
 		t.Fatalf("err %v (retry after %v), want ErrRateLimited after 30s", err, backend.RetryAfterOf(err))
 	}
-	if len(f.arrivals) != 1 {
-		t.Errorf("%d attempts, want 1: the client must not call before Retry-After", len(f.arrivals))
+	if len(f.Arrivals()) != 1 {
+		t.Errorf("%d attempts, want 1: the client must not call before Retry-After", len(f.Arrivals()))
 	}
 }
 
 func TestClientDoesNotRetryClientErrors(t *testing.T) {
-	f := &faults{remaining: 5, status: http.StatusUnprocessableEntity}
-	ts := startTokenService(t, f.wrap)
-	c := newClient(t, backend.Options{URL: ts.URL})
+	f := &faults.Transport{Policy: faults.FirstN(5, faults.Invalid)}
+	ts := framework.NewTokenService(t, adminKey, nil)
+	c := newClient(t, backend.Options{URL: ts.URL, Transport: f})
 	if _, err := c.Catalog(t.Context()); !errors.Is(err, backend.ErrInvalid) {
 		t.Fatalf("err %v, want ErrInvalid", err)
 	}
-	if len(f.arrivals) != 1 {
-		t.Errorf("%d attempts for a 422, want 1", len(f.arrivals))
+	if len(f.Arrivals()) != 1 {
+		t.Errorf("%d attempts for a 422, want 1", len(f.Arrivals()))
 	}
-}
-
-// dropFirstResponse lets the backend act on the first request, then loses its
-// response, as a broken connection would.
-type dropFirstResponse struct {
-	dropped atomic.Bool
-	next    http.RoundTripper
-}
-
-func (d *dropFirstResponse) RoundTrip(r *http.Request) (*http.Response, error) {
-	resp, err := d.next.RoundTrip(r)
-	if err == nil && d.dropped.CompareAndSwap(false, true) {
-		resp.Body.Close()
-		return nil, errors.New("connection reset by peer")
-	}
-	return resp, err
 }
 
 func TestCreateAfterLostResponseMakesOneToken(t *testing.T) {
-	ts := startTokenService(t, nil)
-	c := newClient(t, backend.Options{URL: ts.URL, Transport: &dropFirstResponse{next: http.DefaultTransport}})
+	ts := framework.NewTokenService(t, adminKey, nil)
+	c := newClient(t, backend.Options{URL: ts.URL, Transport: &faults.Transport{Policy: faults.FirstN(1, faults.LostResponse)}})
 	tok, creds, err := c.Create(t.Context(), "uid-lost", createRequest("uid-lost"))
 	if err != nil {
 		t.Fatalf("create with a lost response: %v", err)
@@ -287,15 +227,15 @@ func TestCreateAfterLostResponseMakesOneToken(t *testing.T) {
 }
 
 func TestClientRateLimit(t *testing.T) {
-	f := &faults{}
-	ts := startTokenService(t, f.wrap)
-	c := newClient(t, backend.Options{URL: ts.URL, QPS: 2, Burst: 1})
+	f := &faults.Transport{}
+	ts := framework.NewTokenService(t, adminKey, nil)
+	c := newClient(t, backend.Options{URL: ts.URL, QPS: 2, Burst: 1, Transport: f})
 	for range 3 {
 		if _, err := c.Catalog(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if spread := f.arrivals[2].Sub(f.arrivals[0]); spread < 900*time.Millisecond {
+	if spread := f.Arrivals()[2].Sub(f.Arrivals()[0]); spread < 900*time.Millisecond {
 		t.Errorf("3 calls at 2 QPS took %v, want at least 1s", spread)
 	}
 }
@@ -320,11 +260,11 @@ func TestClientTLSWithCABundle(t *testing.T) {
 }
 
 func TestObserveSeesEveryAttempt(t *testing.T) {
-	f := &faults{remaining: 1, status: http.StatusServiceUnavailable}
-	ts := startTokenService(t, f.wrap)
+	f := &faults.Transport{Policy: faults.FirstN(1, faults.ServerError)}
+	ts := framework.NewTokenService(t, adminKey, nil)
 	var mu sync.Mutex
 	var seen []int
-	c := newClient(t, backend.Options{URL: ts.URL, Observe: func(call string, code int, _ time.Duration) {
+	c := newClient(t, backend.Options{URL: ts.URL, Transport: f, Observe: func(call string, code int, _ time.Duration) {
 		mu.Lock()
 		defer mu.Unlock()
 		if call == "catalog" {

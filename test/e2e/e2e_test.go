@@ -10,9 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,7 +22,7 @@ import (
 
 var (
 	repoRoot string
-	binDir   string
+	binaries framework.Binaries
 	assets   string
 )
 
@@ -42,20 +40,14 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	binDir, err = os.MkdirTemp("", "apitoken-e2e-bin")
+	binDir, err := os.MkdirTemp("", "apitoken-e2e-bin")
 	if err != nil {
 		panic(err)
 	}
 	defer os.RemoveAll(binDir)
-	for name, pkg := range map[string]string{"manager": ".", "tokenservice": "./cmd/tokenservice"} {
-		// The same build command as the Dockerfile.
-		cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(binDir, name), pkg)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
-			return 1
-		}
+	if binaries, err = framework.BuildBinaries(root, binDir); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
 	}
 	return m.Run()
 }
@@ -73,7 +65,7 @@ func startCluster(t *testing.T) *env {
 	dir := t.TempDir()
 	c, err := framework.Start(t.Context(), framework.Options{
 		Dir: dir, RepoRoot: repoRoot, Assets: assets,
-		TokenService: filepath.Join(binDir, "tokenservice"), Manager: filepath.Join(binDir, "manager"),
+		TokenService: binaries.TokenService, Manager: binaries.Manager,
 	})
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
@@ -124,17 +116,7 @@ func (e *env) applySample(namespace, file string) {
 
 func (e *env) eventually(what string, timeout time.Duration, check func() error) {
 	e.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	framework.Eventually(e.t, what, timeout, check)
 }
 
 // secretCredentials reads the Secret with kubectl, as a user would.
@@ -157,16 +139,7 @@ func (e *env) secretCredentials(ns, name string) backend.Credentials {
 
 // verify calls /v1/verify with the credentials and returns the status code.
 func (e *env) verify(creds backend.Credentials, scope string) int {
-	e.t.Helper()
-	req, _ := http.NewRequestWithContext(e.ctx, http.MethodGet, e.c.TokenServiceURL+"/v1/verify?scope="+url.QueryEscape(scope), nil)
-	req.SetBasicAuth(creds.AccountSID, creds.AuthToken.Reveal())
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode
+	return framework.VerifyStatus(e.ctx, e.c.TokenServiceURL, creds, scope)
 }
 
 func (e *env) admin() *backend.Client {
@@ -323,14 +296,12 @@ func TestEndToEnd(t *testing.T) {
 		if len(e.seen) < 2 {
 			t.Fatalf("the test saw %d auth tokens; the leak check needs them", len(e.seen))
 		}
-		for _, token := range e.seen {
-			for _, form := range []string{token, base64.StdEncoding.EncodeToString([]byte(token)), url.QueryEscape(token)} {
-				for place, text := range places {
-					if strings.Contains(text, form) {
-						t.Errorf("an auth token appears in the %s", place)
-					}
-				}
-			}
+		leaks, err := framework.FindLeaks(e.seen, places)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, leak := range leaks {
+			t.Errorf("an auth token leaked: %s", leak)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 // badInputCount counts the cases of this file; the suite promises at least 40.
@@ -150,7 +152,7 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 
 	expectStalled := func(t *testing.T, at *tokensv1alpha1.ApiToken, reason, message string) {
 		t.Helper()
-		err := poll(30*time.Second, func() error {
+		err := framework.Poll(30*time.Second, func() error {
 			got := getToken(t, at.Namespace, at.Name)
 			c := meta.FindStatusCondition(got.Status.Conditions, tokensv1alpha1.ConditionStalled)
 			if c == nil || c.Status != metav1.ConditionTrue || c.Reason != reason || got.Status.ObservedGeneration != got.Generation {
@@ -167,13 +169,13 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := poll(10*time.Second, func() error { return hasWarning(t, at.Namespace, at.Name, reason) }); err != nil {
+		if err := framework.Poll(10*time.Second, func() error { return hasWarning(t, at.Namespace, at.Name, reason) }); err != nil {
 			t.Error(err)
 		}
 	}
 	noBackendToken := func(t *testing.T, at *tokensv1alpha1.ApiToken) {
 		t.Helper()
-		tokens, err := w.admin.FindByExternalID(t.Context(), string(getToken(t, at.Namespace, at.Name).UID))
+		tokens, err := w.service.Admin.FindByExternalID(t.Context(), string(getToken(t, at.Namespace, at.Name).UID))
 		if err != nil || len(tokens) != 0 {
 			t.Errorf("%d backend tokens (%v), want none", len(tokens), err)
 		}
@@ -195,7 +197,7 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 		restricted.ObjectMeta = metav1.ObjectMeta{Name: "badinput-restricted"}
 		restricted.Spec.AllowedNamespaces = &metav1.LabelSelector{MatchLabels: map[string]string{"tokens": "allowed"}}
 		mustCreate(t, restricted)
-		t.Cleanup(func() { _ = k8s.Delete(ctxBackground(), restricted) })
+		t.Cleanup(func() { _ = k8s.Delete(context.Background(), restricted) })
 		at := newToken(ns, "not-allowed", restricted.Name)
 		mustCreate(t, at)
 		expectStalled(t, at, tokensv1alpha1.ReasonNamespaceNotAllowed, `does not allow namespace "badinput-stall"`)
@@ -243,12 +245,12 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 			ready := getToken(t, ns, at.Name)
 			secretBefore := &corev1.Secret{}
 			_ = k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: at.Name}, secretBefore)
-			tokenBefore, _, _ := w.admin.Get(t.Context(), ready.Status.AccountSID, "")
+			tokenBefore, _, _ := w.service.Admin.Get(t.Context(), ready.Status.AccountSID, "")
 			if err := mutate(&trialState{ns: ns, name: at.Name}, tc.change); err != nil {
 				t.Fatal(err)
 			}
 			expectStalled(t, at, tokensv1alpha1.ReasonBackendRejected, tc.message)
-			tokenAfter, _, _ := w.admin.Get(t.Context(), ready.Status.AccountSID, "")
+			tokenAfter, _, _ := w.service.Admin.Get(t.Context(), ready.Status.AccountSID, "")
 			if tokenAfter.ETag != tokenBefore.ETag {
 				t.Error("the backend token changed")
 			}
@@ -292,8 +294,8 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 			tc.mutate(bad, key)
 			mustCreate(t, key)
 			mustCreate(t, bad)
-			t.Cleanup(func() { _ = k8s.Delete(ctxBackground(), bad) })
-			if err := poll(30*time.Second, func() error {
+			t.Cleanup(func() { _ = k8s.Delete(context.Background(), bad) })
+			if err := framework.Poll(30*time.Second, func() error {
 				got := &tokensv1alpha1.TokenBackend{}
 				_ = k8s.Get(t.Context(), client.ObjectKeyFromObject(bad), got)
 				c := meta.FindStatusCondition(got.Status.Conditions, tokensv1alpha1.ConditionReady)
@@ -304,12 +306,12 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			if err := poll(10*time.Second, func() error { return hasWarning(t, "", bad.Name, tc.reason) }); err != nil {
+			if err := framework.Poll(10*time.Second, func() error { return hasWarning(t, "", bad.Name, tc.reason) }); err != nil {
 				t.Error(err)
 			}
 			at := newToken(ns, fmt.Sprintf("on-bad-backend-%d", i), bad.Name)
 			mustCreate(t, at)
-			if err := poll(30*time.Second, func() error {
+			if err := framework.Poll(30*time.Second, func() error {
 				c := meta.FindStatusCondition(getToken(t, ns, at.Name).Status.Conditions, tokensv1alpha1.ConditionReady)
 				if c == nil || c.Status != metav1.ConditionFalse || c.Reason != tokensv1alpha1.ReasonBackendNotReady {
 					return fmt.Errorf("Ready %+v, want False/BackendNotReady", c)

@@ -1,27 +1,22 @@
 package reliability
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/expfmt"
 	corev1 "k8s.io/api/core/v1"
-	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 // canaryBackend sits in front of tokenservice, remembers every auth token it
@@ -29,16 +24,19 @@ import (
 // tokens in plain, base64 and URL-encoded form.
 type canaryBackend struct {
 	next    http.Handler
+	issued  *framework.IssuedTokens
 	mu      sync.Mutex
-	tokens  []string
 	echoing bool
 }
 
 func (c *canaryBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	echo := c.echoing
-	tokens := append([]string(nil), c.tokens...)
 	c.mu.Unlock()
+	var tokens []string
+	if echo {
+		tokens = c.issued.All()
+	}
 	// Reads of a token pass, so that the operator gets as far as its writes.
 	passes := r.URL.Path == "/v1/catalog" || (r.Method == http.MethodGet && !strings.HasSuffix(r.URL.Path, "/credentials"))
 	if echo && !passes && len(tokens) > 0 {
@@ -60,21 +58,7 @@ func (c *canaryBackend) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write(body)
 		return
 	}
-	rec := httptest.NewRecorder()
-	c.next.ServeHTTP(rec, r)
-	var out struct {
-		AuthToken string `json:"authToken"`
-	}
-	if json.Unmarshal(rec.Body.Bytes(), &out) == nil && out.AuthToken != "" {
-		c.mu.Lock()
-		c.tokens = append(c.tokens, out.AuthToken)
-		c.mu.Unlock()
-	}
-	for k, v := range rec.Header() {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(rec.Code)
-	_, _ = w.Write(rec.Body.Bytes())
+	c.next.ServeHTTP(w, r)
 }
 
 // TestSecretsNeverLeak creates tokens, resets one, then makes the backend echo
@@ -87,6 +71,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 		canary.next = h
 		return canary
 	}})
+	canary.issued = w.service.Issued
 	ns := "canary"
 	if err := k8s.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
@@ -118,9 +103,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 
 	// From now on every backend error body carries the canaries.
+	canaries := w.service.Issued.All()
 	canary.mu.Lock()
 	canary.echoing = true
-	canaries := append([]string(nil), canary.tokens...)
 	canary.mu.Unlock()
 	if len(canaries) < 4 {
 		t.Fatalf("only %d auth tokens issued", len(canaries))
@@ -134,7 +119,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	// through a resync whose reads fail with canary bodies too.
 	w.stopOperator()
 	w.startOperator()
-	if err := poll(30*time.Second, func() error {
+	if err := framework.Poll(30*time.Second, func() error {
 		at := &tokensv1alpha1.ApiToken{}
 		_ = k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "canary-1"}, at)
 		for _, c := range at.Status.Conditions {
@@ -148,46 +133,30 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	time.Sleep(2 * w.resync)
 
-	places := map[string]string{"operator logs": logs.String()}
-	var list tokensv1alpha1.ApiTokenList
-	_ = k8s.List(t.Context(), &list, client.InNamespace(ns))
-	statusJSON, _ := json.Marshal(list)
-	places["ApiToken status"] = string(statusJSON)
-	var events eventsv1.EventList
-	_ = k8s.List(t.Context(), &events, client.InNamespace(ns))
-	eventsJSON, _ := json.Marshal(events)
-	places["events"] = string(eventsJSON)
-	places["metrics"] = gatherMetrics(t)
-	if !strings.Contains(places["ApiToken status"], `scopes \"deals:read\" is not accepted`) {
-		t.Errorf("the canary 422 never reached a condition; the test did not exercise the path:\n%s", places["ApiToken status"])
-	}
-
-	found := 0
-	for _, token := range canaries {
-		for _, form := range []string{token, base64.StdEncoding.EncodeToString([]byte(token)), url.QueryEscape(token)} {
-			for place, text := range places {
-				if strings.Contains(text, form) {
-					found++
-					t.Errorf("a canary appears in the %s", place)
-				}
-			}
-		}
-	}
-	summary := fmt.Sprintf("secret-leak canary: %d canary tokens x 3 forms searched in %d places (%d bytes), %d matches",
-		len(canaries), len(places), len(places["operator logs"])+len(places["events"])+len(places["ApiToken status"])+len(places["metrics"]), found)
-	fmt.Println(summary)
-	t.Log(summary)
-}
-
-func gatherMetrics(t *testing.T) string {
-	families, err := metrics.Registry.(prometheus.Gatherer).Gather()
+	places, err := framework.ClusterHaystacks(t.Context(), k8s, ns)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	enc := expfmt.NewEncoder(&buf, expfmt.NewFormat(expfmt.TypeTextPlain))
-	for _, f := range families {
-		_ = enc.Encode(f)
+	places["operator logs"] = logs.String()
+	if places["metrics"], err = framework.InProcessMetrics(); err != nil {
+		t.Fatal(err)
 	}
-	return buf.String()
+	if !strings.Contains(places["ApiTokens"], `scopes \"deals:read\" is not accepted`) {
+		t.Errorf("the canary 422 never reached a condition; the test did not exercise the path:\n%s", places["ApiTokens"])
+	}
+	leaks, err := framework.FindLeaks(canaries, places)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, leak := range leaks {
+		t.Errorf("a canary leaked: %s", leak)
+	}
+	size := 0
+	for _, text := range places {
+		size += len(text)
+	}
+	summary := fmt.Sprintf("secret-leak canary: %d canary tokens x %d forms searched in %d places (%d bytes), %d matches",
+		len(canaries), len(framework.SecretForms("")), len(places), size, len(leaks))
+	fmt.Println(summary)
+	t.Log(summary)
 }

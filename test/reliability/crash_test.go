@@ -1,6 +1,7 @@
 package reliability
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
 
@@ -215,21 +217,21 @@ func pickScopes(rng *rand.Rand) []string {
 }
 
 func mutate(s *trialState, change func(*tokensv1alpha1.ApiToken)) error {
-	return poll(30*time.Second, func() error {
+	return framework.Poll(30*time.Second, func() error {
 		at := &tokensv1alpha1.ApiToken{}
-		if err := k8s.Get(ctxBackground(), client.ObjectKey{Namespace: s.ns, Name: s.name}, at); err != nil {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: s.ns, Name: s.name}, at); err != nil {
 			return err
 		}
 		change(at)
-		return k8s.Update(ctxBackground(), at)
+		return k8s.Update(context.Background(), at)
 	})
 }
 
 // settle waits until the operator has carried out everything asked so far.
 func settle(s *trialState) error {
-	return poll(60*time.Second, func() error {
+	return framework.Poll(60*time.Second, func() error {
 		at := &tokensv1alpha1.ApiToken{}
-		err := k8s.Get(ctxBackground(), client.ObjectKey{Namespace: s.ns, Name: s.name}, at)
+		err := k8s.Get(context.Background(), client.ObjectKey{Namespace: s.ns, Name: s.name}, at)
 		if s.deleted {
 			if apierrors.IsNotFound(err) {
 				return nil
@@ -254,7 +256,7 @@ func settle(s *trialState) error {
 func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 	ctx := t.Context()
 	var v []string
-	tokens, err := w.admin.FindByExternalID(ctx, s.uid)
+	tokens, err := w.service.Admin.FindByExternalID(ctx, s.uid)
 	if err != nil {
 		return []string{err.Error()}
 	}
@@ -311,7 +313,7 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 	if secretErr != nil {
 		return append(v, "no Secret: "+secretErr.Error())
 	}
-	creds := credentialsOf(secret)
+	creds := framework.CredentialsOf(secret)
 	if creds.AccountSID != tok.SID {
 		v = append(v, "the Secret holds another SID")
 	}
@@ -320,14 +322,14 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 		if s.disabled {
 			want = 401
 		}
-		if got := verifyStatus(w, creds, scope); got != want {
+		if got := w.service.VerifyStatus(context.Background(), creds, scope); got != want {
 			v = append(v, fmt.Sprintf("verify %s with the Secret: %d, want %d", scope, got, want))
 		}
 	}
 	if !s.disabled {
 		for _, scope := range allScopes {
 			if !slices.Contains(s.scopes, scope) {
-				if got := verifyStatus(w, creds, scope); got != 403 {
+				if got := w.service.VerifyStatus(context.Background(), creds, scope); got != 403 {
 					v = append(v, fmt.Sprintf("verify undeclared %s: %d, want 403", scope, got))
 				}
 				break
@@ -335,23 +337,4 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 		}
 	}
 	return v
-}
-
-func credentialsOf(s *corev1.Secret) backend.Credentials {
-	if s.Type == corev1.SecretTypeBasicAuth {
-		return backend.Credentials{AccountSID: string(s.Data["username"]), AuthToken: backend.AuthToken(s.Data["password"])}
-	}
-	return backend.Credentials{AccountSID: string(s.Data["accountSid"]), AuthToken: backend.AuthToken(s.Data["authToken"])}
-}
-
-func verifyStatus(w *world, creds backend.Credentials, scope string) int {
-	c, _ := backend.New(backend.Options{URL: w.service.URL, MaxAttempts: 1})
-	err := c.Verify(ctxBackground(), creds, scope)
-	if err == nil {
-		return 200
-	}
-	if apiErr, ok := errors.AsType[*backend.APIError](err); ok {
-		return apiErr.StatusCode
-	}
-	return -1
 }

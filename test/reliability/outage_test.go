@@ -140,13 +140,13 @@ func TestBackendOutage(t *testing.T) {
 			t.Errorf("%s: %d calls after recovery, want exactly %d", call, got, want)
 		}
 	}
-	if creds, err := w.admin.Credentials(t.Context(), resetSID); err != nil || creds.Generation != 2 {
+	if creds, err := w.service.Admin.Credentials(t.Context(), resetSID); err != nil || creds.Generation != 2 {
 		t.Errorf("reset during the outage: generation %d (%v), want 2", creds.Generation, err)
 	}
-	if _, _, err := w.admin.Get(t.Context(), deleteSID, ""); err == nil {
+	if _, _, err := w.service.Admin.Get(t.Context(), deleteSID, ""); err == nil {
 		t.Error("the token deleted during the outage is still in the backend")
 	}
-	if tokens, _ := w.admin.FindByExternalID(t.Context(), string(getToken(t, ns, "new").UID)); len(tokens) != 1 {
+	if tokens, _ := w.service.Admin.FindByExternalID(t.Context(), string(getToken(t, ns, "new").UID)); len(tokens) != 1 {
 		t.Errorf("%d backend tokens for the ApiToken created during the outage", len(tokens))
 	}
 }

@@ -1,12 +1,15 @@
-// Package faults injects failures between the operator and its backend, and
-// crashes into the operator itself, for the reliability suites.
+// Package faults is the one fault injector of every test layer (the backend
+// client's tests, the integration suite, the reliability suites and the bench):
+// failures between the operator and its backend, and crashes of the operator.
 //
 // Transport sits in the backend client's HTTP path and can let the backend commit a
 // request and then lose its response, answer 5xx or 429 with Retry-After, add
 // latency, reset the connection before the request is sent, or refuse connections
 // as a backend that is down. Crasher simulates a process crash at a chosen step:
 // from that step on, every backend call and Kubernetes write fails, until the
-// harness restarts the operator.
+// harness restarts the operator. Policies (Random, FirstN, Rules) decide which
+// request gets which fault. It imports pkg/backend and controller-runtime's
+// client only, never controllers.
 package faults
 
 import (
@@ -34,9 +37,11 @@ const (
 	Latency      Kind = "latency"
 	ResetConn    Kind = "connection-reset" // the request never reaches the backend
 	Refused      Kind = "connection-refused"
+	BadGateway   Kind = "502"
+	Invalid      Kind = "422" // a client error: the caller must not retry it
 )
 
-// Policy decides the fault for one request.
+// Policy decides the fault for one request. Random, FirstN and Rules build them.
 type Policy func(*http.Request) Kind
 
 // Transport injects faults into HTTP requests to a backend and counts them.
@@ -48,6 +53,7 @@ type Transport struct {
 
 	mu       sync.Mutex
 	requests int
+	arrivals []time.Time
 	injected map[Kind]int
 	// limited remembers, per request identity, until when Retry-After forbids a retry.
 	limited    map[string]time.Time
@@ -71,6 +77,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.limited = map[string]time.Time{}
 	}
 	t.requests++
+	t.arrivals = append(t.arrivals, now)
 	if until, ok := t.limited[id]; ok && now.Before(until) {
 		t.violations = append(t.violations, fmt.Sprintf("%s retried %v before Retry-After expired", id, until.Sub(now)))
 	}
@@ -86,6 +93,10 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("read: connection reset by peer (%w)", ErrInjected)
 	case ServerError:
 		return problemResponse(req, http.StatusServiceUnavailable, nil), nil
+	case BadGateway:
+		return problemResponse(req, http.StatusBadGateway, nil), nil
+	case Invalid:
+		return problemResponse(req, http.StatusUnprocessableEntity, nil), nil
 	case TooMany:
 		after := t.RetryAfter
 		if after <= 0 {
@@ -134,6 +145,13 @@ func (t *Transport) Requests() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.requests
+}
+
+// Arrivals returns when each request reached the transport.
+func (t *Transport) Arrivals() []time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]time.Time(nil), t.arrivals...)
 }
 
 // RetryAfterViolations lists requests repeated before their Retry-After expired.
