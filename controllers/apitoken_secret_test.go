@@ -5,7 +5,12 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
@@ -195,4 +200,105 @@ func FuzzResetDue(f *testing.F) {
 			t.Fatalf("reset key %q unusable", key)
 		}
 	})
+}
+
+func TestSecretIsRepaired(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "repair")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	waitReady(t, at)
+	good := getSecret(t, ns, "repair")
+
+	g.Expect(k8s.Delete(t.Context(), good)).To(Succeed())
+	g.Eventually(func() []byte {
+		s := &corev1.Secret{}
+		_ = k8s.Get(t.Context(), client.ObjectKeyFromObject(good), s)
+		return s.Data["authToken"]
+	}, wait, tick).Should(Equal(good.Data["authToken"]))
+
+	edited := getSecret(t, ns, "repair")
+	edited.Data["authToken"] = []byte("tampered")
+	delete(edited.Labels, "tokens.apitoken.dev/apitoken")
+	g.Expect(k8s.Update(t.Context(), edited)).To(Succeed())
+	g.Eventually(func() []byte { return getSecret(t, ns, "repair").Data["authToken"] }, wait, tick).Should(Equal(good.Data["authToken"]))
+	g.Eventually(func() map[string]string { return getSecret(t, ns, "repair").Labels }, wait, tick).Should(HaveKey("tokens.apitoken.dev/apitoken"))
+}
+
+func TestSecretTypeChangeReplacesSecret(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "retype")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	waitReady(t, at)
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = corev1.SecretTypeBasicAuth })
+	g.Eventually(func() corev1.SecretType {
+		s := &corev1.Secret{}
+		_ = k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "retype"}, s)
+		return s.Type
+	}, wait, tick).Should(Equal(corev1.SecretTypeBasicAuth))
+	waitReady(t, at)
+	g.Expect(verifyStatus(t, secretCredentials(t, getSecret(t, ns, "retype"), "username", "password"), "reports:read")).To(Equal(200))
+}
+
+func TestRenamingTheSecretMovesIt(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "mover")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	waitReady(t, at)
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Name = "moved" })
+	g.Eventually(func() string { return get(t, at).Status.SecretName }, wait, tick).Should(Equal("moved"))
+	waitReady(t, at)
+	g.Expect(verifyStatus(t, secretCredentials(t, getSecret(t, ns, "moved"), "accountSid", "authToken"), "reports:read")).To(Equal(200))
+	waitGone(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mover"}})
+}
+
+func TestForeignSecretIsNeverTouched(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	foreign := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "taken", Namespace: ns, Labels: map[string]string{"owner": "someone-else"}},
+		Data:       map[string][]byte{"password": []byte("theirs")},
+	}
+	g.Expect(k8s.Create(t.Context(), foreign)).To(Succeed())
+	at := newApiToken(ns, "taken")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonSecretConflict)
+	g.Expect(meta.IsStatusConditionFalse(at.Status.Conditions, tokensv1alpha1.ConditionReady)).To(BeTrue())
+	g.Expect(kstatusOf(t, at)).To(Equal(kstatus.FailedStatus), "kstatus sees a Stalled ApiToken as Failed")
+	g.Expect(backendTokens(t, at)).To(BeEmpty(), "nothing is left in the backend")
+	after := getSecret(t, ns, "taken")
+	g.Expect(after.Data).To(Equal(foreign.Data))
+	g.Expect(after.ResourceVersion).To(Equal(foreign.ResourceVersion))
+	g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, tokensv1alpha1.ReasonSecretConflict) }, wait, tick).Should(BeTrue())
+
+	// Choosing another name resolves it; deleting leaves the foreign Secret alone.
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Name = "taken-2" })
+	waitReady(t, at)
+	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
+	waitGone(t, at)
+	g.Expect(getSecret(t, ns, "taken").ResourceVersion).To(Equal(foreign.ResourceVersion))
+}
+
+// The token created before the conflict was found is deleted again; once the
+// foreign Secret is gone, the next create must make a new token, not replay the
+// deleted one by its idempotency key.
+func TestForeignSecretRemovedLaterGetsAWorkingToken(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "squatted", Namespace: ns}, Data: map[string][]byte{"k": []byte("v")}}
+	g.Expect(k8s.Create(t.Context(), foreign)).To(Succeed())
+	at := newApiToken(ns, "squatted")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonSecretConflict)
+	g.Expect(at.Status.AccountSID).To(BeEmpty())
+	g.Expect(backendTokens(t, at)).To(BeEmpty())
+
+	g.Expect(k8s.Delete(t.Context(), foreign)).To(Succeed())
+	at = waitReady(t, at) // the stall is retried at the resync interval
+	s := getSecret(t, ns, "squatted")
+	g.Expect(isControlledBy(s, at)).To(BeTrue())
+	g.Expect(verifyStatus(t, secretCredentials(t, s, "accountSid", "authToken"), "reports:read")).To(Equal(200))
+	g.Expect(backendTokens(t, at)).To(HaveLen(1))
 }

@@ -51,20 +51,10 @@ type process struct {
 	logs     *framework.SyncBuffer
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // start runs the binary and waits until it answers.
 func start(t *testing.T, scheme string, client *http.Client, env []string, args ...string) *process {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := framework.FreeAddr()
 	p := &process{url: scheme + "://" + addr, logs: &framework.SyncBuffer{}}
 	for _, e := range env {
 		if key, ok := strings.CutPrefix(e, "TOKENSERVICE_ADMIN_KEY="); ok {
@@ -155,7 +145,7 @@ func TestBinaryKeepsDataAcrossRestart(t *testing.T) {
 }
 
 func TestBinaryRefusesToStartWithoutKey(t *testing.T) {
-	cmd := exec.Command(binary, "--listen", freeAddr(t))
+	cmd := exec.Command(binary, "--listen", framework.FreeAddr())
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	out, err := cmd.CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "admin key") {
