@@ -45,6 +45,50 @@ const (
 	TokenStateDisabled TokenState = "Disabled"
 )
 
+// RestartTargetKind is a kind of workload whose pods are rolled when the
+// credentials change.
+// +kubebuilder:validation:Enum=Deployment;StatefulSet;DaemonSet
+type RestartTargetKind string
+
+const (
+	RestartTargetDeployment  RestartTargetKind = "Deployment"
+	RestartTargetStatefulSet RestartTargetKind = "StatefulSet"
+	RestartTargetDaemonSet   RestartTargetKind = "DaemonSet"
+)
+
+// RestartTarget names a workload in the ApiToken's namespace.
+type RestartTarget struct {
+	// kind of the workload: Deployment, StatefulSet or DaemonSet (group apps).
+	// +required
+	Kind RestartTargetKind `json:"kind"`
+
+	// name of the workload.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	// +required
+	Name string `json:"name"`
+}
+
+// RotationPolicy says when and how the credentials are rotated.
+type RotationPolicy struct {
+	// period rotates the credentials automatically when they are this old
+	// (counted from status.credentialsIssuedAt). At least 1h. Omitted: no
+	// scheduled rotation.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1h')",message="rotation.period must be at least 1h"
+	// +optional
+	Period *metav1.Duration `json:"period,omitempty"`
+
+	// overlap is how long the old credentials stay valid after a rotation. 0s
+	// (the default) rotates in place: a reset, which revokes the old auth token at
+	// once. Greater than 0 (at most 168h) creates a new backend token with the same
+	// settings, switches the Secret to it, rolls the restart targets, and deletes
+	// the old token overlap after the switch: consumers are never refused.
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('168h')",message="rotation.overlap must be between 0s and 168h"
+	// +optional
+	Overlap *metav1.Duration `json:"overlap,omitempty"`
+}
+
 // BackendReference names a cluster-scoped TokenBackend.
 type BackendReference struct {
 	// name of the TokenBackend.
@@ -97,6 +141,16 @@ type SecretTemplate struct {
 	// +kubebuilder:validation:MaxProperties=64
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// restartTargets are workloads in the ApiToken's namespace whose pods are
+	// rolled when the credentials change (reset, rotation, recreation): their pod
+	// template gets the annotation tokens.apitoken.dev/credentials: <sid>/<generation>.
+	// +kubebuilder:validation:MaxItems=16
+	// +listType=map
+	// +listMapKey=kind
+	// +listMapKey=name
+	// +optional
+	RestartTargets []RestartTarget `json:"restartTargets,omitempty"`
 }
 
 // ApiTokenSpec declares a token in a token backend and the Secret that receives
@@ -167,6 +221,65 @@ type ApiTokenSpec struct {
 	// +kubebuilder:default={}
 	// +optional
 	Secret SecretTemplate `json:"secret,omitempty"`
+
+	// rotation schedules credential rotation and says whether old credentials
+	// overlap with new ones. The tokens.apitoken.dev/rotate annotation rotates now.
+	// +optional
+	Rotation RotationPolicy `json:"rotation,omitempty"`
+}
+
+// CredentialChangeType is the kind of a credential change in status.history.
+// +kubebuilder:validation:Enum=Created;Adopted;Reset;Rotated;Recreated
+type CredentialChangeType string
+
+const (
+	// CredentialsCreated: the backend token was created.
+	CredentialsCreated CredentialChangeType = "Created"
+	// CredentialsAdopted: an existing backend token was taken over.
+	CredentialsAdopted CredentialChangeType = "Adopted"
+	// CredentialsReset: the auth token was reset for the reset annotation.
+	CredentialsReset CredentialChangeType = "Reset"
+	// CredentialsRotated: the credentials were rotated (schedule or annotation).
+	CredentialsRotated CredentialChangeType = "Rotated"
+	// CredentialsRecreated: the backend token vanished and was made again.
+	CredentialsRecreated CredentialChangeType = "Recreated"
+)
+
+// CredentialChange is one entry of status.history. It never holds a secret.
+type CredentialChange struct {
+	// type of the change.
+	// +required
+	Type CredentialChangeType `json:"type"`
+
+	// nonce is the annotation value that asked for the change (reset or rotate).
+	// +kubebuilder:validation:MaxLength=253
+	// +optional
+	Nonce string `json:"nonce,omitempty"`
+
+	// time of the change.
+	// +required
+	Time metav1.Time `json:"time"`
+
+	// accountSid of the token that holds the new credentials.
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	AccountSID string `json:"accountSid"`
+
+	// generation of the new credentials in the backend.
+	// +required
+	Generation int64 `json:"generation"`
+}
+
+// RetiringToken is an old backend token kept valid during a rotation overlap.
+type RetiringToken struct {
+	// accountSid of the old token.
+	// +kubebuilder:validation:MaxLength=253
+	// +required
+	AccountSID string `json:"accountSid"`
+
+	// deleteAfter is when the old token is deleted.
+	// +required
+	DeleteAfter metav1.Time `json:"deleteAfter"`
 }
 
 // ApiTokenStatus is the observed state of an ApiToken. It never holds the auth token.
@@ -209,6 +322,32 @@ type ApiTokenStatus struct {
 	// backendETag is the version of the backend token last seen, for conditional reads.
 	// +optional
 	BackendETag string `json:"backendETag,omitempty"`
+
+	// credentialsIssuedAt is when the current credentials were issued.
+	// +optional
+	CredentialsIssuedAt *metav1.Time `json:"credentialsIssuedAt,omitempty"`
+
+	// nextRotationTime is when the credentials are rotated next
+	// (credentialsIssuedAt + spec.rotation.period), when a period is set.
+	// +optional
+	NextRotationTime *metav1.Time `json:"nextRotationTime,omitempty"`
+
+	// lastHandledRotate is the last value of the tokens.apitoken.dev/rotate
+	// annotation that was acted on.
+	// +optional
+	LastHandledRotate string `json:"lastHandledRotate,omitempty"`
+
+	// retiringTokens are old backend tokens still valid during a rotation overlap,
+	// each deleted at its deleteAfter.
+	// +kubebuilder:validation:MaxItems=32
+	// +optional
+	RetiringTokens []RetiringToken `json:"retiringTokens,omitempty"`
+
+	// history lists the last 10 credential changes, newest first. A reset or rotate
+	// nonce found here never acts again.
+	// +kubebuilder:validation:MaxItems=10
+	// +optional
+	History []CredentialChange `json:"history,omitempty"`
 }
 
 // +kubebuilder:object:root=true

@@ -48,6 +48,12 @@ const (
 	Finalizer = "tokens.apitoken.dev/finalizer"
 	// ResetAnnotation requests a reset: each new, non-empty value resets the token once.
 	ResetAnnotation = "tokens.apitoken.dev/reset"
+	// RotateAnnotation requests a rotation the way spec.rotation says: each new,
+	// non-empty value rotates the credentials once.
+	RotateAnnotation = "tokens.apitoken.dev/rotate"
+	// CredentialsAnnotation on a restart target's pod template names the
+	// credentials its pods were started with: <accountSid>/<generation>.
+	CredentialsAnnotation = "tokens.apitoken.dev/credentials"
 	// ApiTokenLabel on a Secret names the ApiToken that owns it.
 	ApiTokenLabel = "tokens.apitoken.dev/apitoken"
 	// ManagedByLabel and ManagedByValue mark every Secret that the operator writes.
