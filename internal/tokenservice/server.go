@@ -1,6 +1,3 @@
-// Package tokenservice is the reference implementation of the Token Service API v1:
-// tokens with an account SID and an auth token, created, changed, reset, disabled and
-// deleted by an administrator, and checked by the data-plane verify call.
 package tokenservice
 
 import (
@@ -69,7 +66,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RateLimit > 0 {
 		s.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(math.Ceil(cfg.RateLimit))))
 	}
-	st, err := openStore(cfg.DataPath, s.now())
+	st, err := openStore(cfg.DataPath, s.catalog, s.now())
 	if err != nil {
 		return nil, err
 	}

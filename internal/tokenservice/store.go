@@ -29,13 +29,16 @@ type idempotencyRecord struct {
 }
 
 // store keeps every token and idempotency record in memory, where reads are served,
-// and writes each change through to a bbolt file when one is configured.
+// and writes each change through to a bbolt file when one is configured. Its
+// exported methods (store_tokens.go) are its whole API.
 //
-// Changes are made in memory under mu, then committed with bolt's Batch, which folds
-// concurrent commits into one fsync; a response is sent only after its commit.
-// Each stored token carries a global revision so that commits that land out of order
-// never replace a newer version with an older one.
+// Changes are validated and made in memory under mu, then committed with bolt's Batch
+// after mu is released, which folds concurrent commits into one fsync; a method
+// returns only after its commit. Each stored token carries a global revision so that
+// commits that land out of order never replace a newer version with an older one.
 type store struct {
+	catalog Catalog // validates tokens; never changes
+
 	mu           sync.Mutex
 	tokens       map[string]*record
 	byExternalID map[string]map[string]struct{}
@@ -54,8 +57,9 @@ type pendingWrite struct {
 	revision uint64
 }
 
-func openStore(path string, now time.Time) (*store, error) {
+func openStore(path string, c Catalog, now time.Time) (*store, error) {
 	s := &store{
+		catalog:      c,
 		tokens:       map[string]*record{},
 		byExternalID: map[string]map[string]struct{}{},
 		idempotency:  map[string]*idempotencyRecord{},
@@ -159,7 +163,7 @@ func (s *store) removeToken(r *record) {
 	}
 }
 
-// tokenWrite bumps the revision of r (nil body = deleted) and returns its commit;
+// tokenWrite bumps the revision of r (deleted = no body) and returns its commit;
 // the caller holds mu.
 func (s *store) tokenWrite(r *record, deleted bool) (pendingWrite, error) {
 	s.revision++
@@ -209,15 +213,7 @@ func (s *store) commit(writes ...pendingWrite) error {
 
 // expireIdempotency forgets idempotency records older than the TTL.
 func (s *store) expireIdempotency(now time.Time) error {
-	s.mu.Lock()
-	var keys []string
-	for k, r := range s.idempotency {
-		if !r.inFlight && now.Sub(r.CreatedAt) > IdempotencyTTL {
-			keys = append(keys, k)
-			delete(s.idempotency, k)
-		}
-	}
-	s.mu.Unlock()
+	keys := s.forgetExpired(now)
 	if s.db == nil || len(keys) == 0 {
 		return nil
 	}
@@ -230,6 +226,21 @@ func (s *store) expireIdempotency(now time.Time) error {
 		}
 		return nil
 	})
+}
+
+// forgetExpired removes the settled idempotency records older than the TTL from
+// memory and returns their keys.
+func (s *store) forgetExpired(now time.Time) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var keys []string
+	for k, r := range s.idempotency {
+		if !r.inFlight && now.Sub(r.CreatedAt) > IdempotencyTTL {
+			keys = append(keys, k)
+			delete(s.idempotency, k)
+		}
+	}
+	return keys
 }
 
 func joinRevision(rev uint64, body []byte) []byte {

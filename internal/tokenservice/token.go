@@ -1,10 +1,14 @@
 package tokenservice
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/mail"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -52,6 +56,30 @@ type record struct {
 
 func (r *record) etag() string { return fmt.Sprintf(`"%s-%d"`, r.SID, r.Revision) }
 
+func (r *record) credentials() Credentials {
+	return Credentials{AccountSID: r.SID, AuthToken: r.AuthToken, Generation: r.Generation}
+}
+
+// etagMatches reports whether an If-None-Match or If-Match header names etag.
+func etagMatches(header, etag string) bool {
+	for candidate := range strings.SplitSeq(header, ",") {
+		candidate = strings.TrimPrefix(strings.TrimSpace(candidate), "W/")
+		if candidate == "*" || candidate == etag {
+			return true
+		}
+	}
+	return false
+}
+
+func newSID() string       { return "TK" + randomHex(16) }
+func newAuthToken() string { return randomHex(20) }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b) // never fails (crypto/rand panics instead)
+	return hex.EncodeToString(b)
+}
+
 // Credentials is the response of the credentials and reset calls.
 type Credentials struct {
 	AccountSID string `json:"accountSid"`
@@ -75,6 +103,24 @@ type createRequest struct {
 	Scopes          []string `json:"scopes"`
 	State           string   `json:"state"`
 	ExternalID      string   `json:"externalId"`
+}
+
+// token is the new token that req asks for, with a new SID, generation 1 and the
+// defaults: the latest API version, Enabled.
+func (req *createRequest) token(latestAPIVersion int, now time.Time) Token {
+	t := Token{
+		SID: newSID(), ExternalID: req.ExternalID, Name: req.Name, Description: req.Description,
+		APIVersion: latestAPIVersion, PrimaryContact: req.PrimaryContact,
+		DeveloperEmails: normalizeSet(req.DeveloperEmails), Scopes: normalizeSet(req.Scopes),
+		State: req.State, Generation: 1, CreatedAt: now, UpdatedAt: now,
+	}
+	if req.APIVersion != nil {
+		t.APIVersion = *req.APIVersion
+	}
+	if t.State == "" {
+		t.State = StateEnabled
+	}
+	return t
 }
 
 // validateToken checks the settable fields of t against the catalog.
@@ -134,4 +180,68 @@ func normalizeSet(in []string) []string {
 		out = []string{}
 	}
 	return out
+}
+
+// patched returns a copy of current with a JSON merge patch applied, and what is
+// wrong with the patch itself: unknown or ill-typed members, a lower apiVersion.
+// The result is not yet validated against the catalog.
+func patched(current *record, patch map[string]json.RawMessage) (record, []FieldError) {
+	next := *current
+	next.DeveloperEmails = slices.Clone(current.DeveloperEmails)
+	next.Scopes = slices.Clone(current.Scopes)
+	errs := applyMergePatch(&next.Token, patch)
+	if next.APIVersion < current.APIVersion {
+		errs = append(errs, FieldError{Field: "apiVersion", Detail: fmt.Sprintf("may only rise: %d is below the current %d", next.APIVersion, current.APIVersion)})
+	}
+	return next, errs
+}
+
+// applyMergePatch applies the settable members of an RFC 7396 merge patch to t.
+// null clears the optional fields; the required ones cannot be cleared.
+func applyMergePatch(t *Token, patch map[string]json.RawMessage) []FieldError {
+	var errs []FieldError
+	set := func(field string, raw json.RawMessage, dst any, clearable bool) {
+		if string(raw) == "null" {
+			if !clearable {
+				errs = append(errs, FieldError{Field: field, Detail: "is required and cannot be null"})
+			}
+			return
+		}
+		if err := json.Unmarshal(raw, dst); err != nil {
+			errs = append(errs, FieldError{Field: field, Detail: "has the wrong type"})
+		}
+	}
+	for field, raw := range patch {
+		switch field {
+		case "name":
+			set(field, raw, &t.Name, false)
+		case "description":
+			t.Description = ""
+			set(field, raw, &t.Description, true)
+		case "apiVersion":
+			set(field, raw, &t.APIVersion, false)
+		case "primaryContact":
+			set(field, raw, &t.PrimaryContact, false)
+		case "developerEmails":
+			t.DeveloperEmails = nil
+			set(field, raw, &t.DeveloperEmails, true)
+			t.DeveloperEmails = normalizeSet(t.DeveloperEmails)
+		case "scopes":
+			t.Scopes = nil
+			set(field, raw, &t.Scopes, true)
+			t.Scopes = normalizeSet(t.Scopes)
+		case "state":
+			set(field, raw, &t.State, false)
+		default:
+			errs = append(errs, FieldError{Field: field, Detail: "is not a field that can be changed"})
+		}
+	}
+	slices.SortFunc(errs, func(a, b FieldError) int { return strings.Compare(a.Field, b.Field) })
+	return errs
+}
+
+func tokenSettingsEqual(a, b *Token) bool {
+	return a.Name == b.Name && a.Description == b.Description && a.APIVersion == b.APIVersion &&
+		a.PrimaryContact == b.PrimaryContact && a.State == b.State &&
+		slices.Equal(a.DeveloperEmails, b.DeveloperEmails) && slices.Equal(a.Scopes, b.Scopes)
 }

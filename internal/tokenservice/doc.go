@@ -1,0 +1,20 @@
+// Package tokenservice is the reference implementation of the Token Service API v1:
+// tokens with an account SID and an auth token, created, changed, reset, disabled and
+// deleted by an administrator, and checked by the data-plane verify call.
+//
+// The package owns three things:
+//   - the HTTP API (server.go, handlers.go, problem.go): routing, the admin key, the rate
+//     and body limits, request decoding and the responses, errors as RFC 9457 problems;
+//   - the durable store (store.go, store_tokens.go): tokens and 24 h idempotency records
+//     in memory, written through to a bbolt file. Its methods are the only code that
+//     takes the store's lock or touches its maps; each validates, changes memory and
+//     returns once the change is committed, with typed errors that the handlers map to
+//     problems;
+//   - the catalog (catalog.go) of API versions, scopes and contacts that tokens are
+//     validated against, built in or loaded from a file.
+//
+// It is a standalone server that cmd/tokenservice runs and the tests start in process.
+// It must not import anything of the operator: not controllers/, not api/, not test/,
+// and not pkg/backend (the operator's client reaches it over HTTP only). Its tests may
+// use pkg/conformance, the contract suite that runs against any implementation.
+package tokenservice
