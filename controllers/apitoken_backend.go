@@ -33,14 +33,13 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 	if at.Status.AccountSID == "" {
 		return r.findOrCreate(ctx, at, be, desired, "")
 	}
-	sid := at.Status.AccountSID
-	nonce := at.Annotations[tokensv1alpha1.ResetAnnotation]
-	specChanged := at.Generation != at.Status.ObservedGeneration || !isReady(at.Status.Conditions)
-	if !specChanged && !resetDue(nonce, at.Status.LastHandledReset) && !r.backendCheckDue(at, resync) {
+	if !backendReadDue(at, r.lastRead(at), r.Clock.Now(), resync) {
 		return nil, nil, nil
 	}
+	sid := at.Status.AccountSID
+	nonce := at.Annotations[tokensv1alpha1.ResetAnnotation]
 	etag := at.Status.BackendETag
-	if specChanged {
+	if specUnconfirmed(at) {
 		etag = "" // the last version seen was checked against another spec
 	}
 	observed, modified, err := be.Get(ctx, sid, etag)
@@ -171,7 +170,7 @@ func (r *ApiTokenReconciler) updateToken(ctx context.Context, at *tokensv1alpha1
 		return nil, fmt.Errorf("update token %s: %w", observed.SID, err)
 	}
 	fields := joinFields(patchedFields(patch))
-	drift := at.Generation == at.Status.ObservedGeneration && isReady(at.Status.Conditions)
+	drift := !specUnconfirmed(at)
 	switch {
 	case drift && len(widened) > 0:
 		r.event(at, corev1.EventTypeWarning, "DriftReverted", "Reverted changes made in the backend that widened access (%s); changed %s", joinFields(widened), fields)
@@ -194,12 +193,13 @@ func (r *ApiTokenReconciler) recordObserved(at *tokensv1alpha1.ApiToken, tok *ba
 	at.Status.BackendETag = tok.ETag
 }
 
-// backendCheckDue reports whether the resync interval has passed since the token
-// was last read from the backend by this process. After a restart every token is
-// due once: one conditional read, answered 304 when nothing changed.
-func (r *ApiTokenReconciler) backendCheckDue(at *tokensv1alpha1.ApiToken, resync time.Duration) bool {
-	last, ok := r.checked.Load(at.UID)
-	return !ok || r.Clock.Since(last.(time.Time)) >= resync-resync/20
+// lastRead is when this process last read the ApiToken's backend token; zero
+// when it has not since it started.
+func (r *ApiTokenReconciler) lastRead(at *tokensv1alpha1.ApiToken) time.Time {
+	if last, ok := r.checked.Load(at.UID); ok {
+		return last.(time.Time)
+	}
+	return time.Time{}
 }
 
 // reconcileDelete carries out the deletion policy, then releases the finalizer.

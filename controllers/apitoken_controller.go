@@ -53,7 +53,7 @@ type ApiTokenReconciler struct {
 
 	// checked remembers when each token was last read from the backend, so that
 	// events that do not concern the backend (the operator's own Secret writes,
-	// restarts of watches) do not cost a backend call; see backendCheckDue.
+	// restarts of watches) do not cost a backend call; see backendReadDue.
 	checked sync.Map // types.UID -> time.Time
 }
 
@@ -97,7 +97,10 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return r.backendFailed(at, err, resync)
 	}
 	if err := r.reconcileSecret(ctx, at, be, lookup, creds, observed); err != nil {
-		return r.backendFailed(at, r.discardUnusedToken(ctx, at, be, err), resync)
+		if discardErr := r.discardUnusedToken(ctx, at, be, err); discardErr != nil {
+			err = discardErr // the token is still in the backend: the retry deletes it
+		}
+		return r.backendFailed(at, err, resync)
 	}
 	markReady(at)
 	return ctrl.Result{RequeueAfter: backoffWithJitter(resync)}, nil
@@ -157,7 +160,7 @@ func (r *ApiTokenReconciler) resolveBackend(ctx context.Context, at *tokensv1alp
 	if err := r.checkNamespaceAllowed(ctx, at, tb); err != nil {
 		return nil, 0, err
 	}
-	be, resync, state := r.Registry.Get(name)
+	be, resync, state := r.Registry.get(name)
 	if state == backendDown {
 		return nil, 0, &waitingError{reason: tokensv1alpha1.ReasonBackendUnavailable,
 			message: fmt.Sprintf("TokenBackend %q is unreachable; waiting for it to answer again", name), after: time.Minute}

@@ -311,7 +311,7 @@ func TestDriftIsRevertedWithinOneResync(t *testing.T) {
 	enabled := backend.StateEnabled
 	_, err = tsAdmin.Update(t.Context(), sid, "", backend.TokenPatch{State: &enabled})
 	g.Expect(err).NotTo(HaveOccurred())
-	g.Eventually(func() string {
+	g.Eventually(func() backend.State {
 		tok, _, _ := tsAdmin.Get(t.Context(), sid, "")
 		return tok.State
 	}, 2*testResync+wait, tick).Should(Equal(backend.StateDisabled))

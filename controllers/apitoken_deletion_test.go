@@ -16,7 +16,7 @@ import (
 
 func TestDeletionPolicies(t *testing.T) {
 	cases := map[tokensv1alpha1.DeletionPolicy]struct {
-		backendState string // "" = deleted
+		backendState backend.State // "" = deleted
 		secretKept   bool
 	}{
 		tokensv1alpha1.DeletionPolicyDelete:  {backendState: "", secretKept: false},

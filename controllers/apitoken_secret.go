@@ -135,10 +135,10 @@ func isControlledBy(obj metav1.Object, at *tokensv1alpha1.ApiToken) bool {
 	return ref != nil && ref.UID == at.UID
 }
 
-// errSecretConflict is a Secret of the wanted name that this ApiToken does not control.
-type errSecretConflict struct{ name string }
+// secretConflictError is a Secret of the wanted name that this ApiToken does not control.
+type secretConflictError struct{ name string }
 
-func (e errSecretConflict) Error() string {
+func (e secretConflictError) Error() string {
 	return fmt.Sprintf("Secret %q exists and is not controlled by this ApiToken; choose another spec.secret.name or delete that Secret", e.name)
 }
 
@@ -160,7 +160,7 @@ func (r *ApiTokenReconciler) cachedSecret(ctx context.Context, at *tokensv1alpha
 }
 
 // readSecret reads the Secret named name in the ApiToken's namespace: nil when
-// there is none, errSecretConflict when the ApiToken does not control it.
+// there is none, secretConflictError when the ApiToken does not control it.
 func readSecret(ctx context.Context, reader client.Reader, at *tokensv1alpha1.ApiToken, name string) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
 	err := reader.Get(ctx, types.NamespacedName{Namespace: at.Namespace, Name: name}, s)
@@ -170,7 +170,7 @@ func readSecret(ctx context.Context, reader client.Reader, at *tokensv1alpha1.Ap
 	case err != nil:
 		return nil, fmt.Errorf("get Secret %s: %w", name, err)
 	case !isControlledBy(s, at):
-		return nil, errSecretConflict{name: name}
+		return nil, secretConflictError{name: name}
 	}
 	return s, nil
 }
@@ -197,20 +197,21 @@ func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *token
 }
 
 // discardUnusedToken deletes the backend token when its Secret cannot be written
-// because the name is taken and no Secret has ever held the token: a conflicting
-// ApiToken leaves nothing behind in the backend. It returns the error to report.
-func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, err error) error {
-	if !errors.As(err, new(errSecretConflict)) || at.Status.AccountSID == "" || at.Status.SecretName != "" {
-		return err
+// (secretErr) because the name is taken and no Secret has ever held the token: a
+// conflicting ApiToken leaves nothing behind in the backend. It returns only the
+// failure of that delete; secretErr stays the caller's to report.
+func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, secretErr error) error {
+	if !errors.As(secretErr, new(secretConflictError)) || at.Status.AccountSID == "" || at.Status.SecretName != "" {
+		return nil
 	}
 	sid := at.Status.AccountSID
-	if deleteErr := be.Delete(ctx, sid); deleteErr != nil && !errors.Is(deleteErr, backend.ErrNotFound) {
-		return fmt.Errorf("delete token %s, whose Secret name is taken: %w", sid, deleteErr)
+	if err := be.Delete(ctx, sid); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return fmt.Errorf("delete token %s, whose Secret name is taken: %w", sid, err)
 	}
 	r.event(at, corev1.EventTypeNormal, "Deleted", "Deleted token %s again: Secret %q is not this ApiToken's", sid, secretName(at))
 	at.Status.AccountSID, at.Status.BackendETag, at.Status.APIVersion, at.Status.State = "", "", 0, ""
 	r.checked.Delete(at.UID)
-	return err
+	return nil
 }
 
 // reconcileSecret makes the Secret hold the token's current credentials. creds are
@@ -307,7 +308,7 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, at *tokensv1alpha1
 func (r *ApiTokenReconciler) deleteOwnSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) error {
 	s, err := r.getOwnSecret(ctx, at, name)
 	if s == nil || err != nil {
-		if errors.As(err, new(errSecretConflict)) {
+		if errors.As(err, new(secretConflictError)) {
 			return nil // not ours: leave it alone
 		}
 		return err
@@ -323,7 +324,7 @@ func (r *ApiTokenReconciler) deleteOwnSecret(ctx context.Context, at *tokensv1al
 func (r *ApiTokenReconciler) orphanSecret(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
 	s, err := r.getOwnSecret(ctx, at, secretName(at))
 	if s == nil || err != nil {
-		if errors.As(err, new(errSecretConflict)) {
+		if errors.As(err, new(secretConflictError)) {
 			return nil
 		}
 		return err

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -20,7 +22,9 @@ import (
 )
 
 // stalledError is a failure that retrying cannot cure: the user must change
-// something. It becomes Stalled=True with its reason, and one Warning event.
+// something. On an ApiToken it becomes Stalled=True with its reason, and one
+// Warning event; a TokenBackend reports it in its Ready condition. Its message is
+// built from the spec, so it stays the same until the user acts.
 type stalledError struct {
 	reason  string
 	message string
@@ -66,8 +70,52 @@ func (r *ApiTokenReconciler) classify(at *tokensv1alpha1.ApiToken, err error, re
 	if errors.Is(err, backend.ErrUnavailable) || errors.Is(err, backend.ErrRateLimited) || errors.Is(err, backend.ErrConflict) {
 		reason = tokensv1alpha1.ReasonBackendUnavailable
 	}
-	markReconciling(at, reason, "Retrying after an error: "+err.Error())
+	markReconciling(at, reason, retryMessage(err))
 	return ctrl.Result{}, err
+}
+
+// retryMessage is the condition message of a failure retried with backoff. It
+// stays the same while the failure is of the same kind, so that a repeating
+// failure writes no new status; the error itself is logged by controller-runtime.
+func retryMessage(err error) string {
+	return "Retrying: " + failureKind(err)
+}
+
+// failureKind describes an error by its kind: for the backend, the call and the
+// HTTP status; for the Kubernetes API, the status reason. It never quotes an
+// error's text: that names addresses and ports, which differ between attempts,
+// and a backend's texts are untrusted (one could echo a secret).
+func failureKind(err error) string {
+	if apiErr, ok := errors.AsType[*backend.APIError](err); ok {
+		return backendFailureKind(apiErr)
+	}
+	if errors.Is(err, backend.ErrUnavailable) {
+		return "the backend is unavailable" // the client gave up before a request went out
+	}
+	if reason := apierrors.ReasonForError(err); reason != metav1.StatusReasonUnknown {
+		return fmt.Sprintf("the Kubernetes API answered %s", reason)
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return "the operation timed out"
+	case errors.Is(err, context.Canceled):
+		return "the operation was canceled"
+	}
+	return "an unexpected error occurred (the operator's log has it)"
+}
+
+// backendFailureKind names a failed backend call by its call and HTTP status.
+// Without a status no answer came; with a 2xx the answer could not be decoded:
+// both are told apart from a refusal, which the status names.
+func backendFailureKind(e *backend.APIError) string {
+	switch {
+	case e.StatusCode == 0:
+		return fmt.Sprintf("the backend could not be reached (%s)", e.Call)
+	case e.StatusCode < 300:
+		return fmt.Sprintf("the backend's answer to %s could not be read", e.Call)
+	}
+	status := strings.TrimSpace(fmt.Sprintf("HTTP %d %s", e.StatusCode, http.StatusText(e.StatusCode)))
+	return fmt.Sprintf("the backend answered %s with %s", e.Call, status)
 }
 
 // stallOrWait sorts an error into a stall (the user must act), a wait (for
@@ -75,7 +123,7 @@ func (r *ApiTokenReconciler) classify(at *tokensv1alpha1.ApiToken, err error, re
 func stallOrWait(at *tokensv1alpha1.ApiToken, err error) (*stalledError, *waitingError) {
 	var stall *stalledError
 	var wait *waitingError
-	var conflict errSecretConflict
+	var conflict secretConflictError
 	var apiErr *backend.APIError
 	switch {
 	case errors.As(err, &stall):

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"slices"
 	"strings"
+	"time"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
@@ -91,6 +92,33 @@ func patchedFields(p backend.TokenPatch) []string {
 	add(p.Scopes != nil, "scopes")
 	add(p.State != nil, "state")
 	return out
+}
+
+// specUnconfirmed reports whether the backend token has not yet been checked
+// against this spec: the spec changed since the last pass that set conditions,
+// or that pass did not end Ready. A difference found in the backend is then the
+// spec's doing, not drift.
+func specUnconfirmed(at *tokensv1alpha1.ApiToken) bool {
+	return at.Generation != at.Status.ObservedGeneration || !isReady(at.Status.Conditions)
+}
+
+// backendReadDue reports whether a pass must read the backend token rather than
+// trust the status. lastRead is when this process last read it, zero when it has
+// not since it started: after a restart every token is read once (a conditional
+// read, answered 304 when nothing changed), and events that do not concern the
+// backend (the operator's own Secret writes, restarted watches) cost no call.
+// A pass that comes within 5% of the resync interval reads too: passes that wake a
+// little early must not put the drift check off by a whole interval.
+func backendReadDue(at *tokensv1alpha1.ApiToken, lastRead, now time.Time, resync time.Duration) bool {
+	switch {
+	case specUnconfirmed(at):
+		return true
+	case resetDue(at.Annotations[tokensv1alpha1.ResetAnnotation], at.Status.LastHandledReset):
+		return true
+	case lastRead.IsZero():
+		return true
+	}
+	return now.Sub(lastRead) >= resync-resync/20
 }
 
 // resetDue reports whether the reset annotation asks for a reset that has not been

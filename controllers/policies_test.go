@@ -131,6 +131,55 @@ func TestResetDue(t *testing.T) {
 	}
 }
 
+func TestBackendReadDue(t *testing.T) {
+	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+	const resync = 10 * time.Minute
+	confirmed := func(at *tokensv1alpha1.ApiToken) {
+		at.Generation, at.Status.ObservedGeneration = 2, 2
+		at.Status.Conditions = []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionTrue}}
+	}
+	tests := map[string]struct {
+		mutate   func(*tokensv1alpha1.ApiToken)
+		lastRead time.Time
+		want     bool
+	}{
+		"read recently":                    {lastRead: now.Add(-time.Minute), want: false},
+		"not read since the process began": {lastRead: time.Time{}, want: true},
+		"resync interval passed":           {lastRead: now.Add(-resync), want: true},
+		"within 5% of the interval":        {lastRead: now.Add(-resync + resync/20), want: true},
+		"just short of the 5% margin":      {lastRead: now.Add(-resync + resync/20 + time.Second), want: false},
+		"new generation":                   {mutate: func(at *tokensv1alpha1.ApiToken) { at.Generation = 3 }, lastRead: now, want: true},
+		"last pass did not end Ready": {
+			mutate:   func(at *tokensv1alpha1.ApiToken) { at.Status.Conditions[0].Status = metav1.ConditionFalse },
+			lastRead: now, want: true,
+		},
+		"reset requested": {
+			mutate: func(at *tokensv1alpha1.ApiToken) {
+				at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: "incident-1"}
+			},
+			lastRead: now, want: true,
+		},
+		"reset already handled": {
+			mutate: func(at *tokensv1alpha1.ApiToken) {
+				at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: "incident-1"}
+				at.Status.LastHandledReset = "incident-1"
+			},
+			lastRead: now, want: false,
+		},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			at := apiToken(confirmed)
+			if tc.mutate != nil {
+				tc.mutate(at)
+			}
+			if diff := cmp.Diff(tc.want, backendReadDue(at, tc.lastRead, now, resync)); diff != "" {
+				t.Errorf("backendReadDue (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestIdempotencyKeys(t *testing.T) {
 	at := apiToken(func(at *tokensv1alpha1.ApiToken) { at.ResourceVersion = "42" })
 	if createKey(at, "", false) == createKey(at, "TK1", false) || createKey(at, "TK1", false) == createKey(at, "TK2", false) {
@@ -188,7 +237,7 @@ func TestStallOrWait(t *testing.T) {
 		wantStall string
 		wantWait  string
 	}{
-		"secret conflict":             {err: errSecretConflict{name: "x"}, wantStall: tokensv1alpha1.ReasonSecretConflict},
+		"secret conflict":             {err: secretConflictError{name: "x"}, wantStall: tokensv1alpha1.ReasonSecretConflict},
 		"APIError without a sentinel": {err: &backend.APIError{StatusCode: 422, Title: "bad", Fields: []backend.FieldError{{Field: "scopes[0]", Detail: "unknown"}}}, wantStall: ""},
 		"stalled":                     {err: stalled(tokensv1alpha1.ReasonBackendNotFound, "gone"), wantStall: tokensv1alpha1.ReasonBackendNotFound},
 		"plain error":                 {err: errTest},

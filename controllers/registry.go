@@ -24,11 +24,10 @@ type Registry struct {
 }
 
 type registryEntry struct {
-	configHash   string
-	client       backend.Backend
-	resync       time.Duration
-	catalogAt    time.Time
-	latestAPIVer int
+	configHash string
+	client     backend.Backend
+	resync     time.Duration
+	catalogAt  time.Time
 	// down is set when an ApiToken found the backend unreachable: ApiTokens wait
 	// (without calling it) until the TokenBackend controller has seen it answer.
 	down bool
@@ -52,8 +51,8 @@ const (
 	backendReady
 )
 
-// Get returns the client of a backend and its state.
-func (r *Registry) Get(name string) (backend.Backend, time.Duration, backendState) {
+// get returns the client of a backend, its resync interval and its state.
+func (r *Registry) get(name string) (backend.Backend, time.Duration, backendState) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	e, ok := r.entries[name]

@@ -104,6 +104,10 @@ func checkNoLeaks(ctx context.Context) error {
 		return err
 	}
 	issued := service.Issued.All()
+	if len(issued) == 0 {
+		fmt.Println("secret-leak check skipped: the tests run issued no auth token")
+		return nil
+	}
 	leaks, err := framework.FindLeaks(issued, places)
 	if err != nil {
 		return err

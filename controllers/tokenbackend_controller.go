@@ -79,7 +79,7 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	opts, err := r.clientOptions(ctx, tb)
 	if err != nil {
 		r.Registry.remove(tb)
-		setBackendReady(tb, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid, err.Error())
+		setBackendReady(tb, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid, clientFailureMessage(err))
 		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
 	}
 	hash := optionsHash(opts)
@@ -97,7 +97,7 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	be, err := r.NewBackend(opts)
 	if err != nil {
 		r.Registry.remove(tb)
-		setBackendReady(tb, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid, err.Error())
+		setBackendReady(tb, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid, clientFailureMessage(err))
 		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
 	}
 	catalog, err := be.Catalog(ctx)
@@ -111,11 +111,11 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		if errors.Is(err, backend.ErrUnauthorized) {
 			reason = tokensv1alpha1.ReasonBackendUnauthorized
 		}
-		setBackendReady(tb, metav1.ConditionFalse, reason, "Fetching the catalog failed: "+err.Error())
+		setBackendReady(tb, metav1.ConditionFalse, reason, "Fetching the catalog failed: "+failureKind(err))
 		logf.FromContext(ctx).Info("backend not ready", "reason", reason, "error", err.Error())
 		return ctrl.Result{RequeueAfter: backoffWithJitter(5 * time.Second)}, nil
 	}
-	r.Registry.set(tb, registryEntry{configHash: hash, client: be, resync: resync, catalogAt: now, latestAPIVer: catalog.LatestAPIVersion})
+	r.Registry.set(tb, registryEntry{configHash: hash, client: be, resync: resync, catalogAt: now})
 	tb.Status.LatestAPIVersion = int32(catalog.LatestAPIVersion)
 	setBackendReady(tb, metav1.ConditionTrue, tokensv1alpha1.ReasonCatalogFetched,
 		fmt.Sprintf("Catalog fetched: %d scopes, %d contacts, API versions up to %d", len(catalog.Scopes), len(catalog.Contacts), catalog.LatestAPIVersion))
@@ -146,13 +146,13 @@ func (r *TokenBackendReconciler) clientOptions(ctx context.Context, tb *tokensv1
 	s := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, s); err != nil {
 		if apierrors.IsNotFound(err) {
-			return backend.Options{}, fmt.Errorf("credentials Secret %s/%s not found", ref.Namespace, ref.Name)
+			return backend.Options{}, stalled(tokensv1alpha1.ReasonCredentialsInvalid, "credentials Secret %s/%s not found", ref.Namespace, ref.Name)
 		}
 		return backend.Options{}, fmt.Errorf("read credentials Secret %s/%s: %w", ref.Namespace, ref.Name, err)
 	}
 	adminKey := string(s.Data[key])
 	if adminKey == "" {
-		return backend.Options{}, fmt.Errorf("credentials Secret %s/%s has no key %q", ref.Namespace, ref.Name, key)
+		return backend.Options{}, stalled(tokensv1alpha1.ReasonCredentialsInvalid, "credentials Secret %s/%s has no key %q", ref.Namespace, ref.Name, key)
 	}
 	qps, burst := tb.Spec.RateLimit.QPS, tb.Spec.RateLimit.Burst
 	if qps == 0 {
@@ -165,6 +165,21 @@ func (r *TokenBackendReconciler) clientOptions(ctx context.Context, tb *tokensv1
 		URL: tb.Spec.URL, AdminKey: adminKey, CABundle: []byte(tb.Spec.CABundle),
 		QPS: float64(qps), Burst: int(burst),
 	}, nil
+}
+
+// clientFailureMessage is the Ready message when no backend client could be
+// built: what the user must fix, or else the kind of the failure, so that a
+// repeating failure writes no new status.
+func clientFailureMessage(err error) string {
+	var stall *stalledError
+	switch {
+	case errors.As(err, &stall):
+		return stall.message
+	case errors.Is(err, backend.ErrInvalidConfig):
+		// backend.New builds these from the spec alone: stable, and they say what to fix.
+		return err.Error()
+	}
+	return "The backend client could not be set up: " + failureKind(err)
 }
 
 func optionsHash(o backend.Options) string {

@@ -29,8 +29,6 @@ const (
 const (
 	ReasonReady               = "Ready"
 	ReasonProgressing         = "Progressing"
-	ReasonResetPending        = "ResetPending"
-	ReasonDeleting            = "Deleting"
 	ReasonBackendNotFound     = "BackendNotFound"
 	ReasonBackendNotReady     = "BackendNotReady"
 	ReasonBackendUnavailable  = "BackendUnavailable"

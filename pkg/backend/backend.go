@@ -54,10 +54,16 @@ var (
 	ErrUnavailable        = errors.New("backend unavailable")
 )
 
+// State says whether a backend token accepts requests made with it.
+type State string
+
 // Token states.
 const (
-	StateEnabled  = "Enabled"
-	StateDisabled = "Disabled"
+	// StateEnabled accepts requests made with the token.
+	StateEnabled State = "Enabled"
+	// StateDisabled rejects every request made with the token; its credentials
+	// work again when it is enabled.
+	StateDisabled State = "Disabled"
 )
 
 // Token is a backend token without its auth token.
@@ -70,7 +76,7 @@ type Token struct {
 	PrimaryContact  string    `json:"primaryContact"`
 	DeveloperEmails []string  `json:"developerEmails"`
 	Scopes          []string  `json:"scopes"`
-	State           string    `json:"state"`
+	State           State     `json:"state"`
 	Generation      int64     `json:"generation"`
 	CreatedAt       time.Time `json:"createdAt"`
 	UpdatedAt       time.Time `json:"updatedAt"`
@@ -86,7 +92,7 @@ type CreateRequest struct {
 	PrimaryContact  string   `json:"primaryContact"`
 	DeveloperEmails []string `json:"developerEmails"`
 	Scopes          []string `json:"scopes"`
-	State           string   `json:"state"`
+	State           State    `json:"state"`
 	ExternalID      string   `json:"externalId"`
 }
 
@@ -98,7 +104,7 @@ type TokenPatch struct {
 	PrimaryContact  *string   `json:"primaryContact,omitempty"`
 	DeveloperEmails *[]string `json:"developerEmails,omitempty"`
 	Scopes          *[]string `json:"scopes,omitempty"`
-	State           *string   `json:"state,omitempty"`
+	State           *State    `json:"state,omitempty"`
 }
 
 // IsEmpty reports whether the patch changes nothing.
@@ -161,7 +167,7 @@ type FieldError struct {
 // title, and for 422 the names of the invalid fields. It wraps the matching
 // sentinel error.
 //
-// A backend's texts are untrusted: one could echo a secret. Error and Message
+// A backend's texts are untrusted: one could echo a secret. Error and InvalidFields
 // therefore print only the call, the status and the field names; Title, Type and
 // the field details are kept for programs, never printed.
 type APIError struct {
@@ -187,15 +193,16 @@ func (e *APIError) Error() string {
 		fmt.Fprintf(&b, " (%s)", e.Title)
 	}
 	if len(e.Fields) > 0 {
-		fmt.Fprintf(&b, "; invalid: %s", e.Message())
+		fmt.Fprintf(&b, "; invalid: %s", e.InvalidFields())
 	}
 	return b.String()
 }
 
 func (e *APIError) Unwrap() error { return e.sentinel }
 
-// Message names the invalid fields, e.g. "scopes[1], primaryContact".
-func (e *APIError) Message() string {
+// InvalidFields lists the names of the invalid fields, e.g. "scopes[1], primaryContact",
+// and nothing of what the backend said about them.
+func (e *APIError) InvalidFields() string {
 	names := make([]string, len(e.Fields))
 	for i, f := range e.Fields {
 		names[i] = f.Field

@@ -112,7 +112,7 @@ func FuzzDecodeProblem(f *testing.F) {
 			t.Fatalf("Error is longer than call, status and 20 field names: %d", len(e.Error()))
 		}
 		_ = e.Error()
-		_ = e.Message()
+		_ = e.InvalidFields()
 	})
 }
 
@@ -137,19 +137,19 @@ func FuzzDecodeResponses(f *testing.F) {
 }
 
 // TestErrorTextsNeverCarryBackendText: a backend may echo a secret in any text
-// of its problem document; none of it reaches Error or Message.
+// of its problem document; none of it reaches Error or InvalidFields.
 func TestErrorTextsNeverCarryBackendText(t *testing.T) {
 	const secret = "0123456789abcdef-secret"
 	body := []byte(`{"type":"https://x/` + secret + `","title":"bad ` + secret + `","detail":"` + secret + `",
 		"errors":[{"field":"scopes[1]","detail":"` + secret + `"},{"field":"` + secret + `","detail":"x"}]}`)
 	e := decodeProblem("update", 422, http.Header{}, body)
-	for _, text := range []string{e.Error(), e.Message()} {
+	for _, text := range []string{e.Error(), e.InvalidFields()} {
 		if strings.Contains(text, secret) {
 			t.Errorf("backend text leaked: %s", text)
 		}
 	}
-	if e.Message() != "scopes[1]" {
-		t.Errorf("Message %q, want only the well-formed field name", e.Message())
+	if e.InvalidFields() != "scopes[1]" {
+		t.Errorf("InvalidFields %q, want only the well-formed field name", e.InvalidFields())
 	}
 	if !strings.Contains(e.Error(), "HTTP 422") || !strings.Contains(e.Error(), "update") {
 		t.Errorf("Error %q lacks the call or status", e.Error())

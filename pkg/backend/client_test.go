@@ -121,8 +121,8 @@ func TestClientErrors(t *testing.T) {
 		t.Fatalf("invalid create: %#v", err)
 	}
 	for _, want := range []string{"primaryContact", "scopes[0]"} {
-		if !strings.Contains(apiErr.Message(), want) {
-			t.Errorf("message %q lacks %q", apiErr.Message(), want)
+		if !strings.Contains(apiErr.InvalidFields(), want) {
+			t.Errorf("invalid fields %q lack %q", apiErr.InvalidFields(), want)
 		}
 	}
 	if !strings.Contains(apiErr.Fields[1].Detail+apiErr.Fields[0].Detail, "nosuch:scope") {
