@@ -9,7 +9,6 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -25,19 +24,19 @@ import (
 const replayWindow = 12 * time.Hour
 
 // reconcileBackendToken makes the backend token match the spec and carries out a
-// due reset. It returns the credentials when a create or reset produced them, and
-// the backend token when it was read in this pass; both are nil when the token
-// was not due a backend check.
+// due reset or rotation. It returns the credentials when a create, reset or
+// rotation produced them, and the backend token when it was read or made in this
+// pass; both are nil when the token was not due a backend check.
 func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, resync time.Duration) (*backend.Credentials, *backend.Token, error) {
 	desired := desiredToken(at)
 	if at.Status.AccountSID == "" {
 		return r.findOrCreate(ctx, at, be, desired, "")
 	}
-	if !backendReadDue(at, r.lastRead(at), r.Clock.Now(), resync) {
+	now := r.Clock.Now()
+	if !backendReadDue(at, r.lastRead(at), now, resync) {
 		return nil, nil, nil
 	}
 	sid := at.Status.AccountSID
-	nonce := at.Annotations[tokensv1alpha1.ResetAnnotation]
 	etag := at.Status.BackendETag
 	if specUnconfirmed(at) {
 		etag = "" // the last version seen was checked against another spec
@@ -56,22 +55,11 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 			return nil, nil, err
 		}
 	}
-	if !resetDue(nonce, at.Status.LastHandledReset) {
+	change, due := dueCredentialChange(at, now)
+	if !due {
 		return nil, observed, nil
 	}
-	creds, err := be.Reset(ctx, sid, resetKey(at, nonce))
-	if err != nil {
-		return nil, nil, fmt.Errorf("reset token %s: %w", sid, err)
-	}
-	tokenResets.Inc()
-	r.event(at, corev1.EventTypeNormal, "Reset", "Reset the auth token of %s for reset request %q", sid, nonce)
-	at.Status.LastHandledReset = nonce
-	now := metav1.NewTime(r.Clock.Now())
-	at.Status.LastResetTime = &now
-	// The reset made a new version; without its ETag (a replayed reset) the next
-	// check reads the token in full.
-	at.Status.BackendETag = creds.ETag
-	return &creds, nil, nil
+	return r.changeCredentials(ctx, at, be, desired, change)
 }
 
 // findOrCreate adopts the token that an earlier, interrupted pass created, or
@@ -84,7 +72,7 @@ func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, at *tokensv1alpha
 			return nil, nil, err
 		}
 		if len(found) > 0 {
-			return r.adopt(ctx, at, be, desired, found)
+			return r.adopt(ctx, at, be, desired, found, lostSID)
 		}
 	}
 	tok, creds, err := be.Create(ctx, createKey(at, lostSID, lookup), desired)
@@ -92,14 +80,15 @@ func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, at *tokensv1alpha
 		// The key may be that of a create an interrupted pass made with another
 		// spec (the backend refuses a replay with a different body): adopt it.
 		if found, findErr := r.findOwnTokens(ctx, at, be, lostSID); findErr == nil && len(found) > 0 {
-			return r.adopt(ctx, at, be, desired, found)
+			return r.adopt(ctx, at, be, desired, found, lostSID)
 		}
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("create token: %w", err)
 	}
 	r.event(at, corev1.EventTypeNormal, "Created", "Created token %s in the backend", tok.SID)
-	r.recordToken(at, tok, lostSID == "")
+	r.recordToken(at, tok, lostSID)
+	r.recordCredentials(at, createdOrRecreated(lostSID), "", tok.SID, creds.Generation)
 	return &creds, tok, nil
 }
 
@@ -111,13 +100,14 @@ func mayHaveCreated(at *tokensv1alpha1.ApiToken, now time.Time) bool {
 	return len(at.Status.Conditions) > 0 || now.Sub(at.CreationTimestamp.Time) > replayWindow
 }
 
-// findOwnTokens lists the backend tokens created for this ApiToken, oldest first.
-func (r *ApiTokenReconciler) findOwnTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, exclude string) ([]backend.Token, error) {
+// findOwnTokens lists the backend tokens created for this ApiToken that may be its
+// current one, oldest first: neither the lost one nor a retiring one.
+func (r *ApiTokenReconciler) findOwnTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, lostSID string) ([]backend.Token, error) {
 	found, err := be.FindByExternalID(ctx, string(at.UID))
 	if err != nil {
 		return nil, fmt.Errorf("find tokens of %s: %w", at.UID, err)
 	}
-	found = slices.DeleteFunc(found, func(t backend.Token) bool { return t.SID == exclude })
+	found = adoptionCandidates(found, lostSID, at.Status.RetiringTokens)
 	slices.SortFunc(found, func(a, b backend.Token) int {
 		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), cmp.Compare(a.SID, b.SID))
 	})
@@ -125,8 +115,8 @@ func (r *ApiTokenReconciler) findOwnTokens(ctx context.Context, at *tokensv1alph
 }
 
 // adopt takes over the oldest token found and deletes any others: one ApiToken
-// owns exactly one backend token.
-func (r *ApiTokenReconciler) adopt(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, found []backend.Token) (*backend.Credentials, *backend.Token, error) {
+// owns exactly one current backend token (retiring ones are never found here).
+func (r *ApiTokenReconciler) adopt(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, found []backend.Token, lostSID string) (*backend.Credentials, *backend.Token, error) {
 	keep := found[0]
 	for _, extra := range found[1:] {
 		if err := be.Delete(ctx, extra.SID); err != nil && !errors.Is(err, backend.ErrNotFound) {
@@ -135,7 +125,8 @@ func (r *ApiTokenReconciler) adopt(ctx context.Context, at *tokensv1alpha1.ApiTo
 		r.event(at, corev1.EventTypeWarning, "DuplicateDeleted", "Deleted duplicate token %s", extra.SID)
 	}
 	logf.FromContext(ctx).Info("adopted backend token created by an earlier attempt", "sid", keep.SID)
-	r.recordToken(at, &keep, at.Status.LastHandledReset == "")
+	r.recordToken(at, &keep, lostSID)
+	r.recordCredentials(at, createdOrRecreated(lostSID), "", keep.SID, keep.Generation)
 	updated, err := r.updateToken(ctx, at, be, desired, &keep)
 	if err != nil {
 		return nil, nil, err
@@ -143,17 +134,28 @@ func (r *ApiTokenReconciler) adopt(ctx context.Context, at *tokensv1alpha1.ApiTo
 	return nil, updated, nil
 }
 
-// recordToken notes a new backend token in the status. A reset annotation present
-// when the token is first created is recorded as handled: the token is new.
-func (r *ApiTokenReconciler) recordToken(at *tokensv1alpha1.ApiToken, tok *backend.Token, firstCreate bool) {
+// recordToken notes a new backend token in the status. Reset and rotate
+// annotations present when the token is first created are recorded as handled:
+// the token is new.
+func (r *ApiTokenReconciler) recordToken(at *tokensv1alpha1.ApiToken, tok *backend.Token, lostSID string) {
 	at.Status.AccountSID = tok.SID
 	at.Status.BackendETag = tok.ETag
 	at.Status.APIVersion = int32(tok.APIVersion)
 	at.Status.State = tokensv1alpha1.TokenState(tok.State)
-	if firstCreate {
+	if lostSID == "" && len(at.Status.History) == 0 {
 		at.Status.LastHandledReset = at.Annotations[tokensv1alpha1.ResetAnnotation]
+		at.Status.LastHandledRotate = at.Annotations[tokensv1alpha1.RotateAnnotation]
 	}
 	r.checked.Store(at.UID, r.Clock.Now())
+}
+
+// createdOrRecreated is the history type of a token made for the first time or
+// made again after the last one vanished from the backend.
+func createdOrRecreated(lostSID string) tokensv1alpha1.CredentialChangeType {
+	if lostSID != "" {
+		return tokensv1alpha1.CredentialsRecreated
+	}
+	return tokensv1alpha1.CredentialsCreated
 }
 
 // updateToken patches the backend token to the spec, conditionally on the version
@@ -212,6 +214,9 @@ func (r *ApiTokenReconciler) reconcileDelete(ctx context.Context, at *tokensv1al
 		policy = tokensv1alpha1.DeletionPolicyDelete
 	}
 	if policy == tokensv1alpha1.DeletionPolicyOrphan {
+		if err := r.releaseRetiringTokens(ctx, at); err != nil {
+			return r.classify(at, err, DefaultResyncInterval)
+		}
 		if err := r.orphanSecret(ctx, at); err != nil {
 			return r.classify(at, err, DefaultResyncInterval)
 		}
@@ -243,9 +248,9 @@ func (r *ApiTokenReconciler) releaseBackendToken(ctx context.Context, at *tokens
 		}
 		return err
 	}
-	found, err := r.findOwnTokens(ctx, at, be, "")
+	found, err := be.FindByExternalID(ctx, string(at.UID)) // every token it owns, retiring ones included
 	if err != nil {
-		return err
+		return fmt.Errorf("find tokens of %s: %w", at.UID, err)
 	}
 	for _, tok := range found {
 		if policy == tokensv1alpha1.DeletionPolicyDisable {

@@ -96,14 +96,27 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if err != nil {
 		return r.backendFailed(at, err, resync)
 	}
-	if err := r.reconcileSecret(ctx, at, be, lookup, creds, observed); err != nil {
+	delivered, err := r.reconcileSecret(ctx, at, be, lookup, creds, observed)
+	if err != nil {
 		if discardErr := r.discardUnusedToken(ctx, at, be, err); discardErr != nil {
 			err = discardErr // the token is still in the backend: the retry deletes it
 		}
 		return r.backendFailed(at, err, resync)
 	}
+	if change, ok := newCredentialChange(original, at); ok && rollsTargets(change.Type) {
+		if err := r.rollRestartTargets(ctx, at, credentialsRef(delivered.AccountSID, delivered.Generation)); err != nil {
+			// Record nothing of the change: the next pass replays it (same key,
+			// same credentials) and rolls the targets then.
+			at.Status = *original.Status.DeepCopy()
+			return r.classify(at, err, resync)
+		}
+	}
+	retireAt, err := r.retireTokens(ctx, at, be)
+	if err != nil {
+		return r.backendFailed(at, err, resync)
+	}
 	markReady(at)
-	return ctrl.Result{RequeueAfter: backoffWithJitter(resync)}, nil
+	return ctrl.Result{RequeueAfter: nextWake(r.Clock.Now(), backoffWithJitter(resync), at.Status.NextRotationTime, retireAt)}, nil
 }
 
 // backendFailed reports a backend that could not be reached to the registry, so

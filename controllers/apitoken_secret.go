@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
@@ -210,49 +211,57 @@ func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv
 	}
 	r.event(at, corev1.EventTypeNormal, "Deleted", "Deleted token %s again: Secret %q is not this ApiToken's", sid, secretName(at))
 	at.Status.AccountSID, at.Status.BackendETag, at.Status.APIVersion, at.Status.State = "", "", 0, ""
+	at.Status.History = slices.DeleteFunc(at.Status.History, func(c tokensv1alpha1.CredentialChange) bool { return c.AccountSID == sid })
+	at.Status.CredentialsIssuedAt, at.Status.NextRotationTime = nil, nil
 	r.checked.Delete(at.UID)
 	return nil
 }
 
-// reconcileSecret makes the Secret hold the token's current credentials. creds are
-// the credentials just returned by a create or reset (nil otherwise); observed is
-// the backend token when it was read in this pass (nil when unchanged).
-func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, lookup secretLookup, creds *backend.Credentials, observed *backend.Token) error {
+// reconcileSecret makes the Secret hold the token's current credentials and
+// returns them. creds are the credentials just returned by a create, reset or
+// rotation (nil otherwise); observed is the backend token when it was read in
+// this pass (nil when unchanged). Credentials older than those already delivered
+// (a replayed reply whose auth token a later reset revoked) are never written.
+func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, lookup secretLookup, creds *backend.Credentials, observed *backend.Token) (backend.Credentials, error) {
 	name := secretName(at)
 	existing := lookup.existing
 	if !lookup.done {
 		var err error
 		if existing, err = r.cachedSecret(ctx, at, name); err != nil {
-			return err
+			return backend.Credentials{}, err
 		}
 	}
+	current, haveCurrent := credentialsInSecret(at, existing)
+	if creds != nil && staleCredentials(*creds, current, haveCurrent, at.Status.History) {
+		logf.FromContext(ctx).Info("ignored credentials older than those delivered; reading the current ones", "sid", creds.AccountSID, "generation", creds.Generation)
+		creds, observed = nil, nil
+	}
 	if creds == nil {
-		if current, ok := credentialsInSecret(at, existing); ok && current.AccountSID == at.Status.AccountSID &&
-			(observed == nil || observed.Generation == current.Generation) {
+		if haveCurrent && current.AccountSID == at.Status.AccountSID && (observed == nil || observed.Generation == current.Generation) {
 			creds = &current
 		} else {
 			fetched, err := be.Credentials(ctx, at.Status.AccountSID)
 			if err != nil {
-				return fmt.Errorf("read credentials of %s: %w", at.Status.AccountSID, err)
+				return backend.Credentials{}, fmt.Errorf("read credentials of %s: %w", at.Status.AccountSID, err)
 			}
 			creds = &fetched
 		}
 	}
 	desired := renderSecret(at, *creds)
 	if err := controllerutil.SetControllerReference(at, desired, r.Scheme); err != nil {
-		return fmt.Errorf("own Secret %s: %w", name, err)
+		return backend.Credentials{}, fmt.Errorf("own Secret %s: %w", name, err)
 	}
 	if err := r.writeSecret(ctx, at, existing, desired); err != nil {
-		return err
+		return backend.Credentials{}, err
 	}
 	if old := at.Status.SecretName; old != "" && old != name {
 		if err := r.deleteOwnSecret(ctx, at, old); err != nil {
-			return err
+			return backend.Credentials{}, err
 		}
 		r.event(at, corev1.EventTypeNormal, "SecretMoved", "Moved the credentials from Secret %s to %s", old, name)
 	}
 	at.Status.SecretName = name
-	return nil
+	return *creds, nil
 }
 
 // writeSecret creates, updates or (when its type must change, which the API server

@@ -22,10 +22,14 @@ var (
 		Name: "apitoken_resets_total",
 		Help: "Token resets carried out for a new reset annotation value.",
 	})
+	tokenRotations = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "apitoken_rotations_total",
+		Help: "Credential rotations carried out, by mode (in-place or overlap).",
+	}, []string{"mode"})
 )
 
 func init() {
-	metrics.Registry.MustRegister(backendRequests, backendLatency, tokenResets)
+	metrics.Registry.MustRegister(backendRequests, backendLatency, tokenResets, tokenRotations)
 }
 
 // observeBackendCall is the backend client's Observe hook.

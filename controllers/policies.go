@@ -113,7 +113,7 @@ func backendReadDue(at *tokensv1alpha1.ApiToken, lastRead, now time.Time, resync
 	switch {
 	case specUnconfirmed(at):
 		return true
-	case resetDue(at.Annotations[tokensv1alpha1.ResetAnnotation], at.Status.LastHandledReset):
+	case credentialChangeDue(at, now):
 		return true
 	case lastRead.IsZero():
 		return true

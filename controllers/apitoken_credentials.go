@@ -1,0 +1,154 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// The credential lifecycle phase: resets, rotations in place and with overlap,
+// the history that makes every nonce act once, and the retirement of old tokens.
+
+// changeCredentials carries out a due reset or rotation and records it. It
+// returns the new credentials, and the new backend token when one was created.
+func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, c credentialChange) (*backend.Credentials, *backend.Token, error) {
+	if c.overlap > 0 {
+		return r.rotateWithOverlap(ctx, at, be, desired, c)
+	}
+	sid := at.Status.AccountSID
+	creds, err := be.Reset(ctx, sid, c.key)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s token %s: %w", verbOf(c.kind), sid, err)
+	}
+	if c.kind == tokensv1alpha1.CredentialsReset {
+		tokenResets.Inc()
+		r.event(at, corev1.EventTypeNormal, "Reset", "Reset the auth token of %s for reset request %q", sid, c.nonce)
+		now := metav1.NewTime(r.Clock.Now())
+		at.Status.LastResetTime = &now
+	} else {
+		tokenRotations.WithLabelValues("in-place").Inc()
+		r.event(at, corev1.EventTypeNormal, "Rotated", "Rotated the auth token of %s in place%s", sid, forNonce(c.nonce))
+	}
+	r.markHandled(at, c)
+	r.recordCredentials(at, c.kind, c.nonce, sid, creds.Generation)
+	// The reset made a new version; without its ETag (a replayed reset) the next
+	// check reads the token in full.
+	at.Status.BackendETag = creds.ETag
+	return &creds, nil, nil
+}
+
+// rotateWithOverlap creates a new backend token with the same settings and
+// external id, makes it current, and lists the old one as retiring until its
+// overlap ends: both verify meanwhile, so no consumer is refused. The create is
+// keyed by the rotation, so a pass repeated after a crash replays it.
+func (r *ApiTokenReconciler) rotateWithOverlap(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, c credentialChange) (*backend.Credentials, *backend.Token, error) {
+	old := at.Status.AccountSID
+	tok, creds, err := be.Create(ctx, c.key, desired)
+	if err != nil {
+		return nil, nil, fmt.Errorf("rotate token %s: create its successor: %w", old, err)
+	}
+	r.markHandled(at, c)
+	if tok.SID != old { // the same SID: an earlier pass adopted the successor already
+		deleteAfter := metav1.NewTime(r.Clock.Now().Add(c.overlap))
+		at.Status.RetiringTokens = append(at.Status.RetiringTokens, tokensv1alpha1.RetiringToken{AccountSID: old, DeleteAfter: deleteAfter})
+		tokenRotations.WithLabelValues("overlap").Inc()
+		r.event(at, corev1.EventTypeNormal, "Rotated", "Rotated to token %s%s; %s stays valid until %s",
+			tok.SID, forNonce(c.nonce), old, deleteAfter.UTC().Format(time.RFC3339))
+	}
+	at.Status.AccountSID = tok.SID
+	r.recordObserved(at, tok)
+	r.recordCredentials(at, c.kind, c.nonce, tok.SID, creds.Generation)
+	return &creds, tok, nil
+}
+
+// markHandled records the nonce of a change as handled.
+func (r *ApiTokenReconciler) markHandled(at *tokensv1alpha1.ApiToken, c credentialChange) {
+	switch {
+	case c.nonce == "":
+	case c.kind == tokensv1alpha1.CredentialsReset:
+		at.Status.LastHandledReset = c.nonce
+	default:
+		at.Status.LastHandledRotate = c.nonce
+	}
+}
+
+// recordCredentials notes new credentials: a history entry, when they were
+// issued, and when they rotate next.
+func (r *ApiTokenReconciler) recordCredentials(at *tokensv1alpha1.ApiToken, kind tokensv1alpha1.CredentialChangeType, nonce, sid string, generation int64) {
+	now := metav1.NewTime(r.Clock.Now())
+	at.Status.History = withChange(at.Status.History, tokensv1alpha1.CredentialChange{
+		Type: kind, Nonce: nonce, Time: now, AccountSID: sid, Generation: generation,
+	})
+	at.Status.CredentialsIssuedAt = &now
+	at.Status.NextRotationTime = nextRotationTime(at)
+}
+
+// retireTokens deletes the retiring tokens whose overlap has ended (all of them
+// when the ApiToken is disabled) and returns when the next one is due. A token
+// already gone is not an error: a repeated pass after a crash deletes again.
+func (r *ApiTokenReconciler) retireTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend) (time.Time, error) {
+	due, kept, next := retiringDue(at.Status.RetiringTokens, at.Spec.Disabled, r.Clock.Now())
+	for i, t := range due {
+		if err := be.Delete(ctx, t.AccountSID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+			at.Status.RetiringTokens = append(kept, due[i:]...)
+			return time.Time{}, fmt.Errorf("delete retiring token %s: %w", t.AccountSID, err)
+		}
+		r.event(at, corev1.EventTypeNormal, "Retired", "Deleted token %s: its overlap ended", t.AccountSID)
+	}
+	at.Status.RetiringTokens = kept
+	return next, nil
+}
+
+// releaseRetiringTokens deletes every retiring token of an ApiToken deleted under
+// Orphan: the current token is left to the user, but the old ones were to be
+// deleted anyway and nobody would delete them after the ApiToken is gone.
+func (r *ApiTokenReconciler) releaseRetiringTokens(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+	if len(at.Status.RetiringTokens) == 0 {
+		return nil
+	}
+	be, _, err := r.resolveBackend(ctx, at)
+	if err != nil {
+		return err
+	}
+	for _, t := range at.Status.RetiringTokens {
+		if err := be.Delete(ctx, t.AccountSID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+			return fmt.Errorf("delete retiring token %s: %w", t.AccountSID, err)
+		}
+	}
+	return nil
+}
+
+// newCredentialChange returns the credential change this pass recorded, if any:
+// the newest history entry when the history grew.
+func newCredentialChange(original, at *tokensv1alpha1.ApiToken) (tokensv1alpha1.CredentialChange, bool) {
+	if len(at.Status.History) == 0 {
+		return tokensv1alpha1.CredentialChange{}, false
+	}
+	newest := at.Status.History[0]
+	if len(original.Status.History) > 0 && original.Status.History[0].Time.Equal(&newest.Time) &&
+		original.Status.History[0].AccountSID == newest.AccountSID && original.Status.History[0].Generation == newest.Generation {
+		return tokensv1alpha1.CredentialChange{}, false
+	}
+	return newest, true
+}
+
+func verbOf(kind tokensv1alpha1.CredentialChangeType) string {
+	if kind == tokensv1alpha1.CredentialsReset {
+		return "reset"
+	}
+	return "rotate"
+}
+
+func forNonce(nonce string) string {
+	if nonce == "" {
+		return " (scheduled)"
+	}
+	return fmt.Sprintf(" for rotate request %q", nonce)
+}

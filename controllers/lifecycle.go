@@ -1,0 +1,192 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"slices"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// The credential lifecycle's pure decisions: which change of credentials is due,
+// whether a nonce was handled, which backend tokens are current, retiring or
+// duplicates, and what a restart target's pod template should say.
+
+// historyLimit is how many credential changes status.history keeps.
+const historyLimit = 10
+
+// credentialChange is a change of credentials due in this pass.
+type credentialChange struct {
+	kind  tokensv1alpha1.CredentialChangeType // Reset or Rotated
+	nonce string                              // the annotation value; empty for a scheduled rotation
+	// key identifies the change for the backend's idempotency: it changes only
+	// once the change is recorded in the status, so a pass repeated after a crash
+	// replays the same backend call.
+	key string
+	// overlap > 0 rotates to a new backend token and keeps the old one this long.
+	overlap time.Duration
+}
+
+// nonceHandled reports whether an annotation value asks for nothing: it is empty,
+// the last handled one, or found in the history with the same kind of change. A
+// value restored by a GitOps tool (A → B → A) is therefore never acted on again.
+func nonceHandled(nonce, lastHandled string, history []tokensv1alpha1.CredentialChange, kind tokensv1alpha1.CredentialChangeType) bool {
+	if !resetDue(nonce, lastHandled) {
+		return true
+	}
+	return slices.ContainsFunc(history, func(c tokensv1alpha1.CredentialChange) bool {
+		return c.Type == kind && c.Nonce == nonce
+	})
+}
+
+// dueCredentialChange decides which change of credentials is due, if any: the
+// reset annotation first (always in place: a leaked token must stop working now),
+// then the rotate annotation, then the rotation schedule.
+func dueCredentialChange(at *tokensv1alpha1.ApiToken, now time.Time) (credentialChange, bool) {
+	uid := string(at.UID)
+	if nonce := at.Annotations[tokensv1alpha1.ResetAnnotation]; !nonceHandled(nonce, at.Status.LastHandledReset, at.Status.History, tokensv1alpha1.CredentialsReset) {
+		return credentialChange{kind: tokensv1alpha1.CredentialsReset, nonce: nonce, key: resetKey(at, nonce)}, true
+	}
+	overlap := rotationOverlap(at)
+	if nonce := at.Annotations[tokensv1alpha1.RotateAnnotation]; !nonceHandled(nonce, at.Status.LastHandledRotate, at.Status.History, tokensv1alpha1.CredentialsRotated) {
+		return credentialChange{kind: tokensv1alpha1.CredentialsRotated, nonce: nonce, key: "rotate/" + uid + "/nonce/" + shortHash(nonce), overlap: overlap}, true
+	}
+	if next := nextRotationTime(at); next != nil && !now.Before(next.Time) {
+		return credentialChange{kind: tokensv1alpha1.CredentialsRotated, key: "rotate/" + uid + "/at/" + strconv.FormatInt(next.Unix(), 10), overlap: overlap}, true
+	}
+	return credentialChange{}, false
+}
+
+// credentialChangeDue reports whether a reset or rotation is due.
+func credentialChangeDue(at *tokensv1alpha1.ApiToken, now time.Time) bool {
+	_, due := dueCredentialChange(at, now)
+	return due
+}
+
+// rotationOverlap is spec.rotation.overlap, 0 when unset.
+func rotationOverlap(at *tokensv1alpha1.ApiToken) time.Duration {
+	if at.Spec.Rotation.Overlap == nil {
+		return 0
+	}
+	return max(0, at.Spec.Rotation.Overlap.Duration)
+}
+
+// nextRotationTime is credentialsIssuedAt + spec.rotation.period, nil when no
+// period is set or nothing was issued yet.
+func nextRotationTime(at *tokensv1alpha1.ApiToken) *metav1.Time {
+	period := at.Spec.Rotation.Period
+	issued := at.Status.CredentialsIssuedAt
+	if period == nil || period.Duration <= 0 || issued == nil {
+		return nil
+	}
+	next := metav1.NewTime(issued.Add(period.Duration))
+	return &next
+}
+
+// withChange returns the history with the change first, at most historyLimit long.
+func withChange(history []tokensv1alpha1.CredentialChange, c tokensv1alpha1.CredentialChange) []tokensv1alpha1.CredentialChange {
+	out := append([]tokensv1alpha1.CredentialChange{c}, history...)
+	if len(out) > historyLimit {
+		out = out[:historyLimit]
+	}
+	return out
+}
+
+// latestGeneration is the newest credential generation of the token sid known
+// from the history, 0 when none.
+func latestGeneration(history []tokensv1alpha1.CredentialChange, sid string) int64 {
+	var latest int64
+	for _, c := range history {
+		if c.AccountSID == sid {
+			latest = max(latest, c.Generation)
+		}
+	}
+	return latest
+}
+
+// staleCredentials reports whether credentials returned by a reset or rotation
+// are older than what was already delivered for the same token: a replayed reply
+// whose auth token a later reset revoked. Such credentials are never written.
+func staleCredentials(creds backend.Credentials, delivered backend.Credentials, haveDelivered bool, history []tokensv1alpha1.CredentialChange) bool {
+	known := latestGeneration(history, creds.AccountSID)
+	if haveDelivered && delivered.AccountSID == creds.AccountSID {
+		known = max(known, delivered.Generation)
+	}
+	return creds.Generation < known
+}
+
+// retiringDue splits the retiring tokens into those whose overlap has ended (all
+// of them when the ApiToken is disabled: disabling ends every overlap) and those
+// still kept, and returns when the next one is due (zero when none is kept).
+func retiringDue(retiring []tokensv1alpha1.RetiringToken, disabled bool, now time.Time) (due, kept []tokensv1alpha1.RetiringToken, next time.Time) {
+	for _, t := range retiring {
+		if disabled || !now.Before(t.DeleteAfter.Time) {
+			due = append(due, t)
+			continue
+		}
+		kept = append(kept, t)
+		if next.IsZero() || t.DeleteAfter.Time.Before(next) {
+			next = t.DeleteAfter.Time
+		}
+	}
+	return due, kept, next
+}
+
+// adoptionCandidates are the tokens found by the ApiToken's external id that may
+// become its current token after the recorded one was lost: neither the lost one
+// nor a retiring one (those are deleted only by their deleteAfter).
+func adoptionCandidates(found []backend.Token, lostSID string, retiring []tokensv1alpha1.RetiringToken) []backend.Token {
+	return slices.DeleteFunc(slices.Clone(found), func(t backend.Token) bool {
+		return t.SID == lostSID || slices.ContainsFunc(retiring, func(r tokensv1alpha1.RetiringToken) bool { return r.AccountSID == t.SID })
+	})
+}
+
+// credentialsRef is the pod-template annotation value for credentials: not
+// secret, and the same on every pass for one change, so a workload is rolled at
+// most once per change.
+func credentialsRef(sid string, generation int64) string {
+	return sid + "/" + strconv.FormatInt(generation, 10)
+}
+
+// rollsTargets reports whether a credential change restarts the consumers: a
+// reset, a rotation or a recreation changes what they must use; a first create
+// or an adoption does not.
+func rollsTargets(kind tokensv1alpha1.CredentialChangeType) bool {
+	switch kind {
+	case tokensv1alpha1.CredentialsReset, tokensv1alpha1.CredentialsRotated, tokensv1alpha1.CredentialsRecreated:
+		return true
+	}
+	return false
+}
+
+// nextWake is when the ApiToken needs its next pass: the resync, or sooner a
+// scheduled rotation or the end of an overlap. Between them nothing polls.
+func nextWake(now time.Time, resync time.Duration, rotation *metav1.Time, retire time.Time) time.Duration {
+	wake := resync
+	for _, at := range []time.Time{retire, timeOf(rotation)} {
+		if !at.IsZero() {
+			// A moment late rather than early: a pass before the due time finds
+			// nothing due and would have to wake again.
+			wake = min(wake, max(at.Sub(now)+10*time.Millisecond, 10*time.Millisecond))
+		}
+	}
+	return wake
+}
+
+func timeOf(t *metav1.Time) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.Time
+}
+
+// shortHash keeps idempotency keys short whatever the nonce.
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:16])
+}
