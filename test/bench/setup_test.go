@@ -1,0 +1,218 @@
+package bench
+
+// This file: flags, the cluster and its clients, the TokenBackend, and the
+// helpers every phase uses.
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
+)
+
+var (
+	nFlag       = flag.Int("n", 0, "ApiTokens to converge; 0 skips the benchmark")
+	idleFlag    = flag.Duration("idle", 5*time.Minute, "idle window of the steady-state measurement")
+	resyncFlag  = flag.Duration("resync", time.Minute, "resyncInterval of the TokenBackend during the benchmark")
+	secretsFlag = flag.Int("secrets", 10000, "unrelated 10 KiB Secrets for the memory isolation measurement")
+	outFlag     = flag.String("out", "bench.json", "where to write the figures as JSON")
+	workers     = flag.Int("workers", 10, "concurrency of the baseline client (the operator's --max-concurrent-reconciles)")
+	enforce     = flag.Bool("enforce", true, "fail when a metric misses its target (the CI smoke run only checks that the harness works)")
+)
+
+var scheme = runtime.NewScheme()
+
+// probes is the number of latency samples per phase.
+const probes = 100
+
+// benchRun is what the phases share: the cluster, its clients, the report, and
+// what one phase measures for a later one.
+type benchRun struct {
+	t         *testing.T
+	ctx       context.Context
+	c         *framework.Cluster
+	pprofAddr string
+	// admin and operator are measured: they have the operator's production
+	// client settings (mustClient). setup prepares and cleans up around the
+	// measurements, as fast as it can.
+	admin, operator, setup client.WithWatch
+	be                     *backend.Client
+	tb                     *tokensv1alpha1.TokenBackend // the TokenBackend of every phase but the throttled one
+	r                      *report
+	n                      int
+
+	baselineTook        time.Duration // baseline
+	rssBefore           int64         // convergence: RSS before the tokens, in KiB
+	convStart, convEnd  logMarks      // convergence
+	createLat, resetLat []probe       // idle latencies
+	rssTokens, rssPeak  int64         // idle window: RSS with N tokens and its high-water mark, in KiB
+	windowStart         time.Time     // idle window
+	window              logMarks      // idle window
+	restarted           time.Time     // restart: when the operator was started again
+	atRestart           logMarks      // restart
+	loadCreate          []probe       // latencies during resync
+	loadReset           []probe       // latencies during resync
+}
+
+// setUp builds the binaries, starts the cluster (stopped when the test ends),
+// its clients and the Ready TokenBackend "default".
+func setUp(t *testing.T) *benchRun {
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(tokensv1alpha1.AddToScheme(scheme))
+	root, _ := filepath.Abs(filepath.Join("..", ".."))
+	bin, err := framework.BuildBinaries(root, t.TempDir())
+	mustDo(t, err)
+	ctx := t.Context()
+	pprofAddr := framework.FreeAddr()
+	c, err := framework.Start(ctx, framework.Options{
+		Dir: t.TempDir(), RepoRoot: root, Assets: os.Getenv("KUBEBUILDER_ASSETS"), Audit: true,
+		TokenService: bin.TokenService, Manager: bin.Manager,
+		// Production logging (info), and pprof for the profiles this run writes.
+		OperatorArgs: []string{"--zap-log-level=info", "--pprof-bind-address=" + pprofAddr},
+	})
+	mustDo(t, err)
+	t.Cleanup(c.Stop)
+	be, _ := backend.New(backend.Options{URL: c.TokenServiceURL, AdminKey: c.AdminKey})
+	b := &benchRun{
+		t: t, ctx: ctx, c: c, pprofAddr: pprofAddr,
+		admin:    mustClient(t, c.AdminKubeconfig, 100, 200),
+		operator: mustClient(t, c.OperatorKubeconfig, 100, 200),
+		setup:    mustClient(t, c.AdminKubeconfig, 2000, 4000),
+		be:       be, r: &report{}, n: *nFlag,
+	}
+	b.tb = framework.TokenBackendFor("default", c.TokenServiceURL, *resyncFlag)
+	b.tb.Spec.RateLimit = tokensv1alpha1.RateLimit{QPS: 5000, Burst: 5000}
+	b.createTokenBackend(b.tb)
+	return b
+}
+
+// createTokenBackend creates a TokenBackend and waits until it is Ready.
+func (b *benchRun) createTokenBackend(tb *tokensv1alpha1.TokenBackend) {
+	mustDo(b.t, b.admin.Create(b.ctx, tb))
+	framework.Eventually(b.t, "TokenBackend "+tb.Name+" ready", time.Minute, func() error {
+		got := &tokensv1alpha1.TokenBackend{}
+		if err := b.admin.Get(b.ctx, client.ObjectKeyFromObject(tb), got); err != nil {
+			return err
+		}
+		if !framework.ConditionTrue(got.Status.Conditions, tokensv1alpha1.ConditionReady) {
+			return fmt.Errorf("not Ready: %+v", got.Status.Conditions)
+		}
+		return nil
+	})
+}
+
+// waitLeader waits until the operator reports that it leads.
+func (b *benchRun) waitLeader() {
+	framework.Eventually(b.t, "the restarted operator leads", 2*time.Minute, func() error {
+		body, err := operatorMetrics(b.c.OperatorMetricsURL)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(body, `leader_election_master_status{name="apitoken-operator.tokens.apitoken.dev"} 1`) {
+			return fmt.Errorf("not the leader yet")
+		}
+		return nil
+	})
+}
+
+// marks are the current ends of the audit log and of tokenservice's log.
+func (b *benchRun) marks() logMarks {
+	return logMarks{audit: lineCount(b.t, b.c.AuditLogPath), ts: lineCount(b.t, b.c.TokenServiceLogPath())}
+}
+
+// profile fetches /debug/pprof/<what> from the operator in the background,
+// writes it next to the JSON figures and logs its top functions. The channel is
+// closed when it is done.
+func (b *benchRun) profile(what, file string) <-chan struct{} {
+	t := b.t
+	done := make(chan struct{})
+	path := filepath.Join(filepath.Dir(*outFlag), "bench-"+file)
+	go func() {
+		defer close(done)
+		resp, err := http.Get("http://" + b.pprofAddr + "/debug/pprof/" + what)
+		if err != nil {
+			t.Logf("profile %s: %v", what, err)
+			return
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Logf("profile %s: %v", what, err)
+			return
+		}
+		top, _ := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", path).CombinedOutput()
+		t.Logf("profile %s (%s):\n%s", what, path, top)
+	}()
+	return done
+}
+
+// mustClient builds a client; the measured ones use the operator's production
+// defaults (QPS 100, burst 200).
+func mustClient(t *testing.T, kubeconfig string, qps float32, burst int) client.WithWatch {
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = qps, burst
+	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func mustDo(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func createNamespace(t *testing.T, c client.Client, name string) {
+	mustDo(t, c.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))
+}
+
+func parallel(n, workers int, f func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func apiToken(ns, name string) *tokensv1alpha1.ApiToken {
+	return &tokensv1alpha1.ApiToken{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec:       tokensv1alpha1.ApiTokenSpec{PrimaryContact: "ops@example.com", Scopes: []string{"reports:read"}},
+	}
+}

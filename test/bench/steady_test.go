@@ -1,0 +1,152 @@
+package bench
+
+// This file: the steady state. An idle window with several resyncs, in which
+// the unrelated Secrets appear, then a restart (SIGTERM, as in a rolling
+// update): its re-check of every token, the writes and backend reads of the
+// window and the restart, and the memory figures.
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
+)
+
+// idleWindow leaves the operator idle for the window while the unrelated
+// Secrets appear, and takes its RSS before and its peak RSS after.
+func (b *benchRun) idleWindow() {
+	b.rssTokens = rss(b.t, b.c.OperatorPID())
+	b.window = b.marks()
+	b.windowStart = time.Now()
+	createUnrelatedSecrets(b.t, b.setup, *secretsFlag)
+	time.Sleep(max(0, *idleFlag-time.Since(b.windowStart)))
+	b.rssPeak = peakRSS(b.t, b.c.OperatorPID())
+	<-b.profile("heap", "steady.heap.pprof")
+}
+
+// restart stops the operator (SIGTERM), starts it again and times it to its
+// first re-check (its caches are synced and its backend registered by then).
+func (b *benchRun) restart() {
+	b.c.StopOperator()
+	b.atRestart = b.marks()
+	b.restarted = time.Now()
+	mustDo(b.t, b.c.StartOperator(b.ctx))
+	b.waitLeader()
+	framework.Eventually(b.t, "the restarted operator starts re-checking", time.Minute, func() error {
+		if backendCallsSoFar(b.c.OperatorMetricsURL, "get") == 0 {
+			return fmt.Errorf("no backend get yet")
+		}
+		return nil
+	})
+	b.r.add("restart: process start to first re-check", time.Since(b.restarted).Seconds(), "s", "", nil)
+}
+
+// recheck times the restart to the last first read of a token, and reports the
+// latency probes that overlapped the re-check.
+func (b *benchRun) recheck() {
+	rechecked := sidsOf(b.t, b.admin, "bench", "load-c-")
+	var lastRecheck time.Time
+	framework.Eventually(b.t, "the restarted operator re-checks every token", 2*time.Minute, func() error {
+		var count int
+		count, lastRecheck = firstReads(b.t, b.c.TokenServiceLogPath(), b.atRestart.ts, rechecked)
+		if count != len(rechecked) {
+			return fmt.Errorf("%d of %d tokens re-checked", count, len(rechecked))
+		}
+		return nil
+	})
+	b.r.add("restart: process start to every token re-checked", lastRecheck.Sub(b.restarted).Seconds(), "s", "", nil)
+	var during []time.Duration
+	for _, p := range append(slices.Clone(b.loadCreate), b.loadReset...) {
+		if p.start.Before(lastRecheck) {
+			during = append(during, p.took)
+		}
+	}
+	b.r.add("probes started before the re-check ended", float64(len(during)), "probes", "", nil)
+	b.r.add("their slowest (create or reset)", p(during, 100), "s", "", nil)
+}
+
+// steadyStateWrites lists the operator's Kubernetes writes in the window and the
+// restart: there must be none but its leader-election lease.
+func (b *benchRun) steadyStateWrites() {
+	t, audit := b.t, b.c.AuditLogPath
+	time.Sleep(2 * time.Second) // anything the re-check would write
+	idleK8s := auditCounts(t, audit, b.window.audit, -1)
+	leaseWrites := 0
+	for key, count := range idleK8s {
+		verb := strings.Fields(key)[0]
+		if strings.Contains(key, "leases") && verb != "get" && verb != "list" && verb != "watch" {
+			leaseWrites += count
+		}
+	}
+	// After the restart, the latency probes write their own objects (named load-*).
+	tokenWrites := append(idleTokenWrites(t, audit, b.window.audit, b.atRestart.audit, ""),
+		idleTokenWrites(t, audit, b.atRestart.audit, -1, "load-")...)
+	t.Logf("requests in the idle window and restart: %v", idleK8s)
+	for _, w := range tokenWrites {
+		t.Logf("steady-state write: %s", w)
+	}
+	b.r.add("steady-state Kubernetes writes", float64(len(tokenWrites)), "writes", "= 0", le(float64(len(tokenWrites)), 0))
+	b.r.add("leader-election lease writes (separate)", float64(leaseWrites), "writes", "", nil)
+}
+
+// resyncReads compares the backend reads of the window and the restart with one
+// conditional read per token per resync interval, plus the one check of each
+// token by the restarted process.
+func (b *benchRun) resyncReads() {
+	gets, notModified := 0, 0
+	for key, count := range tokenServiceCounts(b.t, b.c.TokenServiceLogPath(), b.window.ts, -1) {
+		if strings.HasPrefix(key, "GET /v1/tokens/{sid} ") {
+			gets += count
+			if strings.HasSuffix(key, " 304") {
+				notModified += count
+			}
+		}
+	}
+	tokens := float64(b.n + 2*probes) // the bench tokens and the latency probes of the idle phase
+	resyncs := time.Since(b.windowStart).Seconds()/resyncFlag.Seconds() + 1
+	perResync := float64(gets) / (tokens * resyncs)
+	notModifiedPct := 100 * float64(notModified) / float64(max(1, gets))
+	b.r.add("steady-state backend reads / (tokens x resyncs)", perResync, "ratio", "<= 1.1", le(perResync, 1.1))
+	b.r.add("steady-state reads answered 304", notModifiedPct, "%", ">= 99", ge(notModifiedPct, 99))
+}
+
+// memory reports the RSS figures: with N tokens, per token, the peak with the
+// unrelated Secrets, and after the restart.
+func (b *benchRun) memory() {
+	b.r.add("RSS with N tokens", float64(b.rssTokens)/1024, "MiB", "", nil)
+	b.r.add("RSS per token", float64(b.rssTokens-b.rssBefore)/float64(b.n), "KiB", "", nil)
+	b.r.add("peak RSS with unrelated Secrets / without", float64(b.rssPeak)/float64(b.rssTokens), "ratio", "<= 1.10",
+		le(float64(b.rssPeak)/float64(b.rssTokens), 1.10))
+	b.r.add("RSS after the restart, unrelated Secrets present", float64(rss(b.t, b.c.OperatorPID()))/1024, "MiB", "", nil)
+}
+
+func createUnrelatedSecrets(t *testing.T, admin client.Client, count int) {
+	createNamespace(t, admin, "unrelated")
+	payload := []byte(strings.Repeat("x", 10*1024))
+	parallel(count, 20, func(i int) {
+		_ = admin.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%d", i), Namespace: "unrelated"},
+			Data: map[string][]byte{"blob": payload}})
+	})
+}
+
+// sidsOf returns the account SIDs of the ApiTokens in ns, except those whose
+// name starts with skip.
+func sidsOf(t *testing.T, c client.Client, ns, skip string) map[string]bool {
+	list := &tokensv1alpha1.ApiTokenList{}
+	mustDo(t, c.List(t.Context(), list, client.InNamespace(ns)))
+	sids := map[string]bool{}
+	for _, at := range list.Items {
+		if !strings.HasPrefix(at.Name, skip) && at.Status.AccountSID != "" {
+			sids[at.Status.AccountSID] = true
+		}
+	}
+	return sids
+}
