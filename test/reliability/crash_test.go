@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -32,6 +33,7 @@ var (
 var allScopes = []string{"reports:read", "reports:write", "actions:read", "deals:read", "invoices:read", "clicks:write"}
 
 // TestCrashConsistency runs randomized trials of create, spec updates, resets,
+// rotations (in place and with overlap, with and without a restart target),
 // disable/enable and delete under every deletion policy, with the operator crashed
 // at random steps (before and after each backend call and Kubernetes write) and
 // responses lost, 5xx'd and 429'd by the transport. After each trial settles it
@@ -115,7 +117,18 @@ type trialState struct {
 	sid         string
 	foreignRV   string
 	description string
+
+	overlap      bool   // spec.rotation.overlap > 0: a rotation makes a new token
+	rotateNonce  string // the last rotate annotation value
+	nonces       []string
+	generation   int64 // the current token's expected credential generation
+	restarts     bool  // a Deployment is a restart target
+	rolls        int64 // credential changes that must have rolled it, each once
+	deploymentRV string
 }
+
+// trialOverlap is short, so that retiring tokens are deleted within a trial.
+const trialOverlap = 2 * time.Second
 
 func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 	t.Helper()
@@ -152,6 +165,16 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		s.nonce = fmt.Sprintf("initial-%d", i)
 		at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: s.nonce}
 	}
+	s.generation = 1
+	if s.overlap = rng.IntN(2) == 0; s.overlap {
+		at.Spec.Rotation.Overlap = &metav1.Duration{Duration: trialOverlap}
+	}
+	if s.restarts = rng.IntN(2) == 0; s.restarts {
+		if err := k8s.Create(ctx, consumerDeployment(s.ns)); err != nil {
+			return []string{err.Error()}
+		}
+		at.Spec.Secret.RestartTargets = []tokensv1alpha1.RestartTarget{{Kind: tokensv1alpha1.RestartTargetDeployment, Name: "consumer"}}
+	}
 	armMaybe()
 	if err := k8s.Create(ctx, at); err != nil {
 		return []string{err.Error()}
@@ -165,7 +188,7 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		w.crasher.Arm(0)
 		armMaybe()
 		var err error
-		switch rng.IntN(3) {
+		switch rng.IntN(4) {
 		case 0:
 			s.scopes = pickScopes(rng)
 			s.description = fmt.Sprintf("op %d", op)
@@ -173,9 +196,19 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		case 1:
 			s.nonce = fmt.Sprintf("reset-%d-%d", i, op)
 			s.resets++
-			err = mutate(s, func(at *tokensv1alpha1.ApiToken) {
-				at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: s.nonce}
-			})
+			s.generation++
+			s.rolls++
+			s.nonces = append(s.nonces, s.nonce)
+			err = mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.ResetAnnotation, s.nonce) })
+		case 3:
+			s.rotateNonce = fmt.Sprintf("rotate-%d-%d", i, op)
+			s.generation++
+			if s.overlap {
+				s.generation = 1 // a new token
+			}
+			s.rolls++
+			s.nonces = append(s.nonces, s.rotateNonce)
+			err = mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.RotateAnnotation, s.rotateNonce) })
 		case 2:
 			s.disabled = !s.disabled
 			err = mutate(s, func(at *tokensv1alpha1.ApiToken) { at.Spec.Disabled = s.disabled })
@@ -247,6 +280,8 @@ func settle(s *trialState) error {
 			return fmt.Errorf("not ready: %+v", at.Status.Conditions)
 		case at.Status.LastHandledReset != s.nonce:
 			return fmt.Errorf("reset %q not handled (last %q)", s.nonce, at.Status.LastHandledReset)
+		case at.Status.LastHandledRotate != s.rotateNonce:
+			return fmt.Errorf("rotate %q not handled (last %q)", s.rotateNonce, at.Status.LastHandledRotate)
 		}
 		s.sid = at.Status.AccountSID
 		return nil
@@ -294,22 +329,22 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 		return v
 	}
 
-	if len(tokens) != 1 {
-		return append(v, fmt.Sprintf("%d backend tokens for one ApiToken", len(tokens)))
+	at := &tokensv1alpha1.ApiToken{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: s.name}, at); err != nil {
+		return append(v, err.Error())
 	}
-	tok := tokens[0]
-	if tok.SID != s.sid {
-		v = append(v, fmt.Sprintf("status SID %s, backend SID %s", s.sid, tok.SID))
+	tok, problems := currentToken(tokens, at)
+	if v = append(v, problems...); tok == nil {
+		return v
 	}
+	v = append(v, checkLifecycle(ctx, s, at, tok)...)
 	if !slices.Equal(tok.Scopes, s.scopes) {
 		v = append(v, fmt.Sprintf("backend scopes %v, spec %v", tok.Scopes, s.scopes))
 	}
 	if (tok.State == backend.StateDisabled) != s.disabled {
 		v = append(v, fmt.Sprintf("backend state %s, spec disabled=%v", tok.State, s.disabled))
 	}
-	if tok.Generation != int64(1+s.resets) {
-		v = append(v, fmt.Sprintf("%d backend resets for %d reset nonces", tok.Generation-1, s.resets))
-	}
+
 	if secretErr != nil {
 		return append(v, "no Secret: "+secretErr.Error())
 	}
@@ -335,6 +370,92 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 				break
 			}
 		}
+	}
+	return v
+}
+
+func setAnnotation(at *tokensv1alpha1.ApiToken, key, value string) {
+	if at.Annotations == nil {
+		at.Annotations = map[string]string{}
+	}
+	at.Annotations[key] = value
+}
+
+func consumerDeployment(ns string) *appsv1.Deployment {
+	labels := map[string]string{"app": "consumer"}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "consumer", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
+			},
+		},
+	}
+}
+
+// currentToken checks invariant 1 for a live ApiToken: the backend holds exactly
+// its current token and the retiring tokens its status lists, none past its
+// deadline (with a little slack for the pass that deletes it).
+func currentToken(tokens []backend.Token, at *tokensv1alpha1.ApiToken) (*backend.Token, []string) {
+	var v []string
+	want := map[string]bool{at.Status.AccountSID: true}
+	for _, r := range at.Status.RetiringTokens {
+		want[r.AccountSID] = true
+		if time.Since(r.DeleteAfter.Time) > 5*time.Second {
+			v = append(v, fmt.Sprintf("retiring token %s is %v past its deadline", r.AccountSID, time.Since(r.DeleteAfter.Time).Round(time.Second)))
+		}
+	}
+	var current *backend.Token
+	for i, tok := range tokens {
+		if !want[tok.SID] {
+			v = append(v, fmt.Sprintf("backend token %s is neither current nor listed as retiring", tok.SID))
+		}
+		if tok.SID == at.Status.AccountSID {
+			current = &tokens[i]
+		}
+	}
+	if len(tokens) != len(want) {
+		v = append(v, fmt.Sprintf("%d backend tokens for 1 current + %d retiring", len(tokens), len(at.Status.RetiringTokens)))
+	}
+	if current == nil {
+		v = append(v, "the status SID "+at.Status.AccountSID+" is not in the backend")
+	}
+	return current, v
+}
+
+// checkLifecycle checks invariant 3: each reset and rotation changed the
+// credentials exactly once, each nonce is in the history once, and the restart
+// target was rolled once per change, to the current credentials.
+func checkLifecycle(ctx context.Context, s *trialState, at *tokensv1alpha1.ApiToken, tok *backend.Token) []string {
+	var v []string
+	if tok.Generation != s.generation {
+		v = append(v, fmt.Sprintf("current token at generation %d, want %d", tok.Generation, s.generation))
+	}
+	for _, nonce := range s.nonces {
+		n := 0
+		for _, c := range at.Status.History {
+			if c.Nonce == nonce {
+				n++
+			}
+		}
+		if n != 1 {
+			v = append(v, fmt.Sprintf("nonce %q is %d times in the history", nonce, n))
+		}
+	}
+	if !s.restarts {
+		return v
+	}
+	d := &appsv1.Deployment{}
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: "consumer"}, d); err != nil {
+		return append(v, err.Error())
+	}
+	if d.Generation != 1+s.rolls {
+		v = append(v, fmt.Sprintf("restart target rolled %d times for %d credential changes", d.Generation-1, s.rolls))
+	}
+	if want := fmt.Sprintf("%s/%d", tok.SID, tok.Generation); s.rolls > 0 && d.Spec.Template.Annotations[tokensv1alpha1.CredentialsAnnotation] != want {
+		v = append(v, fmt.Sprintf("restart target annotated %q, want %q", d.Spec.Template.Annotations[tokensv1alpha1.CredentialsAnnotation], want))
 	}
 	return v
 }
