@@ -100,11 +100,23 @@ func (e *env) kubectl(args ...string) string {
 // test's tokenservice.
 func (e *env) applySample(namespace, file string) {
 	e.t.Helper()
+	e.applyManifest(namespace, e.sample(file))
+}
+
+// sample reads a file of config/samples, pointing the backend at this test's
+// tokenservice.
+func (e *env) sample(file string) string {
+	e.t.Helper()
 	data, err := os.ReadFile(filepath.Join(repoRoot, "config", "samples", file))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	manifest := strings.ReplaceAll(string(data), "http://127.0.0.1:18080", e.c.TokenServiceURL)
+	return strings.ReplaceAll(string(data), "http://127.0.0.1:18080", e.c.TokenServiceURL)
+}
+
+// applyManifest applies a manifest with kubectl, as a user would.
+func (e *env) applyManifest(namespace, manifest string) {
+	e.t.Helper()
 	args := []string{"apply", "-f", "-"}
 	if namespace != "" {
 		args = append(args, "-n", namespace)

@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
+)
+
+// TestCredentialLifecycle drives the credential lifecycle the way users do, with
+// kubectl and the samples: a GitOps restore of an older reset value (A → B → A),
+// then a rotation with overlap while a consumer keeps calling /v1/verify with
+// whatever its Secret holds, and a real Deployment as the restart target.
+func TestCredentialLifecycle(t *testing.T) {
+	e := startCluster(t)
+	e.applySample("", "tokens_v1alpha1_tokenbackend.yaml")
+	e.kubectl("wait", "--for=condition=Ready", "tokenbackend/default", "--timeout=60s")
+	e.kubectl("create", "namespace", "billing")
+	e.applySample("billing", "consumer_deployment.yaml")
+	e.applyManifest("billing", strings.Replace(e.sample("tokens_v1alpha1_apitoken_rotating.yaml"), "overlap: 10m", "overlap: 6s", 1))
+	e.kubectl("-n", "billing", "wait", "--for=condition=Ready", "apitoken/billing-sync", "--timeout=60s")
+	sid := e.jsonpath("apitoken", "billing-sync", "{.status.accountSid}")
+	if got := e.jsonpath("deployment", "billing-sync", "{.spec.template.metadata.annotations}"); got != "" {
+		t.Errorf("a new token rolled the Deployment: %s", got)
+	}
+
+	t.Run("A → B → A resets twice and never again", func(t *testing.T) {
+		for _, nonce := range []string{"A", "B"} {
+			e.kubectl("-n", "billing", "annotate", "apitoken", "billing-sync", "tokens.apitoken.dev/reset="+nonce, "--overwrite")
+			e.kubectl("-n", "billing", "wait", "--for=jsonpath={.status.lastHandledReset}="+nonce, "apitoken/billing-sync", "--timeout=30s")
+		}
+		e.kubectl("-n", "billing", "annotate", "apitoken", "billing-sync", "tokens.apitoken.dev/reset=A", "--overwrite")
+		for range 15 {
+			if got := e.verify(e.secretCredentials("billing", "billing-sync"), "invoices:read"); got != 200 {
+				t.Fatalf("the Secret's credentials were refused (%d) after the restore of A", got)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if c, err := e.admin().Credentials(e.ctx, sid); err != nil || c.Generation != 3 {
+			t.Errorf("backend generation %d (%v), want 3: one reset each for A and B", c.Generation, err)
+		}
+		if got := e.jsonpath("deployment", "billing-sync", "{.metadata.generation}"); got != "3" {
+			t.Errorf("Deployment generation %s, want 3: rolled once per reset", got)
+		}
+		want := sid + "/3"
+		if got := e.jsonpath("deployment", "billing-sync", `{.spec.template.metadata.annotations.tokens\.apitoken\.dev/credentials}`); got != want {
+			t.Errorf("pod template annotated %q, want %q", got, want)
+		}
+	})
+
+	t.Run("overlap rotation refuses no consumer request", func(t *testing.T) {
+		k8s, err := client.New(e.c.AdminConfig, client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		consumer := startConsumer(e.ctx, k8s, e.c.TokenServiceURL)
+		e.kubectl("-n", "billing", "annotate", "apitoken", "billing-sync", "tokens.apitoken.dev/rotate=e2e-q1", "--overwrite")
+		e.kubectl("-n", "billing", "wait", "--for=jsonpath={.status.lastHandledRotate}=e2e-q1", "apitoken/billing-sync", "--timeout=30s")
+		newSID := e.jsonpath("apitoken", "billing-sync", "{.status.accountSid}")
+		if newSID == sid {
+			t.Fatalf("a rotation with overlap kept the SID %s", sid)
+		}
+		e.eventually("old token retired", 30*time.Second, func() error {
+			if got := e.jsonpath("apitoken", "billing-sync", "{.status.retiringTokens}"); got != "" {
+				return fmt.Errorf("still retiring: %s", got)
+			}
+			return nil
+		})
+		time.Sleep(time.Second)
+		requests, refused := consumer.stop()
+		t.Logf("consumer: %d verify calls through the rotation, %d refused", requests, refused)
+		if refused != 0 || requests < 50 {
+			t.Errorf("consumer: %d of %d requests refused, want 0 of at least 50", refused, requests)
+		}
+		if _, _, err := e.admin().Get(e.ctx, sid, ""); !errors.Is(err, backend.ErrNotFound) {
+			t.Errorf("old token after the overlap: %v, want deleted", err)
+		}
+		want := newSID + "/1"
+		if got := e.jsonpath("deployment", "billing-sync", `{.spec.template.metadata.annotations.tokens\.apitoken\.dev/credentials}`); got != want {
+			t.Errorf("pod template annotated %q, want %q", got, want)
+		}
+		if got := e.jsonpath("deployment", "billing-sync", "{.metadata.generation}"); got != "4" {
+			t.Errorf("Deployment generation %s, want 4: rolled once for the rotation", got)
+		}
+		if got := e.jsonpath("deployment", "billing-sync", `{.metadata.managedFields[?(@.manager=="apitoken-operator")].manager}`); got != "apitoken-operator" {
+			t.Errorf("no managed fields of apitoken-operator on the Deployment: %q", got)
+		}
+	})
+}
+
+// consumer calls /v1/verify every 100 ms with whatever the Secret holds.
+type consumer struct {
+	requests, refused atomic.Int64
+	cancel            context.CancelFunc
+	done              chan struct{}
+}
+
+func startConsumer(ctx context.Context, k8s client.Client, tokenServiceURL string) *consumer {
+	ctx, cancel := context.WithCancel(ctx)
+	c := &consumer{cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		for ctx.Err() == nil {
+			s := &corev1.Secret{}
+			if err := k8s.Get(ctx, client.ObjectKey{Namespace: "billing", Name: "billing-sync"}, s); err == nil {
+				status := framework.VerifyStatus(ctx, tokenServiceURL, framework.CredentialsOf(s), "invoices:read")
+				if ctx.Err() == nil {
+					c.requests.Add(1)
+					if status != 200 {
+						c.refused.Add(1)
+					}
+				}
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}()
+	return c
+}
+
+func (c *consumer) stop() (requests, refused int64) {
+	c.cancel()
+	<-c.done
+	return c.requests.Load(), c.refused.Load()
+}
+
+func (e *env) jsonpath(kind, name, path string) string {
+	e.t.Helper()
+	return e.kubectl("-n", "billing", "get", kind, name, "-o", "jsonpath="+path)
+}
