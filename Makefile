@@ -1,7 +1,13 @@
 # apitoken-operator
 
 IMG ?= apitoken-operator:dev
+TOKENSERVICE_IMG ?= apitoken-tokenservice:dev
+# VERSION is stamped into both binaries (--version) by LDFLAGS and the Dockerfile.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS ?= -X main.version=$(VERSION)
 K8S_VERSION ?= 1.37.2
+# CREDENTIALS_NAMESPACE is where make run reads TokenBackends' admin key Secrets.
+CREDENTIALS_NAMESPACE ?= apitoken-system
 
 LOCALBIN ?= $(shell pwd)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
@@ -44,6 +50,11 @@ help: ## Display this help.
 .PHONY: manifests
 manifests: controller-gen ## Generate CRDs and RBAC from the markers.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./api/..." paths="./controllers/..." output:crd:artifacts:config=config/crd/bases
+	@hack/chart-sync.sh
+
+.PHONY: chart-sync
+chart-sync: ## Copy the CRDs, the manager's RBAC rules, alerts, dashboard and admission policy from config/ into the chart.
+	hack/chart-sync.sh
 
 .PHONY: generate
 generate: controller-gen ## Generate DeepCopy methods.
@@ -63,7 +74,8 @@ lint: golangci-lint ## Run golangci-lint.
 
 .PHONY: verify
 verify: manifests generate ## Fail when generated files are stale.
-	@git diff --exit-code -- config/crd config/rbac api || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+	@git diff --exit-code -- config/crd config/rbac api charts || { echo "generated files are stale: run 'make manifests generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- charts/apitoken-operator/files)" || { git status --short -- charts/apitoken-operator/files; echo "the chart's copies of config/ are not committed: run 'make manifests' and commit"; exit 1; }
 
 .PHONY: k8s-binaries
 k8s-binaries: ## Build etcd, kube-apiserver, kube-controller-manager and kubectl into the cache.
@@ -75,6 +87,10 @@ test: manifests generate fmt vet ## Run every test: unit, conformance, envtest i
 
 CRASH_TRIALS ?= 300
 CRASH_SEED ?= 0
+
+.PHONY: test-install
+test-install: ## Only the install tests: chart, dist/install.yaml, scoped install, alerts and dashboard.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/install -count=1 -v
 
 .PHONY: crash-trials
 crash-trials: ## The long randomized crash-consistency run (CRASH_TRIALS, CRASH_SEED to replay).
@@ -115,8 +131,8 @@ build: manifests generate fmt vet ## Build the operator and tokenservice binarie
 	go build -o bin/tokenservice ./cmd/tokenservice
 
 .PHONY: run
-run: manifests generate ## Run the operator against the cluster of your kubeconfig.
-	go run . --metrics-bind-address=:8080 --health-probe-bind-address=:8081
+run: manifests generate ## Run the operator against the cluster of your kubeconfig (admin key Secrets from CREDENTIALS_NAMESPACE).
+	go run . --credentials-namespace=$(CREDENTIALS_NAMESPACE) --metrics-bind-address=:8443 --health-probe-bind-address=:8081
 
 .PHONY: dev
 dev: ## Start a local control plane, tokenservice and the operator, apply the samples.
@@ -125,6 +141,14 @@ dev: ## Start a local control plane, tokenservice and the operator, apply the sa
 .PHONY: docker-build
 docker-build: ## Build the operator image (needs a Docker engine).
 	docker build -t $(IMG) .
+
+.PHONY: docker-build-tokenservice
+docker-build-tokenservice: ## Build the tokenservice image (needs a Docker engine).
+	docker build --target tokenservice --build-arg VERSION=$(VERSION) -t $(TOKENSERVICE_IMG) .
+
+.PHONY: build-installer
+build-installer: manifests kustomize ## Write dist/install.yaml (CRDs, RBAC, the operator with IMG) from config/default.
+	KUSTOMIZE_BUILD="$(KUSTOMIZE) build" IMG=$(IMG) hack/build-installer.sh dist/install.yaml
 
 ##@ Deployment
 

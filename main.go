@@ -14,14 +14,23 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Command manager runs the apitoken-operator controllers.
+// Command manager runs the apitoken-operator controllers: flags in, then
+// controllers.NewManager (the one wiring). It must not import test/... or
+// internal/tokenservice.
 package main
 
 import (
+	"crypto/tls"
+	"errors"
 	"flag"
+	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -29,61 +38,159 @@ import (
 	"github.com/apitoken-dev/apitoken-operator/controllers"
 )
 
+// version is stamped at build time: go build -ldflags "-X main.version=v0.1.0".
+var version = "dev"
+
+// flags are the operator's command line.
+type flags struct {
+	metricsAddr, probeAddr, pprofAddr string
+	secureMetrics, enableHTTP2        bool
+	metricsCertPath                   string
+	metricsCertName, metricsCertKey   string
+	leaderElect                       bool
+	leaderElectionNamespace           string
+	credentialsNamespace              string
+	maxConcurrentReconciles           int
+	kubeAPIQPS                        float64
+	kubeAPIBurst                      int
+	watchNamespaces                   string
+	showVersion                       bool
+	zap                               zap.Options
+}
+
+// bindFlags declares the operator's flags on fs.
+func bindFlags(fs *flag.FlagSet) *flags {
+	f := &flags{}
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8443", "The address the metrics endpoint binds to (HTTPS unless --metrics-secure=false); 0 disables it.")
+	fs.BoolVar(&f.secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS, only to clients that the Kubernetes API authenticates and authorizes for get on /metrics; false serves plain HTTP to anyone who can connect.")
+	fs.StringVar(&f.metricsCertPath, "metrics-cert-path", "", "Directory of the metrics server's certificate and key, reloaded when they change; empty: a self-signed certificate made at start.")
+	fs.StringVar(&f.metricsCertName, "metrics-cert-name", "tls.crt", "File name of the metrics server's certificate in --metrics-cert-path.")
+	fs.StringVar(&f.metricsCertKey, "metrics-cert-key", "tls.key", "File name of the metrics server's key in --metrics-cert-path.")
+	fs.BoolVar(&f.enableHTTP2, "enable-http2", false, "Allow HTTP/2 on the metrics server; off against the HTTP/2 Stream Cancellation and Rapid Reset CVEs.")
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "The address the health probe endpoint binds to.")
+	fs.StringVar(&f.pprofAddr, "pprof-bind-address", "0", "The address /debug/pprof binds to; 0 disables it (the default).")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Enable leader election, so that one replica is active at a time.")
+	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease; default: the Pod's namespace.")
+	fs.StringVar(&f.credentialsNamespace, "credentials-namespace", "", "The only namespace that TokenBackends' admin key Secrets are read from; default: the Pod's namespace (POD_NAMESPACE).")
+	fs.IntVar(&f.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "ApiTokens reconciled in parallel.")
+	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", 100, "Sustained requests per second to the Kubernetes API.")
+	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API.")
+	fs.StringVar(&f.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces whose ApiTokens and Secrets are watched; empty watches all.")
+	fs.BoolVar(&f.showVersion, "version", false, "Print the version and exit.")
+	f.zap.BindFlags(fs)
+	return f
+}
+
 func main() {
-	var (
-		metricsAddr, probeAddr  string
-		pprofAddr               string
-		leaderElect             bool
-		leaderElectionNamespace string
-		maxConcurrentReconciles int
-		kubeAPIQPS              float64
-		kubeAPIBurst            int
-	)
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the metrics endpoint binds to; 0 disables it.")
-	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the health probe endpoint binds to.")
-	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address /debug/pprof binds to; 0 disables it (the default).")
-	flag.BoolVar(&leaderElect, "leader-elect", false, "Enable leader election, so that one replica is active at a time.")
-	flag.StringVar(&leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease; default: the Pod's namespace.")
-	flag.IntVar(&maxConcurrentReconciles, "max-concurrent-reconciles", 10, "ApiTokens reconciled in parallel.")
-	flag.Float64Var(&kubeAPIQPS, "kube-api-qps", 100, "Sustained requests per second to the Kubernetes API.")
-	flag.IntVar(&kubeAPIBurst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API.")
-	opts := zap.Options{}
-	opts.BindFlags(flag.CommandLine)
+	f := bindFlags(flag.CommandLine)
 	flag.Parse()
-	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	if f.showVersion {
+		fmt.Println("apitoken-operator", version)
+		return
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
 	log := ctrl.Log.WithName("setup")
+	exit := func(err error, msg string) {
+		log.Error(err, msg)
+		os.Exit(1)
+	}
+
+	credentialsNS, err := credentialsNamespace(f.credentialsNamespace, os.Getenv("POD_NAMESPACE"))
+	if err != nil {
+		exit(err, "unable to start")
+	}
+	metricsOpts, certWatcher, err := metricsOptions(f)
+	if err != nil {
+		exit(err, "unable to set up the metrics server")
+	}
 
 	cfg := ctrl.GetConfigOrDie()
-	cfg.QPS = float32(kubeAPIQPS)
-	cfg.Burst = kubeAPIBurst
+	cfg.QPS = float32(f.kubeAPIQPS)
+	cfg.Burst = f.kubeAPIBurst
 
 	mgr, err := controllers.NewManager(cfg, ctrl.Options{
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress:  probeAddr,
-		PprofBindAddress:        pprofAddr,
-		LeaderElection:          leaderElect,
+		Metrics:                 metricsOpts,
+		HealthProbeBindAddress:  f.probeAddr,
+		PprofBindAddress:        f.pprofAddr,
+		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        "apitoken-operator.tokens.apitoken.dev",
-		LeaderElectionNamespace: leaderElectionNamespace,
+		LeaderElectionNamespace: f.leaderElectionNamespace,
 		// A stopping operator gives up the lease at once, so that its successor
 		// in a rolling update leads without waiting for the lease to expire.
 		// Safe because the process exits as soon as the manager returns.
 		LeaderElectionReleaseOnCancel: true,
-	}, controllers.Options{MaxConcurrentReconciles: maxConcurrentReconciles})
+	}, controllers.Options{
+		MaxConcurrentReconciles: f.maxConcurrentReconciles,
+		CredentialsNamespace:    credentialsNS,
+		WatchNamespaces:         splitList(f.watchNamespaces),
+	})
 	if err != nil {
-		log.Error(err, "unable to set up the operator")
-		os.Exit(1)
+		exit(err, "unable to set up the operator")
+	}
+	if certWatcher != nil {
+		if err := mgr.Add(certWatcher); err != nil {
+			exit(err, "unable to watch the metrics certificate")
+		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		log.Error(err, "unable to set up health check")
-		os.Exit(1)
+		exit(err, "unable to set up health check")
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
-		log.Error(err, "unable to set up ready check")
-		os.Exit(1)
+		exit(err, "unable to set up ready check")
 	}
-	log.Info("starting manager")
+	log.Info("starting manager", "version", version, "credentialsNamespace", credentialsNS, "secureMetrics", f.secureMetrics)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
-		log.Error(err, "problem running manager")
-		os.Exit(1)
+		exit(err, "problem running manager")
 	}
+}
+
+// credentialsNamespace is where admin key Secrets are read: the flag when given,
+// else the Pod's namespace. Without either the operator must not guess.
+func credentialsNamespace(flagValue, podNamespace string) (string, error) {
+	ns := flagValue
+	if ns == "" {
+		ns = podNamespace
+	}
+	if ns == "" {
+		return "", errors.New("no credentials namespace: set --credentials-namespace, or POD_NAMESPACE (config/manager sets it from the Pod), to the operator's namespace, where the TokenBackends' admin key Secrets are read")
+	}
+	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+		return "", fmt.Errorf("credentials namespace %q is not a namespace name: %s", ns, strings.Join(errs, "; "))
+	}
+	return ns, nil
+}
+
+// metricsOptions configures the metrics server as kubebuilder does: HTTPS with
+// authentication and authorization unless --metrics-secure=false, the
+// certificate of --metrics-cert-path (watched for renewals) or a self-signed
+// one, and no HTTP/2 unless --enable-http2.
+func metricsOptions(f *flags) (metricsserver.Options, *certwatcher.CertWatcher, error) {
+	o := metricsserver.Options{BindAddress: f.metricsAddr}
+	if !f.enableHTTP2 {
+		o.TLSOpts = append(o.TLSOpts, func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} })
+	}
+	if !f.secureMetrics {
+		return o, nil, nil
+	}
+	controllers.SecureMetrics(&o)
+	if f.metricsCertPath == "" {
+		return o, nil, nil
+	}
+	w, err := certwatcher.New(filepath.Join(f.metricsCertPath, f.metricsCertName), filepath.Join(f.metricsCertPath, f.metricsCertKey))
+	if err != nil {
+		return o, nil, fmt.Errorf("load the metrics certificate from %s: %w", f.metricsCertPath, err)
+	}
+	o.TLSOpts = append(o.TLSOpts, func(c *tls.Config) { c.GetCertificate = w.GetCertificate })
+	return o, w, nil
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			out = append(out, part)
+		}
+	}
+	return out
 }

@@ -49,6 +49,12 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 	if err != nil {
 		return nil, nil, fmt.Errorf("read token %s: %w", sid, err)
 	}
+	if observed != nil && observed.ExternalID != string(at.UID) {
+		// The status names a token this ApiToken did not make (an edited status):
+		// never change or hand out someone else's token; find or make its own.
+		r.event(at, corev1.EventTypeWarning, "ForeignTokenIgnored", "Token %s in the status belongs to another owner; it was left alone", sid)
+		return r.findOrCreate(ctx, at, be, desired, sid)
+	}
 	r.checked.Store(at.UID, r.Clock.Now())
 	if modified {
 		if observed, err = r.updateToken(ctx, at, be, desired, observed); err != nil {
@@ -217,7 +223,7 @@ func (r *ApiTokenReconciler) reconcileDelete(ctx context.Context, at *tokensv1al
 		if err := r.releaseRetiringTokens(ctx, at); err != nil {
 			return r.classify(at, err, DefaultResyncInterval)
 		}
-		if err := r.orphanSecret(ctx, at); err != nil {
+		if err := r.orphanSecrets(ctx, at); err != nil {
 			return r.classify(at, err, DefaultResyncInterval)
 		}
 	} else {
@@ -240,7 +246,7 @@ func (r *ApiTokenReconciler) reconcileDelete(ctx context.Context, at *tokensv1al
 // releaseBackendToken deletes or disables every backend token of the ApiToken,
 // including one an interrupted create may have left unrecorded.
 func (r *ApiTokenReconciler) releaseBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, policy tokensv1alpha1.DeletionPolicy) error {
-	be, _, err := r.resolveBackend(ctx, at)
+	be, err := r.releasingBackend(ctx, at)
 	if err != nil {
 		var stall *stalledError
 		if errors.As(err, &stall) && at.Status.AccountSID == "" {

@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
 
@@ -114,29 +115,55 @@ func TestAdmissionRejectsInvalidSpecs(t *testing.T) {
 		mutate func(*tokensv1alpha1.ApiToken)
 		want   string
 	}{
-		"displayName too long": {func(at *tokensv1alpha1.ApiToken) { at.Spec.DisplayName = long }, "displayName"},
-		"description too long": {func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = strings.Repeat("d", 1025) }, "description"},
-		"malformed contact":    {func(at *tokensv1alpha1.ApiToken) { at.Spec.PrimaryContact = "not-an-email" }, "primaryContact"},
-		"missing contact":      {func(at *tokensv1alpha1.ApiToken) { at.Spec.PrimaryContact = "" }, "primaryContact"},
-		"malformed dev e-mail": {func(at *tokensv1alpha1.ApiToken) { at.Spec.DeveloperEmails = []string{"dev@"} }, "developerEmails"},
-		"scope pattern":        {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"Reports:Read"} }, "scopes"},
-		"scope without colon":  {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"reports"} }, "scopes"},
-		"duplicate scopes":     {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"a:b", "a:b"} }, "scopes"},
-		"too many scopes":      {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = manyScopes(257) }, "scopes"},
-		"too many e-mails":     {func(at *tokensv1alpha1.ApiToken) { at.Spec.DeveloperEmails = manyEmails(51) }, "developerEmails"},
-		"unknown policy":       {func(at *tokensv1alpha1.ApiToken) { at.Spec.DeletionPolicy = "Keep" }, "deletionPolicy"},
-		"unknown secret type":  {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = "kubernetes.io/tls" }, "type"},
-		"same secret keys":     {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.AuthTokenKey = "accountSid" }, "must differ"},
-		"bad secret key":       {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.AuthTokenKey = "a/b" }, "authTokenKey"},
-		"bad secret name":      {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Name = "Not_A_Name" }, "secret.name"},
-		"apiVersion zero":      {func(at *tokensv1alpha1.ApiToken) { at.Spec.APIVersion = ptr.To[int32](0) }, "apiVersion"},
-		"empty displayName":    {func(at *tokensv1alpha1.ApiToken) { at.Spec.DisplayName = "" }, ""},
+		"displayName too long":            {func(at *tokensv1alpha1.ApiToken) { at.Spec.DisplayName = long }, "displayName"},
+		"description too long":            {func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = strings.Repeat("d", 1025) }, "description"},
+		"malformed contact":               {func(at *tokensv1alpha1.ApiToken) { at.Spec.PrimaryContact = "not-an-email" }, "primaryContact"},
+		"missing contact":                 {func(at *tokensv1alpha1.ApiToken) { at.Spec.PrimaryContact = "" }, "primaryContact"},
+		"malformed dev e-mail":            {func(at *tokensv1alpha1.ApiToken) { at.Spec.DeveloperEmails = []string{"dev@"} }, "developerEmails"},
+		"scope pattern":                   {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"Reports:Read"} }, "scopes"},
+		"scope without colon":             {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"reports"} }, "scopes"},
+		"duplicate scopes":                {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"a:b", "a:b"} }, "scopes"},
+		"too many scopes":                 {func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = manyScopes(257) }, "scopes"},
+		"too many e-mails":                {func(at *tokensv1alpha1.ApiToken) { at.Spec.DeveloperEmails = manyEmails(51) }, "developerEmails"},
+		"unknown policy":                  {func(at *tokensv1alpha1.ApiToken) { at.Spec.DeletionPolicy = "Keep" }, "deletionPolicy"},
+		"unknown secret type":             {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = "kubernetes.io/tls" }, "type"},
+		"same secret keys":                {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.AuthTokenKey = "accountSid" }, "must differ"},
+		"bad secret key":                  {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.AuthTokenKey = "a/b" }, "authTokenKey"},
+		"bad secret name":                 {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Name = "Not_A_Name" }, "secret.name"},
+		"apiVersion zero":                 {func(at *tokensv1alpha1.ApiToken) { at.Spec.APIVersion = ptr.To[int32](0) }, "apiVersion"},
+		"empty displayName":               {func(at *tokensv1alpha1.ApiToken) { at.Spec.DisplayName = "" }, ""},
+		"name too long for a label value": {func(at *tokensv1alpha1.ApiToken) { at.Name = strings.Repeat("n", 64) }, "at most 63 characters"},
+		"63-character name":               {func(at *tokensv1alpha1.ApiToken) { at.Name = strings.Repeat("n", 63) }, ""},
+		"bad Secret label key": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.Labels = map[string]tokensv1alpha1.LabelValue{"bad key": "v"}
+		}, "valid label key"},
+		"bad Secret label value": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.Labels = map[string]tokensv1alpha1.LabelValue{"team": "a b"}
+		}, "labels"},
+		"Secret label value too long": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.Labels = map[string]tokensv1alpha1.LabelValue{"team": tokensv1alpha1.LabelValue(strings.Repeat("v", 64))}
+		}, "labels"},
+		"prefixed Secret label": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.Labels = map[string]tokensv1alpha1.LabelValue{"example.com/team": "a.b_c-d"}
+		}, ""},
+		"bad Secret annotation key": {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Annotations = map[string]string{"-bad": "x"} }, "valid annotation key"},
+		"rotation period below 1h":  {func(at *tokensv1alpha1.ApiToken) { at.Spec.Rotation.Period = &metav1.Duration{Duration: time.Minute} }, "at least 1h"},
+		"rotation overlap above 168h": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Rotation.Overlap = &metav1.Duration{Duration: 200 * time.Hour}
+		}, "between 0s and 168h"},
+		"unknown restart target kind": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.RestartTargets = []tokensv1alpha1.RestartTarget{{Kind: "Job", Name: "x"}}
+		}, "kind"},
 	}
 	ns := newNamespace(t, nil)
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			at := newApiToken(ns, "invalid")
 			tc.mutate(at)
+			if len(at.Name) > 20 {
+				ns := newNamespace(t, nil) // a namespace of its own: the valid one is kept
+				at.Namespace = ns
+			}
 			err := k8s.Create(t.Context(), at)
 			if tc.want == "" { // omitted optional fields are valid
 				if err != nil {
@@ -175,4 +202,91 @@ func manyEmails(n int) []string {
 		out[i] = fmt.Sprintf("dev%d@example.com", i)
 	}
 	return out
+}
+
+// Changes of a live ApiToken that admission refuses: moving it to another
+// backend, and an apiVersion below the effective one when the field was unset.
+func TestAdmissionRefusesBackendMoveAndVersionBelowEffective(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "immutable")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitReady(t, at)
+	g.Expect(at.Status.APIVersion).To(BeEquivalentTo(16))
+
+	moved := at.DeepCopy()
+	moved.Spec.BackendRef.Name = "another"
+	err := k8s.Update(t.Context(), moved)
+	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "backendRef change: %v", err)
+	g.Expect(err.Error()).To(ContainSubstring("backendRef is immutable"))
+
+	older := get(t, at)
+	older.Spec.APIVersion = ptr.To[int32](12)
+	err = k8s.Update(t.Context(), older)
+	g.Expect(apierrors.IsInvalid(err)).To(BeTrue(), "apiVersion 12 below status 16: %v", err)
+	g.Expect(err.Error()).To(ContainSubstring("may not be below the token's effective API version"))
+
+	same := get(t, at)
+	same.Spec.APIVersion = ptr.To[int32](16)
+	g.Expect(k8s.Update(t.Context(), same)).To(Succeed(), "the effective version itself is fine")
+	waitReady(t, at)
+}
+
+// A Secret the API server refuses (here: annotations over its 256 KiB limit,
+// which admission of the ApiToken cannot see) stalls the ApiToken with nothing
+// left in the backend, and no token is made again until the spec changes.
+func TestSecretRejectedByTheAPIServerStallsAndLeavesNothing(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "huge-annotations")
+	at.Spec.Secret.Annotations = map[string]string{"example.com/blob": strings.Repeat("x", 300<<10)}
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonSecretRejected)
+	g.Expect(meta.FindStatusCondition(at.Status.Conditions, tokensv1alpha1.ConditionStalled).Message).To(ContainSubstring("metadata.annotations"))
+	g.Expect(backendTokens(t, at)).To(BeEmpty(), "nothing is left in the backend")
+	g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, tokensv1alpha1.ReasonSecretRejected) }, wait, tick).Should(BeTrue())
+	creates := backendCalls("create")
+	time.Sleep(2 * testResync)
+	g.Expect(backendCalls("create")).To(Equal(creates), "no token is made again while the spec is unchanged")
+
+	update(t, at, func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Secret.Annotations = map[string]string{"example.com/blob": "small"}
+	})
+	waitReady(t, at)
+	g.Expect(backendTokens(t, at)).To(HaveLen(1))
+}
+
+// A status that names a token the ApiToken did not make (someone with access to
+// the status subresource edited it) never makes the operator change, hand out or
+// delete that token.
+func TestForeignSIDInTheStatusIsNeverUsed(t *testing.T) {
+	g := NewWithT(t)
+	foreign, _, err := tsAdmin.Create(t.Context(), "foreign-sid-test", backend.CreateRequest{
+		Name: "someone else's", PrimaryContact: "ops@example.com", Scopes: []string{"accounts:write"},
+		State: backend.StateEnabled, ExternalID: "someone-else",
+	})
+	g.Expect(err).NotTo(HaveOccurred())
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "tampered")
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitReady(t, at)
+	own := at.Status.AccountSID
+
+	patch := client.MergeFrom(at.DeepCopy())
+	at.Status.AccountSID, at.Status.BackendETag = foreign.SID, ""
+	g.Expect(k8s.Status().Patch(t.Context(), at, patch)).To(Succeed())
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = "wake up" })
+	g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, "ForeignTokenIgnored") }, wait, tick).Should(BeTrue())
+	at = waitReady(t, at)
+	g.Expect(at.Status.AccountSID).To(Equal(own), "the ApiToken's own token is found again")
+	g.Expect(secretCredentials(t, getSecret(t, ns, "tampered"), "accountSid", "authToken").AccountSID).To(Equal(own))
+	tok, _, err := tsAdmin.Get(t.Context(), foreign.SID, "")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(tok.Scopes).To(Equal([]string{"accounts:write"}), "the foreign token was not changed")
+	g.Expect(tok.Description).To(BeEmpty())
+
+	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
+	waitGone(t, at)
+	_, _, err = tsAdmin.Get(t.Context(), foreign.SID, "")
+	g.Expect(err).NotTo(HaveOccurred(), "deleting the ApiToken did not delete the foreign token")
 }

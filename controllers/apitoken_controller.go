@@ -1,4 +1,10 @@
-// Package controllers reconciles ApiTokens and TokenBackends.
+// Package controllers reconciles ApiTokens and TokenBackends. It owns both
+// reconcilers, their pure decisions (policies.go, lifecycle.go, policy.go: table
+// tested without a cluster), the registry of backend clients, the operator's
+// metrics, and Setup/NewManager, the one place that wires them (setup.go). It
+// talks to backends only through pkg/backend's Backend interface. It must not
+// import internal/tokenservice or test/... (its own tests may use test/framework).
+// docs/architecture.md maps where each concern lives.
 package controllers
 
 import (
@@ -57,11 +63,18 @@ type ApiTokenReconciler struct {
 	checked sync.Map // types.UID -> time.Time
 }
 
-// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens/status,verbs=get;update;patch
+// RBAC: only the verbs the code sends (test/e2e TestOperatorRBACMatchesItsRequests
+// compares them with the API server's audit log). ApiTokens, TokenBackends and
+// Namespaces are read through the manager's cache only (list and watch, never
+// get) and ApiTokens are written with patches only. Secrets: get through the API
+// reader (a name taken by a foreign Secret), update to rewrite, patch to orphan.
+// apitokens/finalizers update is checked by the OwnerReferencesPermissionEnforcement
+// admission plugin, where it runs, for the Secrets' blockOwnerDeletion.
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens,verbs=list;watch;patch
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens/status,verbs=patch
 // +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=apitokens/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one ApiToken to its declared state.
@@ -87,6 +100,9 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	be, resync, err := r.resolveBackend(ctx, at)
 	if err != nil {
 		return r.classify(at, err, DefaultResyncInterval)
+	}
+	if err := r.checkPolicy(ctx, at); err != nil {
+		return r.classify(at, err, resync)
 	}
 	lookup, err := r.checkSecretAvailable(ctx, at)
 	if err != nil {
@@ -162,6 +178,22 @@ func (r *ApiTokenReconciler) ensureFinalizer(ctx context.Context, at *tokensv1al
 // resolveBackend returns the client of the ApiToken's TokenBackend, once the
 // backend exists, admits the namespace and is ready.
 func (r *ApiTokenReconciler) resolveBackend(ctx context.Context, at *tokensv1alpha1.ApiToken) (backend.Backend, time.Duration, error) {
+	return r.lookupBackend(ctx, at, true)
+}
+
+// releasingBackend resolves the backend to release the ApiToken's own tokens at
+// deletion: a namespace that lost access may still release what it owns, so that
+// deletion never hangs on it.
+func (r *ApiTokenReconciler) releasingBackend(ctx context.Context, at *tokensv1alpha1.ApiToken) (backend.Backend, error) {
+	be, _, err := r.lookupBackend(ctx, at, false)
+	var stall *stalledError
+	if errors.As(err, &stall) && stall.reason == tokensv1alpha1.ReasonBackendNotFound {
+		return nil, stalled(stall.reason, "TokenBackend %q does not exist: the ApiToken waits for it to release its backend token; set spec.deletionPolicy to Orphan to let it go without", backendName(at))
+	}
+	return be, err
+}
+
+func (r *ApiTokenReconciler) lookupBackend(ctx context.Context, at *tokensv1alpha1.ApiToken, checkAccess bool) (backend.Backend, time.Duration, error) {
 	name := backendName(at)
 	tb := &tokensv1alpha1.TokenBackend{}
 	if err := r.Get(ctx, types.NamespacedName{Name: name}, tb); err != nil {
@@ -170,8 +202,10 @@ func (r *ApiTokenReconciler) resolveBackend(ctx context.Context, at *tokensv1alp
 		}
 		return nil, 0, fmt.Errorf("get TokenBackend %s: %w", name, err)
 	}
-	if err := r.checkNamespaceAllowed(ctx, at, tb); err != nil {
-		return nil, 0, err
+	if checkAccess {
+		if err := r.checkNamespaceAllowed(ctx, at, tb); err != nil {
+			return nil, 0, err
+		}
 	}
 	be, resync, state := r.Registry.get(name)
 	if state == backendDown {
@@ -250,13 +284,16 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Secret{}).
 		Watches(&tokensv1alpha1.TokenBackend{}, enqueueBehindOthers(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return tokensOfBackend(ctx, o.(*tokensv1alpha1.TokenBackend))
-		}), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, readinessChangedPredicate()))).
+		}), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, readinessChangedPredicate(), catalogChangedPredicate()))).
 		WatchesRawSource(source.Channel(r.Registry.changed, enqueueBehindOthers(tokensOfBackend))).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: r.MaxConcurrentReconciles,
 			// Failures back off from 500ms to 5 minutes per ApiToken: a backend that is
 			// down costs a few calls per token per minute, not a hot loop.
 			RateLimiter: workqueue.NewTypedItemExponentialFailureRateLimiter[reconcile.Request](500*time.Millisecond, 5*time.Minute),
+			// A pass that hangs (a backend that accepts and never answers within
+			// each call's own timeout, retries included) gives its worker back.
+			ReconciliationTimeout: ReconcileTimeout,
 		}).
 		Named("apitoken").
 		Complete(r)

@@ -157,7 +157,7 @@ func TestCreateDeliversCredentials(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t, nil)
 	at := newApiToken(ns, "reporting-etl")
-	at.Spec.Secret.Labels = map[string]string{"team": "analytics"}
+	at.Spec.Secret.Labels = map[string]tokensv1alpha1.LabelValue{"team": "analytics"}
 	at.Spec.Secret.Annotations = map[string]string{"note": "x"}
 	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
 	at = waitReady(t, at)

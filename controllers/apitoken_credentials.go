@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -97,7 +98,7 @@ func (r *ApiTokenReconciler) retireTokens(ctx context.Context, at *tokensv1alpha
 	due, kept, next := retiringDue(at.Status.RetiringTokens, at.Spec.Disabled, r.Clock.Now())
 	for i, t := range due {
 		if err := be.Delete(ctx, t.AccountSID); err != nil && !errors.Is(err, backend.ErrNotFound) {
-			at.Status.RetiringTokens = append(kept, due[i:]...)
+			at.Status.RetiringTokens = slices.Concat(kept, due[i:])
 			return time.Time{}, fmt.Errorf("delete retiring token %s: %w", t.AccountSID, err)
 		}
 		r.event(at, corev1.EventTypeNormal, "Retired", "Deleted token %s: its overlap ended", t.AccountSID)
@@ -113,7 +114,11 @@ func (r *ApiTokenReconciler) releaseRetiringTokens(ctx context.Context, at *toke
 	if len(at.Status.RetiringTokens) == 0 {
 		return nil
 	}
-	be, _, err := r.resolveBackend(ctx, at)
+	be, err := r.releasingBackend(ctx, at)
+	var stall *stalledError
+	if errors.As(err, &stall) && stall.reason == tokensv1alpha1.ReasonBackendNotFound {
+		return nil // the backend is gone, and its tokens with it: nothing can be released
+	}
 	if err != nil {
 		return err
 	}

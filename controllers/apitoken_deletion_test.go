@@ -1,12 +1,15 @@
 package controllers
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -64,4 +67,87 @@ func TestDeleteAfterBackendTokenVanishedIsNotAnError(t *testing.T) {
 	g.Expect(tsAdmin.Delete(t.Context(), at.Status.AccountSID)).To(Succeed())
 	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
 	waitGone(t, at)
+}
+
+// A namespace that lost access to its TokenBackend still releases the tokens it
+// owns when its ApiToken is deleted: deletion never hangs on access.
+func TestDeletionAfterTheNamespaceLostAccessReleasesTheToken(t *testing.T) {
+	g := NewWithT(t)
+	tb := newBackend("lost-access", &metav1.LabelSelector{MatchLabels: map[string]string{"tokens": "lost-access"}})
+	g.Expect(controlPlane.CreateTokenBackend(t.Context(), tb)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), tb) })
+	ns := newNamespace(t, map[string]string{"tokens": "lost-access"})
+	at := newApiToken(ns, "revoked")
+	at.Spec.BackendRef.Name = tb.Name
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitReady(t, at)
+	uid := at.UID
+
+	namespace := &corev1.Namespace{}
+	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Name: ns}, namespace)).To(Succeed())
+	namespace.Labels = nil
+	g.Expect(k8s.Update(t.Context(), namespace)).To(Succeed())
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = "after the access was taken away" })
+	waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonNamespaceNotAllowed)
+
+	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
+	waitGone(t, at)
+	found, err := tsAdmin.FindByExternalID(t.Context(), string(uid))
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(found).To(BeEmpty(), "the backend token was released")
+}
+
+// A deleted TokenBackend keeps its ApiTokens' deletion waiting with a message
+// that names it; deletionPolicy Orphan is the way out.
+func TestDeletionWithoutItsTokenBackendWaitsUntilOrphan(t *testing.T) {
+	g := NewWithT(t)
+	tb := newBackend("doomed", nil)
+	g.Expect(controlPlane.CreateTokenBackend(t.Context(), tb)).To(Succeed())
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "stranded")
+	at.Spec.BackendRef.Name = tb.Name
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	waitReady(t, at)
+	g.Expect(k8s.Delete(t.Context(), tb)).To(Succeed())
+	waitGone(t, tb)
+
+	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
+	g.Eventually(func(g Gomega) {
+		c := meta.FindStatusCondition(get(t, at).Status.Conditions, tokensv1alpha1.ConditionStalled)
+		g.Expect(c).NotTo(BeNil())
+		g.Expect(c.Reason).To(Equal(tokensv1alpha1.ReasonBackendNotFound))
+		g.Expect(c.Message).To(And(ContainSubstring(`"doomed"`), ContainSubstring("Orphan")))
+	}, wait, tick).Should(Succeed())
+	g.Consistently(func() error { return k8s.Get(t.Context(), client.ObjectKeyFromObject(at), &tokensv1alpha1.ApiToken{}) }, time.Second, tick).Should(Succeed())
+
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyOrphan })
+	waitGone(t, at)
+}
+
+// Orphan right after a Secret rename keeps both Secrets, without their owner:
+// the one the status names (the rename not carried out yet) too.
+func TestOrphanAfterASecretRenameOrphansBothSecrets(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "renamed")
+	at.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyOrphan
+	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
+	at = waitReady(t, at)
+	g.Expect(at.Status.SecretName).To(Equal("renamed"))
+
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Name = "renamed-later" })
+	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
+	waitGone(t, at)
+	kept := 0
+	for _, name := range []string{"renamed", "renamed-later"} {
+		s := &corev1.Secret{}
+		err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: name}, s)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		g.Expect(err).NotTo(HaveOccurred())
+		kept++
+		g.Expect(metav1.GetControllerOf(s)).To(BeNil(), "Secret %s still has its owner", name)
+	}
+	g.Expect(kept).To(BeNumerically(">=", 1))
 }

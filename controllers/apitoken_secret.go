@@ -9,10 +9,12 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,7 +74,9 @@ func credentialsHash(creds backend.Credentials) string {
 // reference is set by the caller, which knows the scheme.
 func renderSecret(at *tokensv1alpha1.ApiToken, creds backend.Credentials) *corev1.Secret {
 	labels := map[string]string{}
-	maps.Copy(labels, at.Spec.Secret.Labels)
+	for k, v := range at.Spec.Secret.Labels {
+		labels[k] = string(v)
+	}
 	labels[tokensv1alpha1.ManagedByLabel] = tokensv1alpha1.ManagedByValue
 	labels[tokensv1alpha1.ApiTokenLabel] = at.Name
 	annotations := map[string]string{}
@@ -193,6 +197,12 @@ func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *token
 	if at.Status.AccountSID != "" || !mayHaveCreated(at, r.Clock.Now()) {
 		return secretLookup{}, nil
 	}
+	// A Secret the API server refused stays refused until the spec changes: no
+	// token is made again for it.
+	if c := meta.FindStatusCondition(at.Status.Conditions, tokensv1alpha1.ConditionStalled); c != nil && c.Status == metav1.ConditionTrue &&
+		c.Reason == tokensv1alpha1.ReasonSecretRejected && at.Status.ObservedGeneration == at.Generation {
+		return secretLookup{}, &stalledError{reason: c.Reason, message: c.Message}
+	}
 	existing, err := r.getOwnSecret(ctx, at, secretName(at))
 	return secretLookup{done: err == nil, existing: existing}, err
 }
@@ -202,7 +212,7 @@ func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *token
 // conflicting ApiToken leaves nothing behind in the backend. It returns only the
 // failure of that delete; secretErr stays the caller's to report.
 func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, secretErr error) error {
-	if !errors.As(secretErr, new(secretConflictError)) || at.Status.AccountSID == "" || at.Status.SecretName != "" {
+	if !secretCannotBeWritten(secretErr) || at.Status.AccountSID == "" || at.Status.SecretName != "" {
 		return nil
 	}
 	sid := at.Status.AccountSID
@@ -215,6 +225,26 @@ func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv
 	at.Status.CredentialsIssuedAt, at.Status.NextRotationTime = nil, nil
 	r.checked.Delete(at.UID)
 	return nil
+}
+
+// secretCannotBeWritten reports a Secret failure that no retry cures: a foreign
+// Secret holds the name, or the API server refuses the Secret as invalid.
+func secretCannotBeWritten(err error) bool {
+	var stall *stalledError
+	return errors.As(err, new(secretConflictError)) || (errors.As(err, &stall) && stall.reason == tokensv1alpha1.ReasonSecretRejected)
+}
+
+// secretRejected turns the API server's refusal of an invalid Secret into a
+// stall whose message names the refused fields (from the spec, so it is stable).
+func secretRejected(name string, err error) error {
+	var fields []string
+	if status, ok := err.(apierrors.APIStatus); ok && status.Status().Details != nil {
+		for _, c := range status.Status().Details.Causes {
+			fields = append(fields, c.Field)
+		}
+	}
+	slices.Sort(fields)
+	return stalled(tokensv1alpha1.ReasonSecretRejected, "The API server refused Secret %s as invalid (%s); change spec.secret", name, strings.Join(slices.Compact(fields), ", "))
 }
 
 // reconcileSecret makes the Secret hold the token's current credentials and
@@ -281,6 +311,9 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, at *tokensv1alpha1
 	}
 	if existing == nil {
 		err := r.Create(ctx, desired)
+		if apierrors.IsInvalid(err) {
+			return secretRejected(desired.Name, err)
+		}
 		if !apierrors.IsAlreadyExists(err) {
 			if err != nil {
 				return fmt.Errorf("create Secret %s: %w", desired.Name, err)
@@ -308,6 +341,9 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, at *tokensv1alpha1
 	maps.Copy(updated.Labels, desired.Labels)
 	maps.Copy(updated.Annotations, desired.Annotations)
 	if err := r.Update(ctx, updated); err != nil {
+		if apierrors.IsInvalid(err) {
+			return secretRejected(desired.Name, err)
+		}
 		return fmt.Errorf("update Secret %s: %w", desired.Name, err)
 	}
 	return nil
@@ -328,10 +364,26 @@ func (r *ApiTokenReconciler) deleteOwnSecret(ctx context.Context, at *tokensv1al
 	return nil
 }
 
-// orphanSecret removes the ApiToken's owner reference from its Secret, so that the
-// Secret outlives it.
-func (r *ApiTokenReconciler) orphanSecret(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
-	s, err := r.getOwnSecret(ctx, at, secretName(at))
+// orphanSecrets removes the ApiToken's owner reference from its Secret, and from
+// the one its status names when a rename has not been carried out yet, so that
+// neither is garbage-collected with the ApiToken.
+func (r *ApiTokenReconciler) orphanSecrets(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+	names := []string{secretName(at)}
+	if old := at.Status.SecretName; old != "" && old != names[0] {
+		names = append(names, old)
+	}
+	for _, name := range names {
+		if err := r.orphanSecret(ctx, at, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// orphanSecret removes the ApiToken's owner reference from the named Secret if
+// the ApiToken controls it.
+func (r *ApiTokenReconciler) orphanSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) error {
+	s, err := r.getOwnSecret(ctx, at, name)
 	if s == nil || err != nil {
 		if errors.As(err, new(secretConflictError)) {
 			return nil

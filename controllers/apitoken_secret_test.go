@@ -46,7 +46,7 @@ func TestRenderSecret(t *testing.T) {
 		},
 		"template labels cannot override the operator's": {
 			mutate: func(at *tokensv1alpha1.ApiToken) {
-				at.Spec.Secret.Labels = map[string]string{"team": "analytics", tokensv1alpha1.ManagedByLabel: "someone", tokensv1alpha1.ApiTokenLabel: "other"}
+				at.Spec.Secret.Labels = map[string]tokensv1alpha1.LabelValue{"team": "analytics", tokensv1alpha1.ManagedByLabel: "someone", tokensv1alpha1.ApiTokenLabel: "other"}
 			},
 			wantName: "etl", wantType: corev1.SecretTypeOpaque, wantTeam: "analytics",
 			wantData: map[string]string{"accountSid": "TK123", "authToken": "secret-token-value"},

@@ -137,7 +137,8 @@ func stallOrWait(at *tokensv1alpha1.ApiToken, err error) (*stalledError, *waitin
 	case errors.Is(err, backend.ErrUnauthorized):
 		return nil, &waitingError{reason: tokensv1alpha1.ReasonBackendUnauthorized, message: "The backend refused the admin key; check the TokenBackend's credentials", after: time.Minute}
 	case errors.Is(err, backend.ErrRateLimited) && backend.RetryAfterOf(err) > 0:
-		return nil, &waitingError{reason: tokensv1alpha1.ReasonBackendUnavailable, message: "The backend asked to slow down", after: backend.RetryAfterOf(err)}
+		// Requeued after Retry-After: the worker is free for other ApiTokens.
+		return nil, &waitingError{reason: tokensv1alpha1.ReasonBackendThrottled, message: "The backend asked to slow down; retrying after its Retry-After", after: backend.RetryAfterOf(err)}
 	}
 	return nil, nil
 }

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -238,9 +239,22 @@ func TestStallOrWait(t *testing.T) {
 		wantWait  string
 	}{
 		"secret conflict":             {err: secretConflictError{name: "x"}, wantStall: tokensv1alpha1.ReasonSecretConflict},
+		"wrapped secret conflict":     {err: fmt.Errorf("write: %w", secretConflictError{name: "x"}), wantStall: tokensv1alpha1.ReasonSecretConflict},
 		"APIError without a sentinel": {err: &backend.APIError{StatusCode: 422, Title: "bad", Fields: []backend.FieldError{{Field: "scopes[0]", Detail: "unknown"}}}, wantStall: ""},
 		"stalled":                     {err: stalled(tokensv1alpha1.ReasonBackendNotFound, "gone"), wantStall: tokensv1alpha1.ReasonBackendNotFound},
-		"plain error":                 {err: errTest},
+		"waiting":                     {err: &waitingError{reason: tokensv1alpha1.ReasonBackendNotReady}, wantWait: tokensv1alpha1.ReasonBackendNotReady},
+		"backend 422, wrapped": {
+			err:       fmt.Errorf("create token: %w", backend.NewAPIError("create", 422, []backend.FieldError{{Field: "scopes[0]"}}, 0)),
+			wantStall: tokensv1alpha1.ReasonBackendRejected},
+		"backend 400":                     {err: backend.NewAPIError("create", 400, nil, 0), wantStall: tokensv1alpha1.ReasonBackendRejected},
+		"backend 401":                     {err: backend.NewAPIError("get", 401, nil, 0), wantWait: tokensv1alpha1.ReasonBackendUnauthorized},
+		"backend 403":                     {err: backend.NewAPIError("get", 403, nil, 0), wantWait: tokensv1alpha1.ReasonBackendUnauthorized},
+		"backend 429 with Retry-After":    {err: backend.NewAPIError("reset", 429, nil, time.Minute), wantWait: tokensv1alpha1.ReasonBackendThrottled},
+		"backend 429 without Retry-After": {err: backend.NewAPIError("reset", 429, nil, 0)},
+		"backend 503":                     {err: backend.NewAPIError("get", 503, nil, 0)},
+		"backend 404":                     {err: backend.NewAPIError("get", 404, nil, 0)},
+		"backend 409":                     {err: backend.NewAPIError("update", 409, nil, 0)},
+		"plain error":                     {err: errTest},
 	}
 	for name, tc := range tests {
 		stall, wait := stallOrWait(apiToken(nil), tc.err)

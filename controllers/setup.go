@@ -1,8 +1,10 @@
 package controllers
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -19,6 +21,10 @@ import (
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
 
+// ReconcileTimeout bounds one reconcile of either kind: several backend calls,
+// each bounded by its own timeout and retries, fit well within it.
+const ReconcileTimeout = 2 * time.Minute
+
 // FieldManager and EventSource name the operator in managed fields and events.
 const (
 	FieldManager = "apitoken-operator"
@@ -26,13 +32,20 @@ const (
 )
 
 // Options are the knobs of the operator that its binary exposes as flags, plus
-// the seams the test framework uses to inject faults. The zero value is the
-// production operator with defaults.
+// the seams the test framework uses to inject faults. Apart from
+// CredentialsNamespace, which must be set, the zero value is the production
+// operator with defaults.
 type Options struct {
 	// MaxConcurrentReconciles is how many ApiTokens are reconciled in parallel (default 10).
 	MaxConcurrentReconciles int
 	// Clock is the time source of both controllers (default the real clock).
 	Clock clock.Clock
+	// CredentialsNamespace is the only namespace that TokenBackends' admin key
+	// Secrets are read from: the operator's own (required).
+	CredentialsNamespace string
+	// WatchNamespaces, when set, limits the cache (ApiTokens, Secrets, events
+	// handled) to these namespaces; cluster-scoped kinds are still watched.
+	WatchNamespaces []string
 
 	// BackendTransport, when set, carries every backend client's HTTP requests
 	// (the fault transport of the reliability suites).
@@ -60,6 +73,12 @@ func NewManager(cfg *rest.Config, base ctrl.Options, o Options) (ctrl.Manager, e
 		base.Scheme = NewScheme()
 	}
 	base.Cache = cacheOptions()
+	if len(o.WatchNamespaces) > 0 {
+		base.Cache.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range o.WatchNamespaces {
+			base.Cache.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
 	mgr, err := ctrl.NewManager(cfg, base)
 	if err != nil {
 		return nil, fmt.Errorf("create manager: %w", err)
@@ -78,6 +97,9 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
+	if o.CredentialsNamespace == "" {
+		return errors.New("no credentials namespace: the namespace of the admin key Secrets must be set")
+	}
 	registry := NewRegistry()
 	recorder := mgr.GetEventRecorder(EventSource)
 	if err := (&TokenBackendReconciler{
@@ -88,10 +110,12 @@ func Setup(mgr ctrl.Manager, o Options) error {
 		Recorder:   recorder,
 		Clock:      o.Clock,
 		NewBackend: o.newBackend,
+
+		CredentialsNamespace: o.CredentialsNamespace,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the TokenBackend controller: %w", err)
 	}
-	var k client.Client = mgr.GetClient()
+	k := mgr.GetClient()
 	if o.WrapClient != nil {
 		k = o.WrapClient(k)
 	}
@@ -106,6 +130,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the ApiToken controller: %w", err)
 	}
+	observeState(mgr)
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
@@ -32,13 +33,15 @@ const (
 )
 
 var (
-	k8s       client.Client
-	tsURL     string
-	tsAdmin   *backend.Client // the test's own view of the backend
-	service   *framework.TokenService
-	faultPlan = &faults.Rules{}
-	testScope = NewScheme()
-	logSink   = &framework.SyncBuffer{}
+	k8s     client.Client
+	tsURL   string
+	tsAdmin *backend.Client // the test's own view of the backend
+	service *framework.TokenService
+	// controlPlane is the suite's envtest, for tests that create TokenBackends.
+	controlPlane *framework.ControlPlane
+	faultPlan    = &faults.Rules{}
+	testScope    = NewScheme()
+	logSink      = &framework.SyncBuffer{}
 )
 
 func TestMain(m *testing.M) {
@@ -51,14 +54,16 @@ func runSuite(m *testing.M) int {
 		return m.Run() // fuzz targets test pure functions: no cluster per fuzz worker
 	}
 	logf.SetLogger(zap.New(zap.WriteTo(logSink), zap.UseDevMode(true), zap.Level(zapcore.Level(-10))))
-	cp, err := framework.StartControlPlane("..", testScope)
+	var err error
+	controlPlane, err = framework.StartControlPlane("..", testScope)
+	cp := controlPlane
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	defer cp.Stop()
 	k8s = cp.Client
-	if service, err = framework.StartTokenService(testAdminKey, nil); err != nil {
+	if service, err = framework.StartTokenService(testAdminKey, staleCatalog); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -67,7 +72,7 @@ func runSuite(m *testing.M) int {
 
 	base := framework.ManagerOptions()
 	base.Scheme = testScope
-	mgr, err := NewManager(cp.Config, base, Options{BackendTransport: &faults.Transport{Policy: faultPlan.Policy}})
+	mgr, err := NewManager(cp.Config, base, Options{CredentialsNamespace: operatorNamespace, BackendTransport: &faults.Transport{Policy: faultPlan.Policy}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -148,4 +153,27 @@ func eventsFor(t *testing.T, at *tokensv1alpha1.ApiToken) []eventsv1.Event {
 		}
 	}
 	return out
+}
+
+// backendCalls is how many HTTP requests of one call (create, get, reset, ...)
+// the operator has made to any backend, from its own metric.
+func backendCalls(call string) float64 {
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		panic(err)
+	}
+	total := 0.0
+	for _, f := range families {
+		if f.GetName() != "apitoken_backend_requests_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "call" && l.GetValue() == call {
+					total += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return total
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/source"
@@ -53,11 +55,14 @@ type TokenBackendReconciler struct {
 	// Recorder, when set, receives a Warning event each time the backend stops
 	// being ready.
 	Recorder events.EventRecorder
+	// CredentialsNamespace is the only namespace admin key Secrets are read from
+	// (the operator's own); a TokenBackend naming another is not Ready.
+	CredentialsNamespace string
 }
 
-// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=tokenbackends,verbs=get;list;watch
-// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=tokenbackends/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=tokenbackends,verbs=list;watch
+// +kubebuilder:rbac:groups=tokens.apitoken.dev,resources=tokenbackends/status,verbs=patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 
 // Reconcile keeps the registry's client of one TokenBackend current.
 func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
@@ -79,7 +84,7 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	opts, err := r.clientOptions(ctx, tb)
 	if err != nil {
 		r.Registry.remove(tb)
-		setBackendReady(tb, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid, clientFailureMessage(err))
+		setBackendReady(tb, metav1.ConditionFalse, clientFailureReason(err), clientFailureMessage(err))
 		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
 	}
 	hash := optionsHash(opts)
@@ -97,7 +102,7 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	be, err := r.NewBackend(opts)
 	if err != nil {
 		r.Registry.remove(tb)
-		setBackendReady(tb, metav1.ConditionFalse, tokensv1alpha1.ReasonCredentialsInvalid, clientFailureMessage(err))
+		setBackendReady(tb, metav1.ConditionFalse, clientFailureReason(err), clientFailureMessage(err))
 		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
 	}
 	catalog, err := be.Catalog(ctx)
@@ -107,16 +112,21 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		} else {
 			r.Registry.remove(tb)
 		}
-		reason := tokensv1alpha1.ReasonBackendUnavailable
-		if errors.Is(err, backend.ErrUnauthorized) {
+		reason, after := tokensv1alpha1.ReasonBackendUnavailable, backoffWithJitter(5*time.Second)
+		switch {
+		case errors.Is(err, backend.ErrUnauthorized):
 			reason = tokensv1alpha1.ReasonBackendUnauthorized
+		case errors.Is(err, backend.ErrRateLimited):
+			// A requeue after Retry-After, never a worker waiting it out.
+			reason, after = tokensv1alpha1.ReasonBackendThrottled, max(after, backend.RetryAfterOf(err))
 		}
 		setBackendReady(tb, metav1.ConditionFalse, reason, "Fetching the catalog failed: "+failureKind(err))
 		logf.FromContext(ctx).Info("backend not ready", "reason", reason, "error", err.Error())
-		return ctrl.Result{RequeueAfter: backoffWithJitter(5 * time.Second)}, nil
+		return ctrl.Result{RequeueAfter: after}, nil
 	}
 	r.Registry.set(tb, registryEntry{configHash: hash, client: be, resync: resync, catalogAt: now})
 	tb.Status.LatestAPIVersion = int32(catalog.LatestAPIVersion)
+	tb.Status.Catalog = catalogStatus(ctx, catalog)
 	setBackendReady(tb, metav1.ConditionTrue, tokensv1alpha1.ReasonCatalogFetched,
 		fmt.Sprintf("Catalog fetched: %d scopes, %d contacts, API versions up to %d", len(catalog.Scopes), len(catalog.Contacts), catalog.LatestAPIVersion))
 	return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
@@ -136,9 +146,18 @@ func (r *TokenBackendReconciler) eventOnFailure(original, tb *tokensv1alpha1.Tok
 	r.Recorder.Eventf(tb, nil, corev1.EventTypeWarning, now.Reason, now.Reason, "%s", now.Message)
 }
 
-// clientOptions reads the admin key and assembles the client settings.
+// clientOptions reads the admin key and assembles the client settings. It reads
+// no Secret outside CredentialsNamespace, and none for a URL that the client
+// would refuse to send the key to.
 func (r *TokenBackendReconciler) clientOptions(ctx context.Context, tb *tokensv1alpha1.TokenBackend) (backend.Options, error) {
 	ref := tb.Spec.CredentialsSecretRef
+	if ref.Namespace != r.CredentialsNamespace {
+		return backend.Options{}, stalled(tokensv1alpha1.ReasonCredentialsInvalid,
+			"credentialsSecretRef.namespace must be %s, the operator's namespace: admin key Secrets are read from nowhere else", r.CredentialsNamespace)
+	}
+	if err := backend.CheckTransport(tb.Spec.URL, tb.Spec.AllowInsecureHTTP); err != nil {
+		return backend.Options{}, err
+	}
 	key := ref.Key
 	if key == "" {
 		key = "apiKey"
@@ -150,7 +169,9 @@ func (r *TokenBackendReconciler) clientOptions(ctx context.Context, tb *tokensv1
 		}
 		return backend.Options{}, fmt.Errorf("read credentials Secret %s/%s: %w", ref.Namespace, ref.Name, err)
 	}
-	adminKey := string(s.Data[key])
+	// Surrounding whitespace is never part of a key: kubectl create secret
+	// --from-file keeps the file's trailing newline.
+	adminKey := strings.TrimSpace(string(s.Data[key]))
 	if adminKey == "" {
 		return backend.Options{}, stalled(tokensv1alpha1.ReasonCredentialsInvalid, "credentials Secret %s/%s has no key %q", ref.Namespace, ref.Name, key)
 	}
@@ -163,8 +184,20 @@ func (r *TokenBackendReconciler) clientOptions(ctx context.Context, tb *tokensv1
 	}
 	return backend.Options{
 		URL: tb.Spec.URL, AdminKey: adminKey, CABundle: []byte(tb.Spec.CABundle),
-		QPS: float64(qps), Burst: int(burst),
+		AllowInsecureHTTP: tb.Spec.AllowInsecureHTTP, QPS: float64(qps), Burst: int(burst),
 	}, nil
+}
+
+// clientFailureReason is the Ready reason when no backend client could be built.
+func clientFailureReason(err error) string {
+	var stall *stalledError
+	switch {
+	case errors.As(err, &stall):
+		return stall.reason
+	case errors.Is(err, backend.ErrInsecureHTTP):
+		return tokensv1alpha1.ReasonInsecureURL
+	}
+	return tokensv1alpha1.ReasonCredentialsInvalid
 }
 
 // clientFailureMessage is the Ready message when no backend client could be
@@ -175,6 +208,8 @@ func clientFailureMessage(err error) string {
 	switch {
 	case errors.As(err, &stall):
 		return stall.message
+	case errors.Is(err, backend.ErrInsecureHTTP):
+		return "spec.url uses plain http:// to a host that is not loopback (127.0.0.0/8, ::1, localhost): use https://, or set spec.allowInsecureHTTP: true"
 	case errors.Is(err, backend.ErrInvalidConfig):
 		// backend.New builds these from the spec alone: stable, and they say what to fix.
 		return err.Error()
@@ -229,6 +264,7 @@ func (r *TokenBackendReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.TokenBackend{}).
+		WithOptions(controller.Options{ReconciliationTimeout: ReconcileTimeout}).
 		WatchesRawSource(source.Channel(r.Registry.recheck, &handler.TypedEnqueueRequestForObject[*tokensv1alpha1.TokenBackend]{})).
 		Named("tokenbackend").
 		Complete(r)

@@ -45,6 +45,11 @@ const (
 	TokenStateDisabled TokenState = "Disabled"
 )
 
+// LabelValue is a valid Kubernetes label value.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
+type LabelValue string
+
 // RestartTargetKind is a kind of workload whose pods are rolled when the
 // credentials change.
 // +kubebuilder:validation:Enum=Deployment;StatefulSet;DaemonSet
@@ -132,13 +137,16 @@ type SecretTemplate struct {
 	// +optional
 	AuthTokenKey string `json:"authTokenKey,omitempty"`
 
-	// labels are copied onto the Secret, beside the operator's own.
+	// labels are copied onto the Secret, beside the operator's own. Keys and values
+	// must be valid Kubernetes label keys and values.
 	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && k.split('/')[k.split('/').size() - 1].size() <= 63 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$'))",message="secret.labels: every key must be a valid label key ([prefix/]name, name at most 63 characters of alphanumerics, '-', '_' and '.')"
 	// +optional
-	Labels map[string]string `json:"labels,omitempty"`
+	Labels map[string]LabelValue `json:"labels,omitempty"`
 
-	// annotations are copied onto the Secret.
+	// annotations are copied onto the Secret. Keys must be valid annotation keys.
 	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 317 && k.split('/')[k.split('/').size() - 1].size() <= 63 && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$'))",message="secret.annotations: every key must be a valid annotation key ([prefix/]name, name at most 63 characters of alphanumerics, '-', '_' and '.')"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 
@@ -159,6 +167,7 @@ type ApiTokenSpec struct {
 	// backendRef names the TokenBackend that holds the token.
 	// +kubebuilder:default={name: default}
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="backendRef is immutable: to move a token to another TokenBackend, create a new ApiToken (and delete this one)"
 	BackendRef BackendReference `json:"backendRef,omitempty"`
 
 	// displayName is the token's name in the backend. Defaults to metadata.name.
@@ -359,10 +368,17 @@ type ApiTokenStatus struct {
 // +kubebuilder:printcolumn:name="Secret",type=string,JSONPath=`.status.secretName`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters: it is the value of the Secret's label tokens.apitoken.dev/apitoken"
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.apiVersion) || (has(oldSelf.spec.apiVersion) && self.spec.apiVersion == oldSelf.spec.apiVersion) || !has(oldSelf.status) || !has(oldSelf.status.apiVersion) || self.spec.apiVersion >= oldSelf.status.apiVersion",message="spec.apiVersion may not be below the token's effective API version (status.apiVersion): a token cannot be moved to an older API version"
 
 // ApiToken is an API access token in a token backend, declared in Kubernetes. The
 // operator keeps the backend token as declared and writes its account SID and auth
 // token into a Secret. Change the tokens.apitoken.dev/reset annotation to reset it.
+//
+// The name is also the value of the Secret's label tokens.apitoken.dev/apitoken,
+// hence at most 63 characters. spec.apiVersion may not be set below the token's
+// effective version (status.apiVersion), also when it is set for the first time
+// or again after its removal: the backend cannot downgrade a token.
 type ApiToken struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

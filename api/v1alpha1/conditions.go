@@ -32,12 +32,20 @@ const (
 	ReasonBackendNotFound     = "BackendNotFound"
 	ReasonBackendNotReady     = "BackendNotReady"
 	ReasonBackendUnavailable  = "BackendUnavailable"
+	ReasonBackendThrottled    = "BackendThrottled"
 	ReasonBackendRejected     = "BackendRejected"
 	ReasonBackendUnauthorized = "BackendUnauthorized"
 	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
 	ReasonSecretConflict      = "SecretConflict"
+	ReasonSecretRejected      = "SecretRejected"
 	ReasonCredentialsInvalid  = "CredentialsInvalid"
 	ReasonCatalogFetched      = "CatalogFetched"
+	// ReasonInsecureURL: a TokenBackend's url is plain http:// to a host that is
+	// not loopback and spec.allowInsecureHTTP is not set; no request is made.
+	ReasonInsecureURL = "InsecureURL"
+	// ReasonPolicyViolation: the spec asks for what the TokenBackend's catalog or
+	// policy does not allow; nothing is created or changed in the backend.
+	ReasonPolicyViolation = "PolicyViolation"
 )
 
 // Well-known names.

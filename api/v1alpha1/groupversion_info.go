@@ -14,7 +14,10 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Package v1alpha1 contains the API of apitoken-operator: ApiToken and TokenBackend.
+// Package v1alpha1 contains the API of apitoken-operator: ApiToken and TokenBackend,
+// their validation (OpenAPI and CEL markers, from which config/crd is generated),
+// condition types and reasons, and annotation names. It imports nothing of this
+// repository.
 // +kubebuilder:object:generate=true
 // +groupName=tokens.apitoken.dev
 package v1alpha1

@@ -91,6 +91,74 @@ type TokenBackendSpec struct {
 	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s')",message="resyncInterval must be at least 5s"
 	// +optional
 	ResyncInterval *metav1.Duration `json:"resyncInterval,omitempty"`
+
+	// policy limits what the ApiTokens using this backend may ask for, within what
+	// the account offers (status.catalog). Enforced when an ApiToken is admitted
+	// (the ValidatingAdmissionPolicy apitoken-policy) and when it is reconciled.
+	// Omitted: everything in the catalog, with any deletion policy, and no adoption.
+	// +optional
+	Policy *TokenBackendPolicy `json:"policy,omitempty"`
+
+	// allowInsecureHTTP allows a url with plain http:// to a host other than
+	// loopback. Meant for a backend inside a trusted network only: the admin key
+	// and every auth token cross the network in the clear.
+	// +optional
+	AllowInsecureHTTP bool `json:"allowInsecureHTTP,omitempty"`
+}
+
+// TokenBackendPolicy is what a cluster admin lets the ApiTokens of one
+// TokenBackend ask for. Several TokenBackends may point to the same URL with
+// different policies and allowedNamespaces: one per tenant.
+type TokenBackendPolicy struct {
+	// allowedScopes are the scopes ApiTokens may hold. Each entry is a scope name
+	// (reports:read), all permissions of a category (reports:*) or one permission
+	// in every category (*:read). Omitted: every scope of the catalog.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=128
+	// +kubebuilder:validation:items:MaxLength=128
+	// +kubebuilder:validation:items:Pattern=`^([a-z0-9-]+:([a-z0-9-]+|\*)|\*:[a-z0-9-]+)$`
+	// +listType=set
+	// +optional
+	AllowedScopes []string `json:"allowedScopes,omitempty"`
+
+	// allowedDeletionPolicies are the deletion policies ApiTokens may declare.
+	// Omitted: all three (Delete, Disable, Orphan).
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=3
+	// +listType=set
+	// +optional
+	AllowedDeletionPolicies []DeletionPolicy `json:"allowedDeletionPolicies,omitempty"`
+
+	// adoptionNamespaces selects the namespaces whose ApiTokens may adopt an
+	// existing backend token (spec.adopt). Omitted: adoption is refused.
+	// +optional
+	AdoptionNamespaces *metav1.LabelSelector `json:"adoptionNamespaces,omitempty"`
+}
+
+// TokenBackendCatalog is what the backend account offers, as its GET /v1/catalog
+// answered. A list the backend left empty, or one too long to publish, is
+// omitted, and then not checked at admission or reconcile: the backend decides.
+type TokenBackendCatalog struct {
+	// apiVersions are the API versions the backend offers, ascending.
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=set
+	// +optional
+	APIVersions []int32 `json:"apiVersions,omitempty"`
+
+	// scopes are the names of the scopes the backend offers, sorted.
+	// +kubebuilder:validation:MaxItems=512
+	// +kubebuilder:validation:items:MaxLength=128
+	// +listType=set
+	// +optional
+	Scopes []string `json:"scopes,omitempty"`
+
+	// contacts are the e-mails of the account's users, sorted: the values a
+	// primaryContact may take.
+	// +kubebuilder:validation:MaxItems=1024
+	// +kubebuilder:validation:items:MaxLength=254
+	// +listType=set
+	// +optional
+	Contacts []string `json:"contacts,omitempty"`
 }
 
 // TokenBackendStatus is the observed state of a TokenBackend.
@@ -108,6 +176,11 @@ type TokenBackendStatus struct {
 	// latestApiVersion is the backend's latest API version.
 	// +optional
 	LatestAPIVersion int32 `json:"latestApiVersion,omitempty"`
+
+	// catalog is what the account offers (GET /v1/catalog), published when it was
+	// fetched: the API versions, scopes and contacts that ApiTokens may use.
+	// +optional
+	Catalog *TokenBackendCatalog `json:"catalog,omitempty"`
 }
 
 // +kubebuilder:object:root=true

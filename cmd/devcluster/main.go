@@ -1,5 +1,6 @@
 // Command devcluster is make dev: a local control plane, tokenservice and the
 // operator from real processes, with the samples applied. Ctrl-C stops it all.
+// It is dev tooling built on test/framework (the same Cluster the e2e tests use).
 package main
 
 import (
@@ -70,10 +71,12 @@ apitoken-operator is running (up in %s). In another shell:
 
   tokenservice: %s  (admin key: %s)
   curl -u "$SID:$TOKEN" '%s/v1/verify?scope=reports:read'
+  metrics (a token of a ServiceAccount bound to apitoken-metrics-reader):
+  curl -sk -H "Authorization: Bearer $(cat %s/metrics.token)" %s
   logs: %s/{operator,tokenservice,kube-controller-manager}.log
 
 Press Ctrl-C to stop everything.
-`, time.Since(start).Round(time.Second), c.AdminKubeconfig, kubectl, c.TokenServiceURL, c.AdminKey, c.TokenServiceURL, dir)
+`, time.Since(start).Round(time.Second), c.AdminKubeconfig, kubectl, c.TokenServiceURL, c.AdminKey, c.TokenServiceURL, dir, c.OperatorMetricsURL, dir)
 	<-ctx.Done()
 	return nil
 }

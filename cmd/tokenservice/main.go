@@ -1,5 +1,7 @@
 // Command tokenservice serves the Token Service API v1: the reference backend of
-// apitoken-operator, for trying the operator and for its tests.
+// apitoken-operator, for trying the operator and for its tests. It owns flags,
+// TLS and signals; the server is internal/tokenservice. It must not import
+// controllers or test/....
 package main
 
 import (
@@ -9,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,6 +19,9 @@ import (
 
 	"github.com/apitoken-dev/apitoken-operator/internal/tokenservice"
 )
+
+// version is stamped at build time: go build -ldflags "-X main.version=v0.1.0".
+var version = "dev"
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
@@ -34,9 +38,14 @@ func run(args []string) error {
 	catalogFile := fs.String("catalog", "", "catalog file (YAML); empty uses the built-in demo catalog")
 	tlsCert := fs.String("tls-cert-file", "", "TLS certificate (PEM); with --tls-key-file serves HTTPS")
 	tlsKey := fs.String("tls-key-file", "", "TLS private key (PEM)")
-	rateLimit := fs.Float64("rate-limit", 0, "requests per second served; 0 means no limit")
+	rateLimit := fs.Float64("rate-limit", 0, "requests per second served to each client (the admin key, each account SID) once authenticated; unauthenticated requests share ten times that; 0 means no limit")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *showVersion {
+		fmt.Println("tokenservice", version)
+		return nil
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return errors.New("--tls-cert-file and --tls-key-file go together")
@@ -68,7 +77,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	httpServer := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	httpServer := srv.HTTPServer()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	go expireIdempotencyRecords(ctx, srv, cfg.Logger)

@@ -10,7 +10,9 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -218,4 +220,32 @@ func call(t *testing.T, p *process, method, path, body, idempotencyKey string) m
 	var out map[string]any
 	_ = json.NewDecoder(resp.Body).Decode(&out)
 	return out
+}
+
+// TestBinaryCutsOffSlowHeaders opens a connection that never finishes its request
+// headers: the server must close it after its header timeout (10s), not hold it
+// for as long as the client likes, and keep serving everyone else.
+func TestBinaryCutsOffSlowHeaders(t *testing.T) {
+	p := start(t, "http", nil, []string{"TOKENSERVICE_ADMIN_KEY=slow-key"})
+	conn, err := net.Dial("tcp", strings.TrimPrefix(p.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	opened := time.Now()
+	if _, err := conn.Write([]byte("GET /v1/catalog HTTP/1.1\r\nHost: tokenservice\r\nX-Slow: ")); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	_, err = io.Copy(io.Discard, conn) // returns when the server closes the connection
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		t.Fatalf("the server held a connection with unfinished headers for %v", time.Since(opened).Round(time.Second))
+	}
+	if held := time.Since(opened); held < 5*time.Second {
+		t.Errorf("the connection was closed after %v, before the header timeout", held)
+	}
+	p.adminKey = "slow-key"
+	if got := call(t, p, http.MethodGet, "/v1/catalog", "", ""); got["latestApiVersion"] == nil {
+		t.Errorf("after cutting off a slow client the server answered %v", got)
+	}
 }

@@ -3,13 +3,16 @@
 // deleted by an administrator, and checked by the data-plane verify call.
 //
 // The package owns three things:
-//   - the HTTP API (server.go, handlers.go, problem.go): routing, the admin key, the rate
-//     and body limits, request decoding and the responses, errors as RFC 9457 problems;
+//   - the HTTP API (server.go, handlers.go, problem.go, ratelimit.go): routing, the
+//     admin key, the per-client rate limits (applied after authentication), the body
+//     limit and the server's timeouts, request decoding and the responses, errors as
+//     RFC 9457 problems;
 //   - the durable store (store.go, store_tokens.go): tokens and 24 h idempotency records
 //     in memory, written through to a bbolt file. Its methods are the only code that
-//     takes the store's lock or touches its maps; each validates, changes memory and
-//     returns once the change is committed, with typed errors that the handlers map to
-//     problems;
+//     takes the store's lock or touches its maps; each validates a change and returns
+//     once it is committed, with typed errors that the handlers map to problems.
+//     Readers see committed tokens only, and a failed commit leaves no trace, so a
+//     retry acts afresh;
 //   - the catalog (catalog.go) of API versions, scopes and contacts that tokens are
 //     validated against, built in or loaded from a file.
 //

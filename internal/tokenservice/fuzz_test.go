@@ -46,13 +46,16 @@ func FuzzCreateToken(f *testing.F) {
 }
 
 // FuzzPatchToken feeds arbitrary merge patches to PATCH /v1/tokens/{sid}: the
-// server answers 200, 400 or 422, and a token that it accepts stays valid.
+// server answers 200, 400, 422, or 409 for a change of the external id once a patch
+// has claimed the token, and a token that it accepts stays valid.
 func FuzzPatchToken(f *testing.F) {
 	f.Add([]byte(`{"scopes":["reports:read","actions:write"]}`))
 	f.Add([]byte(`{"description":null,"developerEmails":null}`))
 	f.Add([]byte(`{"apiVersion":12}`))
 	f.Add([]byte(`{"state":"Disabled","name":"y"}`))
 	f.Add([]byte(`[1,2]`))
+	f.Add([]byte(`{"externalId":"uid-1"}`))
+	f.Add([]byte(`{"externalId":null,"name":"z"}`))
 	s := fuzzServer(f)
 	created := serve(s, http.MethodPost, "/v1/tokens", []byte(`{"name":"x","primaryContact":"ops@example.com"}`), "Idempotency-Key", "seed")
 	if created.Code != http.StatusCreated {
@@ -62,18 +65,25 @@ func FuzzPatchToken(f *testing.F) {
 	for k := range s.store.tokens {
 		sid = k
 	}
+	current := func() Token {
+		s.store.mu.Lock()
+		defer s.store.mu.Unlock()
+		return s.store.tokens[sid].Token
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
+		before := current()
 		rec := serve(s, http.MethodPatch, "/v1/tokens/"+sid, body)
 		switch rec.Code {
-		case http.StatusOK, http.StatusBadRequest, http.StatusUnprocessableEntity:
+		case http.StatusOK, http.StatusBadRequest, http.StatusUnprocessableEntity, http.StatusConflict:
 		default:
 			t.Fatalf("patch answered %d: %s", rec.Code, rec.Body)
 		}
-		s.store.mu.Lock()
-		tok := s.store.tokens[sid].Token
-		s.store.mu.Unlock()
+		tok := current()
 		if errs := validateToken(&tok, s.catalog); len(errs) > 0 {
 			t.Fatalf("an accepted patch left an invalid token: %v", errs)
+		}
+		if before.ExternalID != "" && tok.ExternalID != before.ExternalID {
+			t.Fatalf("a patch changed the claimed external id %q to %q", before.ExternalID, tok.ExternalID)
 		}
 	})
 }

@@ -99,11 +99,20 @@ func (s *Server) resetToken(w http.ResponseWriter, r *http.Request) {
 }
 
 // verify is the data-plane check: the token's SID and auth token as HTTP Basic
-// credentials, and optionally a scope that the token must hold.
+// credentials, and optionally a scope that the token must hold. The rate limit is
+// the SID's once the credentials are good, so wrong ones cannot spend its budget.
 func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
 	t, err := Token{}, errBadCredentials
-	if sid, authToken, ok := r.BasicAuth(); ok {
+	sid, authToken, ok := r.BasicAuth()
+	if ok {
 		t, err = s.store.Verify(sid, authToken, r.URL.Query().Get("scope"))
+	}
+	client := "" // unauthenticated
+	if !errors.Is(err, errBadCredentials) {
+		client = "sid:" + sid
+	}
+	if !s.admit(w, client) {
+		return
 	}
 	if err != nil {
 		if errors.Is(err, errBadCredentials) {
@@ -116,15 +125,15 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
 }
 
 // writeReplayable answers a create or reset. A fresh answer carries the token's ETag
-// and no-store, even when its commit failed; a replay sends the recorded body alone.
+// and no-store; a replay sends the recorded body alone.
 func (s *Server) writeReplayable(w http.ResponseWriter, res replayable, err error) {
-	if res.Fresh() {
-		w.Header().Set("ETag", res.ETag)
-		w.Header().Set("Cache-Control", "no-store")
-	}
 	if err != nil {
 		s.writeError(w, err)
 		return
+	}
+	if res.Fresh() {
+		w.Header().Set("ETag", res.ETag)
+		w.Header().Set("Cache-Control", "no-store")
 	}
 	writeRawJSON(w, res.Status, res.Body)
 }
@@ -136,6 +145,7 @@ var storeProblems = []struct {
 }{
 	{errNotFound, problem(http.StatusNotFound, ProblemNotFound, "No token has this SID.")},
 	{errStale, problem(http.StatusPreconditionFailed, ProblemPrecondition, "The token changed since the given ETag.")},
+	{errExternalIDTaken, problem(http.StatusConflict, ProblemExternalIDTaken, "The token already has another external id.")},
 	{errInFlight, problem(http.StatusConflict, ProblemIdempotencyBusy, "A request with this Idempotency-Key is still in flight.")},
 	{errKeyReused, problem(http.StatusUnprocessableEntity, ProblemIdempotencyReused, "This Idempotency-Key was used with another request body.")},
 	{errBadCredentials, problem(http.StatusUnauthorized, ProblemUnauthorized, "The credentials are not valid.")},

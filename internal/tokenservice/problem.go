@@ -18,6 +18,7 @@ const (
 	ProblemForbiddenScope     = ProblemTypeBase + "scope-not-granted"
 	ProblemNotFound           = ProblemTypeBase + "not-found"
 	ProblemPrecondition       = ProblemTypeBase + "precondition-failed"
+	ProblemExternalIDTaken    = ProblemTypeBase + "external-id-taken"
 	ProblemTooLarge           = ProblemTypeBase + "body-too-large"
 	ProblemInvalid            = ProblemTypeBase + "validation-failed"
 	ProblemRateLimited        = ProblemTypeBase + "rate-limited"

@@ -4,13 +4,9 @@ import (
 	"crypto/subtle"
 	"errors"
 	"log/slog"
-	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // Config configures a Server.
@@ -21,7 +17,9 @@ type Config struct {
 	DataPath string
 	// Catalog is served by GET /v1/catalog and validates tokens. Zero means DemoCatalog.
 	Catalog *Catalog
-	// RateLimit is the number of requests per second served; 0 means no limit.
+	// RateLimit is the number of requests per second served to each client (the admin
+	// key, each account SID), counted once a request is authenticated; the requests
+	// that fail authentication share ten times that. 0 means no limit.
 	RateLimit float64
 	// Logger receives one line per request; nil discards them.
 	Logger *slog.Logger
@@ -34,7 +32,8 @@ type Server struct {
 	adminKey []byte
 	catalog  Catalog
 	store    *store
-	limiter  *rate.Limiter
+	limits   *rateLimits
+	timeouts timeouts
 	log      *slog.Logger
 	now      func() time.Time
 	mux      *http.ServeMux
@@ -48,6 +47,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		adminKey: []byte(cfg.AdminKey),
 		catalog:  DemoCatalog(),
+		timeouts: defaultTimeouts,
 		log:      cfg.Logger,
 		now:      cfg.Now,
 	}
@@ -63,9 +63,7 @@ func New(cfg Config) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if cfg.RateLimit > 0 {
-		s.limiter = rate.NewLimiter(rate.Limit(cfg.RateLimit), max(1, int(math.Ceil(cfg.RateLimit))))
-	}
+	s.limits = newRateLimits(cfg.RateLimit)
 	st, err := openStore(cfg.DataPath, s.catalog, s.now())
 	if err != nil {
 		return nil, err
@@ -73,6 +71,29 @@ func New(cfg Config) (*Server, error) {
 	s.store = st
 	s.routes()
 	return s, nil
+}
+
+// timeouts bound each stage of a connection in the http.Server that HTTPServer
+// builds, so that a slow or stalled client cannot hold connections and goroutines.
+type timeouts struct {
+	readHeader, read, write, idle time.Duration
+}
+
+// defaultTimeouts leave a well-behaved client ample time: a request is 1 MiB at most
+// and every handler answers from memory or after one commit.
+var defaultTimeouts = timeouts{readHeader: 10 * time.Second, read: 30 * time.Second, write: 30 * time.Second, idle: 120 * time.Second}
+
+// HTTPServer returns an http.Server that serves s, with timeouts for reading the
+// request headers (10s), the whole request (30s), writing the response (30s) and an
+// idle keep-alive connection (120s).
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: s.timeouts.readHeader,
+		ReadTimeout:       s.timeouts.read,
+		WriteTimeout:      s.timeouts.write,
+		IdleTimeout:       s.timeouts.idle,
+	}
 }
 
 // Close closes the database.
@@ -95,14 +116,17 @@ func (s *Server) routes() {
 	mux.Handle("POST /v1/tokens/{sid}/reset", admin(s.resetToken))
 	mux.HandleFunc("GET /v1/verify", s.verify)
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-		writeProblem(w, problem(http.StatusNotFound, ProblemNotFound, "No such endpoint."))
+		if s.admit(w, "") {
+			writeProblem(w, problem(http.StatusNotFound, ProblemNotFound, "No such endpoint."))
+		}
 	})
 	s.mux = mux
 }
 
-// ServeHTTP logs the request, applies the rate limit and the body size limit, and
-// dispatches. Logs carry method, path, status and duration only: never headers or
-// bodies, where the admin key and auth tokens travel.
+// ServeHTTP logs the request, applies the body size limit and dispatches; the
+// handlers apply the rate limit once they know the client (ratelimit.go). Logs carry
+// method, path, status and duration only: never headers or bodies, where the admin
+// key and auth tokens travel.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
@@ -110,15 +134,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.log.Info("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
 			"duration", s.now().Sub(start).String())
 	}()
-	if s.limiter != nil {
-		if res := s.limiter.Reserve(); res.Delay() > 0 {
-			retry := max(1, int(math.Ceil(res.Delay().Seconds())))
-			res.Cancel()
-			rec.Header().Set("Retry-After", strconv.Itoa(retry))
-			writeProblem(rec, problem(http.StatusTooManyRequests, ProblemRateLimited, "Too many requests; retry later."))
-			return
-		}
-	}
 	r.Body = http.MaxBytesReader(rec, r.Body, MaxBodyBytes)
 	s.mux.ServeHTTP(rec, r)
 }
@@ -137,11 +152,15 @@ func (s *Server) requireAdmin(next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(key), s.adminKey) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tokenservice"`)
-			writeProblem(w, problem(http.StatusUnauthorized, ProblemUnauthorized, "A valid admin key is required."))
+			if s.admit(w, "") {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="tokenservice"`)
+				writeProblem(w, problem(http.StatusUnauthorized, ProblemUnauthorized, "A valid admin key is required."))
+			}
 			return
 		}
-		next(w, r)
+		if s.admit(w, adminClient) {
+			next(w, r)
+		}
 	})
 }
 

@@ -32,20 +32,34 @@ type idempotencyRecord struct {
 // and writes each change through to a bbolt file when one is configured. Its
 // exported methods (store_tokens.go) are its whole API.
 //
-// Changes are validated and made in memory under mu, then committed with bolt's Batch
-// after mu is released, which folds concurrent commits into one fsync; a method
-// returns only after its commit. Each stored token carries a global revision so that
-// commits that land out of order never replace a newer version with an older one.
+// A write is staged under mu: validated against the committed token, its
+// idempotency record put in flight. It is committed with bolt's Batch after mu is
+// released, which folds concurrent commits into one fsync, and a method returns only
+// after its commit. Then, under mu again, memory adopts the write, or, when the
+// commit failed, the write's only trace (its idempotency record) is undone, so a
+// failed commit leaves the store as it was (see transact).
+//
+// Readers see committed tokens only: a GET, a verify or the credentials never show a
+// version that a failed commit could take back. Writes to one token wait for each
+// other (writing, idle), so each is staged on the committed version and none builds
+// on a change that is then undone; writes to different tokens still share fsyncs.
 type store struct {
 	catalog Catalog // validates tokens; never changes
 
 	mu           sync.Mutex
-	tokens       map[string]*record
+	tokens       map[string]*record // committed versions only
 	byExternalID map[string]map[string]struct{}
 	idempotency  map[string]*idempotencyRecord
 	revision     uint64
+	// writing holds the SIDs with a staged write whose commit has not ended; idle
+	// is broadcast (with mu as its lock) when one ends.
+	writing map[string]struct{}
+	idle    sync.Cond
 
 	db *bolt.DB
+	// beforeCommit, set only by tests, runs before each commit; an error from it is a
+	// failed commit, and blocking in it holds a write in flight.
+	beforeCommit func() error
 }
 
 // pendingWrite is one key to commit: a token (nil value = deleted) or an
@@ -57,13 +71,27 @@ type pendingWrite struct {
 	revision uint64
 }
 
+// staged is a write made under mu that memory adopts only once it is committed.
+type staged struct {
+	writes []pendingWrite
+	// sid is the token written and token its new version, nil when it is deleted.
+	sid   string
+	token *record
+	// idem is the record of a create or reset under idemKey, in flight until the
+	// commit ends.
+	idemKey string
+	idem    *idempotencyRecord
+}
+
 func openStore(path string, c Catalog, now time.Time) (*store, error) {
 	s := &store{
 		catalog:      c,
 		tokens:       map[string]*record{},
 		byExternalID: map[string]map[string]struct{}{},
 		idempotency:  map[string]*idempotencyRecord{},
+		writing:      map[string]struct{}{},
 	}
+	s.idle.L = &s.mu
 	if path == "" {
 		return s, nil
 	}
@@ -164,7 +192,8 @@ func (s *store) removeToken(r *record) {
 }
 
 // tokenWrite bumps the revision of r (deleted = no body) and returns its commit;
-// the caller holds mu.
+// the caller holds mu. A failed commit does not give its revision back, so an ETag
+// never names two versions.
 func (s *store) tokenWrite(r *record, deleted bool) (pendingWrite, error) {
 	s.revision++
 	r.Revision = s.revision
@@ -184,8 +213,78 @@ func idempotencyWrite(key string, r *idempotencyRecord) (pendingWrite, error) {
 	return pendingWrite{bucket: bucketIdempotency, key: key, value: body}, err
 }
 
+// transact runs one write: stage, called under mu once no other write to sid (empty
+// for a new token) is in flight, validates and returns the write, or nil for one that
+// changes nothing; the write is committed after mu is released, then adopted or
+// undone (finish).
+func (s *store) transact(sid string, stage func() (*staged, error)) error {
+	w, err := s.stage(sid, stage)
+	if err != nil || w == nil {
+		return err
+	}
+	err = s.commit(w.writes...)
+	s.finish(w, err)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errCommit, err)
+	}
+	return nil
+}
+
+func (s *store) stage(sid string, stage func() (*staged, error)) (*staged, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for s.isWriting(sid) {
+		s.idle.Wait()
+	}
+	w, err := stage()
+	if err != nil || w == nil {
+		return nil, err
+	}
+	s.writing[w.sid] = struct{}{}
+	if w.idem != nil {
+		s.idempotency[w.idemKey] = w.idem // a replay meanwhile is errInFlight
+	}
+	return w, nil
+}
+
+func (s *store) isWriting(sid string) bool {
+	_, ok := s.writing[sid] // never "", the SID of a token not yet made
+	return ok
+}
+
+// finish ends a write. Committed, it replaces the token in memory and settles its
+// idempotency record. Not committed, it leaves no trace: its record goes, so that a
+// retry with the same key acts afresh, and the token was never replaced. Either way
+// the writes waiting for the token go on.
+func (s *store) finish(w *staged, commitErr error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.writing, w.sid)
+	s.idle.Broadcast()
+	if commitErr != nil {
+		if w.idem != nil && s.idempotency[w.idemKey] == w.idem {
+			delete(s.idempotency, w.idemKey)
+		}
+		return
+	}
+	if w.idem != nil {
+		w.idem.inFlight = false
+	}
+	if old, ok := s.tokens[w.sid]; ok {
+		s.removeToken(old) // its external id may have changed (a claim)
+	}
+	if w.token != nil {
+		s.putToken(w.token)
+	}
+}
+
 // commit makes writes durable. Without a database it returns at once.
 func (s *store) commit(writes ...pendingWrite) error {
+	if s.beforeCommit != nil {
+		if err := s.beforeCommit(); err != nil {
+			return err
+		}
+	}
 	if s.db == nil || len(writes) == 0 {
 		return nil
 	}
@@ -193,9 +292,12 @@ func (s *store) commit(writes ...pendingWrite) error {
 		for _, w := range writes {
 			b := tx.Bucket(w.bucket)
 			if string(w.bucket) == string(bucketTokens) {
+				// Writes to one token wait for each other, so its versions land in
+				// order; the check keeps an older one from ever replacing a newer
+				// one should that change.
 				if old := b.Get([]byte(w.key)); old != nil {
 					if rev, _ := splitRevision(old); rev >= w.revision {
-						continue // a newer version already landed
+						continue
 					}
 				}
 				if err := b.Put([]byte(w.key), joinRevision(w.revision, w.value)); err != nil {

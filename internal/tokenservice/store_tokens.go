@@ -21,9 +21,12 @@ var (
 	errKeyReused      = errors.New("this Idempotency-Key was used with another request body")
 	errBadCredentials = errors.New("the credentials are not valid")
 	errScopeNotHeld   = errors.New("the token does not hold the requested scope")
+	// errExternalIDTaken is a patch that would change or clear a token's external
+	// id: it may only be set on a token that has none (the claim of an adoption).
+	errExternalIDTaken = errors.New("the token already has another external id")
 	// errEncode wraps a token that could not be encoded; nothing was changed.
 	errEncode = errors.New("encode token")
-	// errCommit wraps a commit that failed; memory already holds the change.
+	// errCommit wraps a commit that failed; nothing was changed.
 	errCommit = errors.New("commit")
 )
 
@@ -56,7 +59,7 @@ func (r replayable) Fresh() bool { return r.ETag != "" }
 // Create makes a token as req asks, once per Idempotency-Key (see idempotent). The
 // answer is 201 with the token and its auth token.
 func (s *store) Create(key string, req createRequest, now time.Time) (replayable, error) {
-	return s.idempotent("create\x00"+key, bodyHash(req), now, http.StatusCreated,
+	return s.idempotent("", "create\x00"+key, bodyHash(req), now, http.StatusCreated,
 		func(now time.Time) (*record, any, error) {
 			t := req.token(s.catalog.LatestAPIVersion, now)
 			if errs := validateToken(&t, s.catalog); len(errs) > 0 {
@@ -72,7 +75,7 @@ func (s *store) Create(key string, req createRequest, now time.Time) (replayable
 // 200 with the new credentials.
 func (s *store) Reset(sid, key string, now time.Time) (replayable, error) {
 	const hash = "reset" // a reset has no body: the key alone names the request
-	return s.idempotent("reset\x00"+sid+"\x00"+key, hash, now, http.StatusOK,
+	return s.idempotent(sid, "reset\x00"+sid+"\x00"+key, hash, now, http.StatusOK,
 		func(now time.Time) (*record, any, error) {
 			current, ok := s.tokens[sid]
 			if !ok {
@@ -86,17 +89,17 @@ func (s *store) Reset(sid, key string, now time.Time) (replayable, error) {
 		})
 }
 
-// idempotent runs a create or reset under its idempotency key. A record of the key
-// younger than IdempotencyTTL answers instead of change: errInFlight until its answer
-// is durable, errKeyReused when it was made for another body hash, else its answer
-// again. Otherwise change (called under mu, with now in UTC) returns the token to store
-// and the response to record; both are committed, and the record stays in flight
-// until the commit returns.
-func (s *store) idempotent(key, hash string, now time.Time, status int,
+// idempotent runs a create or a reset of the token sid under its idempotency key. A
+// record of the key younger than IdempotencyTTL answers instead of change:
+// errInFlight until its commit ends (a reset waits for the token first, so only a
+// create sees that), errKeyReused when it was made for another body hash, else its
+// answer again. Otherwise change (called under mu, with now in UTC) returns the token
+// to store and the response to record; both are committed together, and a failed
+// commit forgets the record, so that a retry acts afresh.
+func (s *store) idempotent(sid, key, hash string, now time.Time, status int,
 	change func(now time.Time) (*record, any, error)) (replayable, error) {
 	var res replayable
-	var idem *idempotencyRecord
-	err := s.transact(func() ([]pendingWrite, error) {
+	err := s.transact(sid, func() (*staged, error) {
 		if prior, ok := s.idempotency[key]; ok && now.Sub(prior.CreatedAt) <= IdempotencyTTL {
 			return nil, prior.replay(hash, &res)
 		}
@@ -110,17 +113,15 @@ func (s *store) idempotent(key, hash string, now time.Time, status int,
 			return nil, fmt.Errorf("%w: %w", errEncode, err)
 		}
 		body, _ := json.Marshal(response)
-		s.putToken(rec)
-		idem = &idempotencyRecord{BodyHash: hash, Status: status, Body: body, CreatedAt: stamp, inFlight: true}
-		s.idempotency[key] = idem
+		idem := &idempotencyRecord{BodyHash: hash, Status: status, Body: body, CreatedAt: stamp, inFlight: true}
 		idemWrite, _ := idempotencyWrite(key, idem)
 		res = replayable{Status: status, Body: body, SID: rec.SID, ETag: rec.etag()}
-		return []pendingWrite{tokenWrite, idemWrite}, nil
+		return &staged{writes: []pendingWrite{tokenWrite, idemWrite}, sid: rec.SID, token: rec, idemKey: key, idem: idem}, nil
 	})
-	if idem != nil {
-		s.settle(idem)
+	if err != nil {
+		return replayable{}, err
 	}
-	return res, err
+	return res, nil
 }
 
 // replay answers a request with the recorded key into res, or says why it cannot.
@@ -135,14 +136,6 @@ func (r *idempotencyRecord) replay(hash string, res *replayable) error {
 	return nil
 }
 
-// settle ends an idempotency record's flight: its answer is durable, or its commit
-// failed and it is as durable as it will be.
-func (s *store) settle(idem *idempotencyRecord) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	idem.inFlight = false
-}
-
 func bodyHash(v any) string {
 	canonical, _ := json.Marshal(v)
 	sum := sha256.Sum256(canonical)
@@ -150,11 +143,12 @@ func bodyHash(v any) string {
 }
 
 // Patch applies a JSON merge patch to the token sid. A non-empty ifMatch must name
-// its current ETag (errStale). A patch that changes nothing returns the token as it
+// its current ETag (errStale). The external id may be set only on a token that has
+// none (errExternalIDTaken). A patch that changes nothing returns the token as it
 // is, without a commit.
 func (s *store) Patch(sid, ifMatch string, patch map[string]json.RawMessage, now time.Time) (tokenVersion, error) {
 	var out tokenVersion
-	err := s.transact(func() ([]pendingWrite, error) {
+	err := s.transact(sid, func() (*staged, error) {
 		current, ok := s.tokens[sid]
 		if !ok {
 			return nil, errNotFound
@@ -166,6 +160,11 @@ func (s *store) Patch(sid, ifMatch string, patch map[string]json.RawMessage, now
 		if errs = append(errs, validateToken(&next.Token, s.catalog)...); len(errs) > 0 {
 			return nil, &invalidError{errs}
 		}
+		// Another claimant adopted the token first: a conflict with its state, not
+		// an invalid value.
+		if current.ExternalID != "" && next.ExternalID != current.ExternalID {
+			return nil, errExternalIDTaken
+		}
 		if tokenSettingsEqual(&next.Token, &current.Token) {
 			out = current.version()
 			return nil, nil
@@ -173,46 +172,28 @@ func (s *store) Patch(sid, ifMatch string, patch map[string]json.RawMessage, now
 		next.UpdatedAt = now.UTC()
 		write, err := s.tokenWrite(&next, false)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %w", errCommit, err)
+			return nil, fmt.Errorf("%w: %w", errEncode, err)
 		}
-		s.putToken(&next)
 		out = next.version()
-		return []pendingWrite{write}, nil
+		return &staged{writes: []pendingWrite{write}, sid: sid, token: &next}, nil
 	})
-	return out, err
+	if err != nil {
+		return tokenVersion{}, err
+	}
+	return out, nil
 }
 
 // Delete removes the token sid for good.
 func (s *store) Delete(sid string) error {
-	return s.transact(func() ([]pendingWrite, error) {
+	return s.transact(sid, func() (*staged, error) {
 		rec, ok := s.tokens[sid]
 		if !ok {
 			return nil, errNotFound
 		}
-		s.removeToken(rec)
 		gone := *rec
 		write, err := s.tokenWrite(&gone, true) // a deletion has no body to encode
-		return []pendingWrite{write}, err
+		return &staged{writes: []pendingWrite{write}, sid: sid}, err
 	})
-}
-
-// transact runs stage under mu, then commits the writes it returns once mu is
-// released, so that bolt's Batch can fold concurrent commits into one fsync.
-func (s *store) transact(stage func() ([]pendingWrite, error)) error {
-	writes, err := s.locked(stage)
-	if err != nil {
-		return err
-	}
-	if err := s.commit(writes...); err != nil {
-		return fmt.Errorf("%w: %w", errCommit, err)
-	}
-	return nil
-}
-
-func (s *store) locked(stage func() ([]pendingWrite, error)) ([]pendingWrite, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return stage()
 }
 
 // Get returns the token sid.

@@ -232,6 +232,11 @@ func applyMergePatch(t *Token, patch map[string]json.RawMessage) []FieldError {
 			t.Scopes = normalizeSet(t.Scopes)
 		case "state":
 			set(field, raw, &t.State, false)
+		case "externalId":
+			// null clears it; whether it may change at all depends on the stored
+			// token (store.Patch), not on the patch.
+			t.ExternalID = ""
+			set(field, raw, &t.ExternalID, true)
 		default:
 			errs = append(errs, FieldError{Field: field, Detail: "is not a field that can be changed"})
 		}
@@ -241,7 +246,7 @@ func applyMergePatch(t *Token, patch map[string]json.RawMessage) []FieldError {
 }
 
 func tokenSettingsEqual(a, b *Token) bool {
-	return a.Name == b.Name && a.Description == b.Description && a.APIVersion == b.APIVersion &&
+	return a.ExternalID == b.ExternalID && a.Name == b.Name && a.Description == b.Description && a.APIVersion == b.APIVersion &&
 		a.PrimaryContact == b.PrimaryContact && a.State == b.State &&
 		slices.Equal(a.DeveloperEmails, b.DeveloperEmails) && slices.Equal(a.Scopes, b.Scopes)
 }

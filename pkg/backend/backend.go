@@ -1,5 +1,8 @@
 // Package backend is the client of the Token Service API v1: the only code of
-// apitoken-operator that talks HTTP to a token backend.
+// apitoken-operator that talks HTTP to a token backend. It owns the narrow
+// Backend interface, the sentinel errors, retries and Retry-After, the client-side
+// rate limit, and the redacting AuthToken type. It must not import anything else
+// of this repository (controllers, api, internal, test).
 package backend
 
 import (
@@ -33,7 +36,9 @@ type Backend interface {
 	// (nil, false, nil): the caller's copy is current.
 	Get(ctx context.Context, sid, etag string) (tok *Token, modified bool, err error)
 	// Update applies the non-nil fields of patch if the token still has etag
-	// (empty etag: unconditionally). A stale etag is ErrPreconditionFailed.
+	// (empty etag: unconditionally). A stale etag is ErrPreconditionFailed. Setting
+	// ExternalID claims a token that has none (an adoption); on a token that has
+	// another one it is ErrConflict, which a retry cannot cure.
 	Update(ctx context.Context, sid, etag string, patch TokenPatch) (*Token, error)
 	// Credentials returns the token's current SID and auth token.
 	Credentials(ctx context.Context, sid string) (Credentials, error)
@@ -105,6 +110,8 @@ type TokenPatch struct {
 	DeveloperEmails *[]string `json:"developerEmails,omitempty"`
 	Scopes          *[]string `json:"scopes,omitempty"`
 	State           *State    `json:"state,omitempty"`
+	// ExternalID may only be set on a token that has none, or to the one it has.
+	ExternalID *string `json:"externalId,omitempty"`
 }
 
 // IsEmpty reports whether the patch changes nothing.
@@ -199,6 +206,13 @@ func (e *APIError) Error() string {
 }
 
 func (e *APIError) Unwrap() error { return e.sentinel }
+
+// NewAPIError builds the error a Client returns for an answer with this status:
+// the sentinel follows the status as in a real call, so that callers' tests can
+// classify realistic errors without a server.
+func NewAPIError(call string, status int, fields []FieldError, retryAfter time.Duration) *APIError {
+	return &APIError{Call: call, StatusCode: status, Title: http.StatusText(status), Fields: fields, RetryAfter: retryAfter, sentinel: sentinelFor(status)}
+}
 
 // InvalidFields lists the names of the invalid fields, e.g. "scopes[1], primaryContact",
 // and nothing of what the backend said about them.

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,9 +26,13 @@ import (
 const (
 	DefaultTimeout     = 10 * time.Second
 	DefaultMaxAttempts = 4
-	defaultBackoff     = 200 * time.Millisecond
-	maxBackoff         = 5 * time.Second
-	maxResponseBytes   = 16 << 20
+	// DefaultMaxRetryAfterWait is the longest Retry-After a call waits out
+	// in-process; a longer one fails the call with ErrRateLimited at once, so that
+	// a throttling backend never holds a caller's worker.
+	DefaultMaxRetryAfterWait = 3 * time.Second
+	defaultBackoff           = 200 * time.Millisecond
+	maxBackoff               = 5 * time.Second
+	maxResponseBytes         = 16 << 20
 )
 
 // ErrInvalidConfig is returned by New for options that cannot work.
@@ -41,6 +46,9 @@ type Options struct {
 	AdminKey string
 	// CABundle holds PEM certificates to trust instead of the system roots.
 	CABundle []byte
+	// AllowInsecureHTTP permits an http:// URL to a host that is not loopback
+	// (127.0.0.0/8, ::1, localhost); without it New refuses such a URL.
+	AllowInsecureHTTP bool
 	// QPS and Burst bound the calls this client makes; QPS 0 means no limit.
 	QPS   float64
 	Burst int
@@ -48,6 +56,10 @@ type Options struct {
 	Timeout time.Duration
 	// MaxAttempts bounds the attempts of one call. Default DefaultMaxAttempts.
 	MaxAttempts int
+	// MaxRetryAfterWait is the longest Retry-After a call waits in-process before
+	// it fails with ErrRateLimited (RetryAfterOf tells the rest of the wait).
+	// Default DefaultMaxRetryAfterWait.
+	MaxRetryAfterWait time.Duration
 	// Transport replaces the HTTP transport (tests inject faults here). CABundle
 	// is still validated, but only the default transport applies it.
 	Transport http.RoundTripper
@@ -64,6 +76,7 @@ type Client struct {
 	limiter     *rate.Limiter
 	timeout     time.Duration
 	maxAttempts int
+	maxWait     time.Duration
 	observe     func(string, int, time.Duration)
 
 	// notBefore is when the backend's last Retry-After expires: no call of this
@@ -79,6 +92,9 @@ func New(o Options) (*Client, error) {
 	base, err := url.Parse(strings.TrimSuffix(o.URL, "/"))
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
 		return nil, fmt.Errorf("%w: url %q must be an absolute http(s) URL", ErrInvalidConfig, o.URL)
+	}
+	if err := CheckTransport(o.URL, o.AllowInsecureHTTP); err != nil {
+		return nil, err
 	}
 	var roots *x509.CertPool
 	if len(o.CABundle) > 0 {
@@ -103,6 +119,7 @@ func New(o Options) (*Client, error) {
 		limiter:     rate.NewLimiter(rate.Inf, 0),
 		timeout:     o.Timeout,
 		maxAttempts: o.MaxAttempts,
+		maxWait:     o.MaxRetryAfterWait,
 		observe:     o.Observe,
 	}
 	if o.QPS > 0 {
@@ -113,6 +130,9 @@ func New(o Options) (*Client, error) {
 	}
 	if c.maxAttempts <= 0 {
 		c.maxAttempts = DefaultMaxAttempts
+	}
+	if c.maxWait <= 0 {
+		c.maxWait = DefaultMaxRetryAfterWait
 	}
 	return c, nil
 }
@@ -161,12 +181,15 @@ func (c *Client) do(ctx context.Context, r request) (*response, error) {
 			c.notBefore = later(c.notBefore, time.Now().Add(after))
 			c.mu.Unlock()
 		}
-		if attempt >= c.maxAttempts || !retryable(err) {
+		if attempt >= c.maxAttempts || !retryable(r, err) {
 			return nil, err
 		}
 		wait := backoff(attempt)
 		if after > 0 {
 			wait = after // never call again before the backend said
+		}
+		if after > c.maxWait {
+			return nil, err // the caller requeues; no worker waits that long
 		}
 		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
 			return nil, err
@@ -190,7 +213,7 @@ func (c *Client) waitRetryAfter(ctx context.Context, call string) error {
 	if wait <= 0 {
 		return nil
 	}
-	if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+	if deadline, ok := ctx.Deadline(); wait > c.maxWait || (ok && time.Until(deadline) < wait) {
 		return &APIError{Call: call, StatusCode: http.StatusTooManyRequests, Title: "waiting for Retry-After", RetryAfter: wait, sentinel: ErrRateLimited, local: true}
 	}
 	timer := time.NewTimer(wait)
@@ -336,9 +359,14 @@ func sentinelFor(status int) error {
 }
 
 // retryable reports the failures that a repeat may cure: rate limits, server errors,
-// network errors and a concurrent request with the same idempotency key.
-func retryable(err error) bool {
-	return errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrConflict)
+// network errors and, for a call with an idempotency key, a concurrent request with
+// the same key. Any other conflict (an update that claims a token someone else has
+// claimed) stays a conflict however often it is repeated.
+func retryable(r request, err error) bool {
+	if errors.Is(err, ErrConflict) {
+		return r.header.Get("Idempotency-Key") != ""
+	}
+	return errors.Is(err, ErrRateLimited) || errors.Is(err, ErrUnavailable)
 }
 
 // backoff is exponential with full jitter: 200ms, 400ms, ... capped at maxBackoff.
@@ -402,7 +430,13 @@ func (c *Client) Create(ctx context.Context, idempotencyKey string, req CreateRe
 }
 
 // FindByExternalID implements Backend.
+// An empty id is refused (it would list every unclaimed token), and items whose
+// externalId is not the one asked for are dropped: a backend that ignores the
+// filter must not make the caller take someone else's tokens for its own.
 func (c *Client) FindByExternalID(ctx context.Context, externalID string) ([]Token, error) {
+	if externalID == "" {
+		return nil, fmt.Errorf("list: %w: an empty external id", ErrInvalidConfig)
+	}
 	resp, err := c.do(ctx, request{
 		call: "list", method: http.MethodGet, path: "/v1/tokens",
 		query: url.Values{"externalId": {externalID}},
@@ -416,7 +450,7 @@ func (c *Client) FindByExternalID(ctx context.Context, externalID string) ([]Tok
 	if err != nil {
 		return nil, err
 	}
-	return list.Items, nil
+	return slices.DeleteFunc(list.Items, func(t Token) bool { return t.ExternalID != externalID }), nil
 }
 
 // Get implements Backend.

@@ -155,6 +155,44 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 }
 
+func TestNewAllowsPlainHTTPOnlyToLoopback(t *testing.T) {
+	tests := map[string]struct {
+		url           string
+		allowInsecure bool
+		wantInsecure  bool
+	}{
+		"https anywhere":                {url: "https://tokens.example.com"},
+		"http to 127.0.0.1":             {url: "http://127.0.0.1:8080"},
+		"http to 127.0.0.0/8":           {url: "http://127.9.9.9"},
+		"http to ::1":                   {url: "http://[::1]:8080/base"},
+		"http to localhost":             {url: "http://LocalHost:8080"},
+		"http to a name":                {url: "http://tokens.example.com", wantInsecure: true},
+		"http to a service name":        {url: "http://tokenservice.apitoken-system.svc:8080", wantInsecure: true},
+		"http to a private address":     {url: "http://10.0.0.1", wantInsecure: true},
+		"http to a localhost lookalike": {url: "http://localhost.example.com", wantInsecure: true},
+		"http to 0.0.0.0":               {url: "http://0.0.0.0:8080", wantInsecure: true},
+		"http to a name, allowed":       {url: "http://tokens.example.com", allowInsecure: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := backend.New(backend.Options{URL: tc.url, AllowInsecureHTTP: tc.allowInsecure})
+			if got := errors.Is(err, backend.ErrInsecureHTTP); got != tc.wantInsecure {
+				t.Fatalf("New(%s): %v, want ErrInsecureHTTP %t", tc.url, err, tc.wantInsecure)
+			}
+			if tc.wantInsecure && !errors.Is(err, backend.ErrInvalidConfig) {
+				t.Errorf("ErrInsecureHTTP should be an ErrInvalidConfig: %v", err)
+			}
+			if !tc.wantInsecure && err != nil {
+				t.Errorf("New(%s): %v", tc.url, err)
+			}
+		})
+	}
+	_, err := backend.New(backend.Options{URL: "http://admin:hunter2@tokens.example.com"})
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("the refusal must not quote a password of the URL: %v", err)
+	}
+}
+
 func TestClientRetriesServerErrors(t *testing.T) {
 	f := &faults.Transport{Policy: faults.FirstN(2, faults.BadGateway)}
 	ts := framework.NewTokenService(t, adminKey, nil)
@@ -194,6 +232,28 @@ func TestClientGivesUpWhenRetryAfterOutlastsDeadline(t *testing.T) {
 	}
 	if len(f.Arrivals()) != 1 {
 		t.Errorf("%d attempts, want 1: the client must not call before Retry-After", len(f.Arrivals()))
+	}
+}
+
+// A Retry-After longer than MaxRetryAfterWait fails the call at once, without a
+// deadline: a throttling backend never holds the caller, and the next call made
+// before Retry-After has passed fails at once too, without reaching the backend.
+func TestClientDoesNotWaitOutLongRetryAfter(t *testing.T) {
+	f := &faults.Transport{Policy: faults.FirstN(1, faults.TooMany), RetryAfter: 120 * time.Second}
+	ts := framework.NewTokenService(t, adminKey, nil)
+	c := newClient(t, backend.Options{URL: ts.URL, Transport: f, MaxRetryAfterWait: time.Second})
+	start := time.Now()
+	for range 2 {
+		_, err := c.Catalog(t.Context())
+		if !errors.Is(err, backend.ErrRateLimited) || backend.RetryAfterOf(err) < 100*time.Second {
+			t.Fatalf("err %v (retry after %v), want ErrRateLimited with the rest of 120s", err, backend.RetryAfterOf(err))
+		}
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("two calls took %v: the client waited out a 120s Retry-After", took)
+	}
+	if len(f.Arrivals()) != 1 {
+		t.Errorf("%d requests reached the backend, want 1", len(f.Arrivals()))
 	}
 }
 
@@ -276,5 +336,93 @@ func TestObserveSeesEveryAttempt(t *testing.T) {
 	}
 	if !slices.Equal(seen, []int{503, 200}) {
 		t.Errorf("observed %v, want [503 200]", seen)
+	}
+}
+
+// TestUpdateClaimsExternalID: an update that sets ExternalID claims a token that has
+// none; a second claim with another id is ErrConflict at once, without retries,
+// while a 409 for an idempotency key still in flight is retried.
+func TestUpdateClaimsExternalID(t *testing.T) {
+	ctx := t.Context()
+	var busyOnce sync.Once
+	ts := framework.NewTokenService(t, adminKey, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			busy := false
+			if strings.HasSuffix(r.URL.Path, "/reset") {
+				busyOnce.Do(func() { busy = true })
+			}
+			if busy { // as when a request with the same key is still in flight
+				w.Header().Set("Content-Type", "application/problem+json")
+				w.WriteHeader(http.StatusConflict)
+				_, _ = w.Write([]byte(`{"type":"https://apitoken.dev/problems/idempotency-key-in-flight","title":"in flight","status":409}`))
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	f := &faults.Transport{}
+	c := newClient(t, backend.Options{URL: ts.URL, Transport: f})
+	tok, _, err := c.Create(ctx, "orphan", createRequest(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	uid := "uid-claim"
+	if (backend.TokenPatch{ExternalID: &uid}).IsEmpty() {
+		t.Fatal("a patch that sets only ExternalID is empty")
+	}
+	claimed, err := c.Update(ctx, tok.SID, tok.ETag, backend.TokenPatch{ExternalID: &uid})
+	if err != nil || claimed.ExternalID != uid {
+		t.Fatalf("claim: %+v, %v", claimed, err)
+	}
+	if found, err := c.FindByExternalID(ctx, uid); err != nil || len(found) != 1 || found[0].SID != tok.SID {
+		t.Fatalf("find the claimed token: %v, %v", found, err)
+	}
+
+	other := "uid-other"
+	before := f.Requests()
+	if _, err := c.Update(ctx, tok.SID, claimed.ETag, backend.TokenPatch{ExternalID: &other}); !errors.Is(err, backend.ErrConflict) {
+		t.Fatalf("claim of a claimed token: %v, want ErrConflict", err)
+	}
+	if n := f.Requests() - before; n != 1 {
+		t.Errorf("a claim conflict took %d attempts, want 1: a retry cannot cure it", n)
+	}
+
+	before = f.Requests()
+	if _, err := c.Reset(ctx, tok.SID, "reset-1"); err != nil {
+		t.Fatalf("reset after a 409 in flight: %v", err)
+	}
+	if n := f.Requests() - before; n != 2 {
+		t.Errorf("a reset answered 409 (key in flight) took %d attempts, want 2", n)
+	}
+}
+
+// The client trusts no backend about ownership: an empty external id is refused
+// before any request, and items of another external id are dropped even when the
+// backend ignores the filter.
+func TestFindByExternalIDTrustsOnlyMatchingItems(t *testing.T) {
+	ignoreFilter := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/v1/tokens" && r.Method == http.MethodGet {
+				q := r.URL.Query()
+				q.Del("externalId") // a backend that lists every token
+				r.URL.RawQuery = q.Encode()
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	ts := framework.NewTokenService(t, adminKey, ignoreFilter)
+	c := newClient(t, backend.Options{URL: ts.URL})
+	for _, id := range []string{"mine", "theirs"} {
+		if _, _, err := c.Create(t.Context(), "key-"+id, createRequest(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	found, err := c.FindByExternalID(t.Context(), "mine")
+	if err != nil || len(found) != 1 || found[0].ExternalID != "mine" {
+		t.Errorf("found %+v (%v), want only the token of external id mine", found, err)
+	}
+	if _, err := c.FindByExternalID(t.Context(), ""); err == nil {
+		t.Error("an empty external id was sent to the backend")
 	}
 }

@@ -66,6 +66,10 @@ func Run(t *testing.T, target Target) {
 		{"PatchStaleIfMatchIs412", testPatchStale},
 		{"PatchAPIVersionMayOnlyRise", testPatchDowngrade},
 		{"PatchUnknownScopeOrContactIs422", testPatchUnknown},
+		{"PatchClaimsExternalID", testClaim},
+		{"PatchClaimOfClaimedTokenIs409", testClaimTaken},
+		{"PatchClaimWithSameValueIsNoOp", testClaimSameValue},
+		{"ConcurrentClaimsWithIfMatchHaveOneWinner", testConcurrentClaims},
 		{"Credentials", testCredentials},
 		{"ResetRevokesOldAuthToken", testReset},
 		{"ResetReplayReturnsSameResult", testResetReplay},
@@ -142,6 +146,16 @@ func (h *harness) do(method, path string, body any, headers ...string) reply {
 
 func (h *harness) doURL(base, method, path string, body any, headers ...string) reply {
 	h.t.Helper()
+	r, err := h.send(base, method, path, body, headers...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return r
+}
+
+// send is doURL for any goroutine: it returns what went wrong instead of failing
+// the test.
+func (h *harness) send(base, method, path string, body any, headers ...string) (reply, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -150,13 +164,13 @@ func (h *harness) doURL(base, method, path string, body any, headers ...string) 
 	default:
 		data, err := json.Marshal(b)
 		if err != nil {
-			h.t.Fatalf("encode body: %v", err)
+			return reply{}, fmt.Errorf("encode body: %w", err)
 		}
 		rd = bytes.NewReader(data)
 	}
 	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
-		h.t.Fatalf("new request: %v", err)
+		return reply{}, fmt.Errorf("new request: %w", err)
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -171,7 +185,7 @@ func (h *harness) doURL(base, method, path string, body any, headers ...string) 
 	}
 	resp, err := h.http.Do(req)
 	if err != nil {
-		h.t.Fatalf("%s %s: %v", method, path, err)
+		return reply{}, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
@@ -179,7 +193,7 @@ func (h *harness) doURL(base, method, path string, body any, headers ...string) 
 	if len(raw) > 0 {
 		_ = json.Unmarshal(raw, &r.json)
 	}
-	return r
+	return r, nil
 }
 
 // expect fails the test unless the reply has the status; for errors it also checks

@@ -8,8 +8,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,13 +58,17 @@ type env struct {
 	seen []string
 }
 
-func startCluster(t *testing.T) *env {
+// startCluster starts a Cluster for the test; options may change its Options.
+func startCluster(t *testing.T, options ...func(*framework.Options)) *env {
 	t.Helper()
-	dir := t.TempDir()
-	c, err := framework.Start(t.Context(), framework.Options{
-		Dir: dir, RepoRoot: repoRoot, Assets: assets,
+	o := framework.Options{
+		Dir: t.TempDir(), RepoRoot: repoRoot, Assets: assets,
 		TokenService: binaries.TokenService, Manager: binaries.Manager,
-	})
+	}
+	for _, option := range options {
+		option(&o)
+	}
+	c, err := framework.Start(t.Context(), o)
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}
@@ -241,7 +243,11 @@ func TestEndToEnd(t *testing.T) {
 		// The new process becomes leader once the killed one's lease expires, then
 		// checks each token with one conditional read, answered 304.
 		e.eventually("restarted operator checked the token", 60*time.Second, func() error {
-			if !strings.Contains(httpGet(t, e.c.OperatorMetricsURL), `apitoken_backend_requests_total{call="get",code="304"} 1`) {
+			metrics, err := e.c.Metrics(e.ctx)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(metrics, `apitoken_backend_requests_total{call="get",code="304"} 1`) {
 				return errors.New("no conditional read answered 304 yet")
 			}
 			return nil
@@ -303,7 +309,10 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("auth tokens never leak", func(t *testing.T) {
 		events := e.kubectl("get", "events", "-A", "-o", "yaml")
 		apitokens := e.kubectl("get", "apitokens", "-A", "-o", "yaml")
-		metrics := httpGet(t, e.c.OperatorMetricsURL)
+		metrics, err := e.c.Metrics(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
 		places := map[string]string{"operator log": e.c.OperatorLog(), "events": events, "ApiTokens": apitokens, "metrics": metrics}
 		if len(e.seen) < 2 {
 			t.Fatalf("the test saw %d auth tokens; the leak check needs them", len(e.seen))
@@ -321,28 +330,22 @@ func TestEndToEnd(t *testing.T) {
 func TestDefaultManifestsPassServerSideDryRun(t *testing.T) {
 	e := startCluster(t)
 	out := e.kubectl("apply", "--dry-run=server", "-k", filepath.Join(repoRoot, "config", "default"))
-	for _, want := range []string{"deployment.apps/apitoken-controller-manager", "clusterrole.rbac.authorization.k8s.io/apitoken-manager-role", "customresourcedefinition.apiextensions.k8s.io/apitokens.tokens.apitoken.dev"} {
+	for _, want := range []string{"deployment.apps/apitoken-controller-manager", "clusterrole.rbac.authorization.k8s.io/apitoken-manager-role", "customresourcedefinition.apiextensions.k8s.io/apitokens.tokens.apitoken.dev",
+		"clusterrole.rbac.authorization.k8s.io/apitoken-metrics-reader", "service/apitoken-controller-manager-metrics"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dry run output lacks %s:\n%s", want, out)
 		}
 	}
 	deployment := e.kubectl("apply", "--dry-run=server", "-k", filepath.Join(repoRoot, "config", "default"), "-o", "yaml")
-	for _, want := range []string{"runAsNonRoot: true", "readOnlyRootFilesystem: true", "type: RuntimeDefault", "- ALL", "allowPrivilegeEscalation: false", "--leader-elect"} {
+	for _, want := range []string{"runAsNonRoot: true", "readOnlyRootFilesystem: true", "type: RuntimeDefault", "- ALL", "allowPrivilegeEscalation: false", "--leader-elect",
+		"--metrics-bind-address=:8443", "fieldPath: metadata.namespace", "port: 8443"} {
 		if !strings.Contains(deployment, want) {
 			t.Errorf("the Deployment lacks %q", want)
 		}
 	}
-}
-
-func httpGet(t *testing.T, u string) string {
-	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatal(err)
+	if strings.Contains(deployment, "--metrics-secure=false") {
+		t.Error("config/default serves metrics without authentication")
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
 }
 
 func grep(text, needle string) string {

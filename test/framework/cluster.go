@@ -4,6 +4,7 @@ package framework
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"os"
@@ -19,7 +20,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
-
 
 // Options configure a Cluster.
 type Options struct {
@@ -40,7 +40,8 @@ type Options struct {
 	// Audit logs every request of the operator's ServiceAccount to AuditLogPath,
 	// so that its Kubernetes requests can be counted by verb and resource.
 	Audit bool
-	// OperatorArgs are extra flags for every start of the operator.
+	// OperatorArgs are extra flags for every start of the operator. With
+	// --metrics-secure=false the Cluster reads metrics over plain http.
 	OperatorArgs []string
 }
 
@@ -69,12 +70,19 @@ type Cluster struct {
 	AdminKubeconfig, OperatorKubeconfig string
 	// TokenServiceURL and AdminKey reach tokenservice.
 	TokenServiceURL, AdminKey string
-	// OperatorMetricsURL serves the operator's Prometheus metrics.
+	// OperatorMetricsURL serves the operator's Prometheus metrics: https, to
+	// clients allowed get on /metrics (read it with Metrics), unless the
+	// operator runs with --metrics-secure=false.
 	OperatorMetricsURL string
+	// MetricsToken is a bearer token of the ServiceAccount MetricsScraper, bound
+	// to the ClusterRole metrics-reader; also written to <Dir>/metrics.token.
+	MetricsToken string
 	// AuditLogPath is the API server's audit log (Options.Audit).
 	AuditLogPath string
 
 	controllerManager, tokenService, operator *Process
+	// metricsCA trusts the certificate the operator serves metrics with.
+	metricsCA *x509.CertPool
 }
 
 // Start brings everything up. On error, what was started is stopped.
@@ -145,6 +153,9 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := c.writeOperatorKubeconfig(ctx, kubeconfig); err != nil {
 		return nil, err
 	}
+	if err := c.setUpMetricsReader(ctx); err != nil {
+		return nil, err
+	}
 	if err := c.StartOperator(ctx); err != nil {
 		return nil, err
 	}
@@ -190,17 +201,27 @@ func (c *Cluster) writeOperatorKubeconfig(ctx context.Context, adminKubeconfig [
 }
 
 // StartOperator runs the operator binary as its ServiceAccount, with leader
-// election, and waits until it is ready.
+// election, in OperatorNamespace as a Pod would (POD_NAMESPACE), serving metrics
+// over HTTPS with a certificate of the framework's, and waits until it is ready.
 func (c *Cluster) StartOperator(ctx context.Context, extraArgs ...string) error {
 	metrics, probes := FreeAddr(), FreeAddr()
-	c.OperatorMetricsURL = "http://" + metrics + "/metrics"
-	c.logf("starting the operator (metrics %s)", c.OperatorMetricsURL)
 	args := append([]string{
 		"--kubeconfig=" + c.OperatorKubeconfig, "--leader-elect", "--leader-election-namespace=" + OperatorNamespace,
 		"--metrics-bind-address=" + metrics, "--health-probe-bind-address=" + probes, "--zap-log-level=debug",
 	}, append(c.opts.OperatorArgs, extraArgs...)...)
+	c.OperatorMetricsURL = "http://" + metrics + "/metrics"
+	if metricsSecure(args) {
+		certDir := filepath.Join(c.opts.Dir, "metrics-certs")
+		var err error
+		if c.metricsCA, err = writeMetricsCert(certDir); err != nil {
+			return err
+		}
+		args = append(args, "--metrics-cert-path="+certDir)
+		c.OperatorMetricsURL = "https://" + metrics + "/metrics"
+	}
+	c.logf("starting the operator (metrics %s)", c.OperatorMetricsURL)
 	var err error
-	c.operator, err = StartProcess(filepath.Join(c.opts.Dir, "operator.log"), nil, c.opts.Manager, args...)
+	c.operator, err = StartProcess(filepath.Join(c.opts.Dir, "operator.log"), []string{"POD_NAMESPACE=" + OperatorNamespace}, c.opts.Manager, args...)
 	if err != nil {
 		return err
 	}

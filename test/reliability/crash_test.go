@@ -118,13 +118,12 @@ type trialState struct {
 	foreignRV   string
 	description string
 
-	overlap      bool   // spec.rotation.overlap > 0: a rotation makes a new token
-	rotateNonce  string // the last rotate annotation value
-	nonces       []string
-	generation   int64 // the current token's expected credential generation
-	restarts     bool  // a Deployment is a restart target
-	rolls        int64 // credential changes that must have rolled it, each once
-	deploymentRV string
+	overlap     bool   // spec.rotation.overlap > 0: a rotation makes a new token
+	rotateNonce string // the last rotate annotation value
+	nonces      []string
+	generation  int64 // the current token's expected credential generation
+	restarts    bool  // a Deployment is a restart target
+	rolls       int64 // credential changes that must have rolled it, each once
 }
 
 // trialOverlap is short, so that retiring tokens are deleted within a trial.

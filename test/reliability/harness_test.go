@@ -116,9 +116,10 @@ func (w *world) startOperator() {
 	base := framework.ManagerOptions()
 	base.Scheme = scheme
 	mgr, err := controllers.NewManager(controlPlane.Config, base, controllers.Options{
-		BackendTransport: w.transport,
-		WrapBackend:      w.crasher.Backend,
-		WrapClient:       w.crasher.Client,
+		CredentialsNamespace: framework.OperatorNamespace,
+		BackendTransport:     w.transport,
+		WrapBackend:          w.crasher.Backend,
+		WrapClient:           w.crasher.Client,
 	})
 	if err != nil {
 		w.t.Fatal(err)

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"crypto/tls"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	certutil "k8s.io/client-go/util/cert"
+)
+
+func TestCredentialsNamespace(t *testing.T) {
+	tests := map[string]struct {
+		flag, podNamespace string
+		want               string
+		wantErr            string
+	}{
+		"the Pod's namespace":             {podNamespace: "apitoken-system", want: "apitoken-system"},
+		"the flag wins over the Pod's":    {flag: "ops", podNamespace: "apitoken-system", want: "ops"},
+		"the flag outside a Pod":          {flag: "ops", want: "ops"},
+		"neither: refuse to start":        {wantErr: "no credentials namespace: set --credentials-namespace, or POD_NAMESPACE"},
+		"not a namespace name":            {flag: "Ops/Team", wantErr: `credentials namespace "Ops/Team" is not a namespace name`},
+		"an empty flag is no flag at all": {flag: "", podNamespace: "apitoken-system", want: "apitoken-system"},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := credentialsNamespace(tc.flag, tc.podNamespace)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one containing %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Errorf("got %q, %v; want %q", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func parse(t *testing.T, args ...string) *flags {
+	t.Helper()
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	f := bindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestMetricsOptions(t *testing.T) {
+	t.Run("secure by default, self-signed, HTTP/1.1 only", func(t *testing.T) {
+		o, w, err := metricsOptions(parse(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !o.SecureServing || o.FilterProvider == nil || w != nil || o.BindAddress != ":8443" {
+			t.Errorf("secure %t, filter %t, cert watcher %v, address %q: want HTTPS with the authn/authz filter on :8443",
+				o.SecureServing, o.FilterProvider != nil, w, o.BindAddress)
+		}
+		if c := tlsConfig(o.TLSOpts); len(c.NextProtos) != 1 || c.NextProtos[0] != "http/1.1" {
+			t.Errorf("NextProtos %v, want HTTP/1.1 only", c.NextProtos)
+		}
+	})
+	t.Run("--metrics-secure=false is plain http for anyone", func(t *testing.T) {
+		o, _, err := metricsOptions(parse(t, "--metrics-secure=false", "--metrics-bind-address=:8080"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o.SecureServing || o.FilterProvider != nil {
+			t.Errorf("secure %t, filter %t: want neither", o.SecureServing, o.FilterProvider != nil)
+		}
+	})
+	t.Run("--metrics-cert-path serves that certificate", func(t *testing.T) {
+		dir := t.TempDir()
+		cert, key, err := certutil.GenerateSelfSignedCertKey("apitoken-operator-metrics", nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(dir, "tls.crt"), cert)
+		writeFile(t, filepath.Join(dir, "tls.key"), key)
+		o, w, err := metricsOptions(parse(t, "--metrics-cert-path="+dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := tlsConfig(o.TLSOpts)
+		if w == nil || c.GetCertificate == nil {
+			t.Fatalf("cert watcher %v, GetCertificate set %t", w, c.GetCertificate != nil)
+		}
+		if got, err := c.GetCertificate(nil); err != nil || len(got.Certificate) == 0 {
+			t.Errorf("GetCertificate: %v", err)
+		}
+	})
+	t.Run("a missing certificate fails at start", func(t *testing.T) {
+		if _, _, err := metricsOptions(parse(t, "--metrics-cert-path="+t.TempDir())); err == nil {
+			t.Error("no error for a directory without tls.crt and tls.key")
+		}
+	})
+}
+
+func tlsConfig(opts []func(*tls.Config)) *tls.Config {
+	c := &tls.Config{NextProtos: []string{"h2"}} // controller-runtime's starting point
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+func writeFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
