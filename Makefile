@@ -127,8 +127,8 @@ bench-tokenservice: ## Benchmark tokenservice (creates/s, conditional GETs/s, re
 
 .PHONY: build
 build: manifests generate fmt vet ## Build the operator and tokenservice binaries.
-	go build -o bin/manager .
-	go build -o bin/tokenservice ./cmd/tokenservice
+	go build -ldflags "$(LDFLAGS)" -o bin/manager .
+	go build -ldflags "$(LDFLAGS)" -o bin/tokenservice ./cmd/tokenservice
 
 .PHONY: run
 run: manifests generate ## Run the operator against the cluster of your kubeconfig (admin key Secrets from CREDENTIALS_NAMESPACE).
@@ -140,7 +140,7 @@ dev: ## Start a local control plane, tokenservice and the operator, apply the sa
 
 .PHONY: docker-build
 docker-build: ## Build the operator image (needs a Docker engine).
-	docker build -t $(IMG) .
+	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
 
 .PHONY: docker-build-tokenservice
 docker-build-tokenservice: ## Build the tokenservice image (needs a Docker engine).
