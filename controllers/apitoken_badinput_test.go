@@ -42,9 +42,12 @@ func TestBackendRejectionStallsWithoutRetryStorm(t *testing.T) {
 			g.Expect(backendTokens(t, at)).To(BeEmpty())
 			g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, tokensv1alpha1.ReasonBackendRejected) }, wait, tick).Should(BeTrue())
 
-			// No retry storm: the status stops changing.
+			// No retry storm: the status stops changing and no create reaches the
+			// backend again (counted from the operator's own metric).
 			rv := get(t, at).ResourceVersion
+			creates := backendCalls("create")
 			g.Consistently(func() string { return get(t, at).ResourceVersion }, 2*time.Second, 200*time.Millisecond).Should(Equal(rv))
+			g.Expect(backendCalls("create")).To(Equal(creates), "the backend was asked to create again")
 
 			// Fixing the spec recovers.
 			update(t, at, func(at *tokensv1alpha1.ApiToken) {

@@ -226,6 +226,19 @@ func TestChartRBACEqualsConfig(t *testing.T) {
 	}
 }
 
+// The leader election Role of the chart grants what config/rbac's does, no more.
+func TestChartLeaderElectionRoleEqualsConfig(t *testing.T) {
+	config := readObjects(t, filepath.Join(repoRoot, "config", "rbac", "leader_election_role.yaml"))
+	if len(config) != 1 {
+		t.Fatalf("config/rbac/leader_election_role.yaml holds %d objects", len(config))
+	}
+	objs := mustDecode(t, mustRender(t, parseValues(t, ""), renderOptions{}))
+	role := findNamed(t, ofKind(objs, "Role"), "apitoken-system", fullname+"-leader-election-role")
+	if diff := cmp.Diff(ruleSet(config[0].Object["rules"].([]any)), ruleSet(role.Object["rules"].([]any))); diff != "" {
+		t.Errorf("leader election Role differs from config/rbac/leader_election_role.yaml (-config +chart):\n%s", diff)
+	}
+}
+
 func TestValuesSchemaRejectsTypos(t *testing.T) {
 	cases := map[string]string{
 		"unknown top-level key":            "replicacount: 2",

@@ -95,6 +95,15 @@ func TestAdmissionRejectsBadManifests(t *testing.T) {
 		"backend burst negative":        {tokenBackend(map[string]any{"rateLimit": map[string]any{"burst": -1}}), "spec.rateLimit.burst"},
 		"backend credentials no name":   {tokenBackend(map[string]any{"credentialsSecretRef": map[string]any{"namespace": "x"}}), "spec.credentialsSecretRef.name"},
 		"backend namespaces bad labels": {tokenBackend(map[string]any{"allowedNamespaces": map[string]any{"matchLabels": "team"}}), "spec.allowedNamespaces.matchLabels"},
+		// Values a Secret or label cannot hold, refused before anything is made.
+		"name too long for a label value": {withName(apiToken(nil), long(64)), "at most 63 characters"},
+		"secret label key with a space":   {apiToken(map[string]any{"secret": map[string]any{"labels": map[string]any{"bad key": "v"}}}), "valid label key"},
+		"secret label value 64 chars":     {apiToken(map[string]any{"secret": map[string]any{"labels": map[string]any{"team": long(64)}}}), "spec.secret.labels.team"},
+		"secret label value with a space": {apiToken(map[string]any{"secret": map[string]any{"labels": map[string]any{"team": "a b"}}}), "spec.secret.labels.team"},
+		"secret annotation key invalid":   {apiToken(map[string]any{"secret": map[string]any{"annotations": map[string]any{"-bad": "x"}}}), "valid annotation key"},
+		"rotation period 30m":             {apiToken(map[string]any{"rotation": map[string]any{"period": "30m"}}), "at least 1h"},
+		"rotation overlap 200h":           {apiToken(map[string]any{"rotation": map[string]any{"overlap": "200h"}}), "between 0s and 168h"},
+		"restart target kind Job":         {apiToken(map[string]any{"secret": map[string]any{"restartTargets": []any{map[string]any{"kind": "Job", "name": "x"}}}}), "spec.secret.restartTargets[0].kind"},
 		// TokenBackend.spec.policy and allowInsecureHTTP.
 		"policy scope without permission": {tokenBackend(map[string]any{"policy": map[string]any{"allowedScopes": []any{"reports"}}}), "spec.policy.allowedScopes[0]"},
 		"policy scope *:*":                {tokenBackend(map[string]any{"policy": map[string]any{"allowedScopes": []any{"*:*"}}}), "spec.policy.allowedScopes[0]"},
@@ -383,4 +392,9 @@ func withSpec(base, spec map[string]any) map[string]any {
 		base[k] = v
 	}
 	return base
+}
+
+func withName(obj *unstructured.Unstructured, name string) *unstructured.Unstructured {
+	obj.SetName(name)
+	return obj
 }
