@@ -30,6 +30,9 @@ const replayWindow = 12 * time.Hour
 func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, resync time.Duration) (*backend.Credentials, *backend.Token, error) {
 	desired := desiredToken(at)
 	if at.Status.AccountSID == "" {
+		if at.Spec.Adopt != nil {
+			return r.adoptExisting(ctx, at, be, desired)
+		}
 		return r.findOrCreate(ctx, at, be, desired, "")
 	}
 	now := r.Clock.Now()

@@ -90,6 +90,10 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		}
 	}()
 
+	if isPaused(at) {
+		return r.reconcilePaused(ctx, at)
+	}
+	resume(at)
 	if !at.DeletionTimestamp.IsZero() {
 		return r.reconcileDelete(ctx, at)
 	}

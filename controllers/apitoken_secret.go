@@ -212,8 +212,8 @@ func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *token
 // conflicting ApiToken leaves nothing behind in the backend. It returns only the
 // failure of that delete; secretErr stays the caller's to report.
 func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, secretErr error) error {
-	if !secretCannotBeWritten(secretErr) || at.Status.AccountSID == "" || at.Status.SecretName != "" {
-		return nil
+	if !secretCannotBeWritten(secretErr) || at.Status.AccountSID == "" || at.Status.SecretName != "" || at.Spec.Adopt != nil {
+		return nil // an adopted token existed before this ApiToken: never deleted here
 	}
 	sid := at.Status.AccountSID
 	if err := be.Delete(ctx, sid); err != nil && !errors.Is(err, backend.ErrNotFound) {

@@ -75,6 +75,19 @@ type RestartTarget struct {
 	Name string `json:"name"`
 }
 
+// Adoption names an existing backend token to take over.
+type Adoption struct {
+	// accountSid of the backend token (made by hand, e.g. in the platform's web
+	// UI) that this ApiToken takes over without a reset: the operator claims it
+	// (sets its externalId to the ApiToken's UID), applies the spec, and writes its
+	// current credentials to the Secret. Immutable.
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="adopt.accountSid is immutable"
+	// +required
+	AccountSID string `json:"accountSid"`
+}
+
 // RotationPolicy says when and how the credentials are rotated.
 type RotationPolicy struct {
 	// period rotates the credentials automatically when they are this old
@@ -235,6 +248,13 @@ type ApiTokenSpec struct {
 	// overlap with new ones. The tokens.apitoken.dev/rotate annotation rotates now.
 	// +optional
 	Rotation RotationPolicy `json:"rotation,omitempty"`
+
+	// adopt takes over an existing backend token instead of creating one. It
+	// matters only until the ApiToken owns a token. Allowed where the
+	// TokenBackend's spec.policy.adoptionNamespaces selects the namespace.
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="adopt is immutable"
+	// +optional
+	Adopt *Adoption `json:"adopt,omitempty"`
 }
 
 // CredentialChangeType is the kind of a credential change in status.history.

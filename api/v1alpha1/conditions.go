@@ -23,6 +23,9 @@ const (
 	ConditionReady       = "Ready"
 	ConditionReconciling = "Reconciling"
 	ConditionStalled     = "Stalled"
+	// ConditionPaused is True while the tokens.apitoken.dev/paused annotation
+	// holds the operator off the ApiToken.
+	ConditionPaused = "Paused"
 )
 
 // Condition reasons.
@@ -38,6 +41,10 @@ const (
 	ReasonNamespaceNotAllowed = "NamespaceNotAllowed"
 	ReasonSecretConflict      = "SecretConflict"
 	ReasonSecretRejected      = "SecretRejected"
+	ReasonPaused              = "Paused"
+	ReasonResumed             = "Resumed"
+	ReasonAdoptionNotAllowed  = "AdoptionNotAllowed"
+	ReasonAdoptionConflict    = "AdoptionConflict"
 	ReasonCredentialsInvalid  = "CredentialsInvalid"
 	ReasonCatalogFetched      = "CatalogFetched"
 	// ReasonInsecureURL: a TokenBackend's url is plain http:// to a host that is
@@ -57,6 +64,9 @@ const (
 	// RotateAnnotation requests a rotation the way spec.rotation says: each new,
 	// non-empty value rotates the credentials once.
 	RotateAnnotation = "tokens.apitoken.dev/rotate"
+	// PausedAnnotation "true" makes the operator leave the ApiToken alone: no
+	// backend calls and no writes but the Paused condition.
+	PausedAnnotation = "tokens.apitoken.dev/paused"
 	// CredentialsAnnotation on a restart target's pod template names the
 	// credentials its pods were started with: <accountSid>/<generation>.
 	CredentialsAnnotation = "tokens.apitoken.dev/credentials"

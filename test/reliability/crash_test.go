@@ -52,6 +52,7 @@ func TestCrashConsistency(t *testing.T) {
 		}),
 		retryAfter: time.Second,
 		resync:     5 * time.Second,
+		adoption:   true,
 	})
 	var violations []string
 	start := time.Now()
@@ -121,9 +122,10 @@ type trialState struct {
 	overlap     bool   // spec.rotation.overlap > 0: a rotation makes a new token
 	rotateNonce string // the last rotate annotation value
 	nonces      []string
-	generation  int64 // the current token's expected credential generation
-	restarts    bool  // a Deployment is a restart target
-	rolls       int64 // credential changes that must have rolled it, each once
+	generation  int64                // the current token's expected credential generation
+	restarts    bool                 // a Deployment is a restart target
+	rolls       int64                // credential changes that must have rolled it, each once
+	adopted     *backend.Credentials // the credentials of a hand-made token the ApiToken adopted
 }
 
 // trialOverlap is short, so that retiring tokens are deleted within a trial.
@@ -174,6 +176,11 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		}
 		at.Spec.Secret.RestartTargets = []tokensv1alpha1.RestartTarget{{Kind: tokensv1alpha1.RestartTargetDeployment, Name: "consumer"}}
 	}
+	if rng.IntN(4) == 0 {
+		if err := adoptHandMade(ctx, w, s, at); err != nil {
+			return []string{err.Error()}
+		}
+	}
 	armMaybe()
 	if err := k8s.Create(ctx, at); err != nil {
 		return []string{err.Error()}
@@ -181,6 +188,9 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 	s.uid = string(at.UID)
 	if err := settle(s); err != nil {
 		return []string{"create did not settle: " + err.Error()}
+	}
+	if s.adopted != nil && w.service.VerifyStatus(ctx, *s.adopted, s.scopes[0]) != 200 {
+		return []string{"the hand-made token's consumer was refused after the adoption"}
 	}
 
 	for op := range 1 + rng.IntN(4) {
@@ -457,4 +467,18 @@ func checkLifecycle(ctx context.Context, s *trialState, at *tokensv1alpha1.ApiTo
 		v = append(v, fmt.Sprintf("restart target annotated %q, want %q", d.Spec.Template.Annotations[tokensv1alpha1.CredentialsAnnotation], want))
 	}
 	return v
+}
+
+// adoptHandMade makes a token directly through the API, as the web UI would,
+// with the trial's settings, and points the ApiToken at it with spec.adopt.
+func adoptHandMade(ctx context.Context, w *world, s *trialState, at *tokensv1alpha1.ApiToken) error {
+	tok, creds, err := w.service.Admin.Create(ctx, "hand-made-"+s.ns, backend.CreateRequest{
+		Name: at.Name, PrimaryContact: at.Spec.PrimaryContact, Scopes: s.scopes, State: backend.StateEnabled,
+	})
+	if err != nil {
+		return fmt.Errorf("hand-made token: %w", err)
+	}
+	at.Spec.Adopt = &tokensv1alpha1.Adoption{AccountSID: tok.SID}
+	s.adopted = &creds
+	return nil
 }

@@ -16,10 +16,12 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/controllers"
 	"github.com/apitoken-dev/apitoken-operator/test/framework"
 	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
@@ -78,6 +80,8 @@ type worldOptions struct {
 	resync     time.Duration
 	// wrap lets a test put a handler in front of tokenservice (e.g. echoing canaries).
 	wrap func(http.Handler) http.Handler
+	// adoption allows adoption (spec.adopt) in every namespace.
+	adoption bool
 }
 
 func newWorld(t *testing.T, name string, o worldOptions) *world {
@@ -103,6 +107,9 @@ func newWorld(t *testing.T, name string, o worldOptions) *world {
 	go w.restartOnCrash()
 
 	tb := framework.TokenBackendFor(name, service.URL, o.resync)
+	if o.adoption {
+		tb.Spec.Policy = &tokensv1alpha1.TokenBackendPolicy{AdoptionNamespaces: &metav1.LabelSelector{}}
+	}
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), tb) })
 	if err := controlPlane.CreateTokenBackend(t.Context(), tb); err != nil {
 		t.Fatal(err)

@@ -1,0 +1,76 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+)
+
+// isPaused reports whether the paused annotation holds the operator off.
+func isPaused(at *tokensv1alpha1.ApiToken) bool {
+	return at.Annotations[tokensv1alpha1.PausedAnnotation] == "true"
+}
+
+// reconcilePaused is a pass over a paused ApiToken: no backend call and no write
+// but the Paused condition (Reconciling False, Ready as it was) and one event. A
+// paused ApiToken that is deleted lets go as under Orphan, without calling the
+// backend, so that pausing never makes a namespace deletion hang.
+func (r *ApiTokenReconciler) reconcilePaused(ctx context.Context, at *tokensv1alpha1.ApiToken) (ctrl.Result, error) {
+	// The next pass after the pause ends checks the backend in full.
+	r.checked.Delete(at.UID)
+	if !at.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.releasePaused(ctx, at)
+	}
+	if !meta.IsStatusConditionTrue(at.Status.Conditions, tokensv1alpha1.ConditionPaused) {
+		r.event(at, corev1.EventTypeNormal, tokensv1alpha1.ReasonPaused, "Paused: nothing is changed in the backend or the Secret until the %s annotation is removed", tokensv1alpha1.PausedAnnotation)
+	}
+	setPaused(at, tokensv1alpha1.ConditionPaused, metav1.ConditionTrue, "The "+tokensv1alpha1.PausedAnnotation+" annotation holds the operator off this ApiToken")
+	// status.observedGeneration stays: a spec changed while paused is not applied.
+	setPaused(at, tokensv1alpha1.ConditionReconciling, metav1.ConditionFalse, "Paused")
+	return ctrl.Result{}, nil
+}
+
+// releasePaused removes the finalizer of a paused ApiToken that is being deleted,
+// leaving its backend tokens and keeping its Secret (without its owner), as
+// deletionPolicy Orphan does.
+func (r *ApiTokenReconciler) releasePaused(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+	if !controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
+		return nil
+	}
+	if err := r.orphanSecrets(ctx, at); err != nil {
+		return err
+	}
+	r.event(at, corev1.EventTypeNormal, "DeletedWhilePaused", "Deleted while paused: backend token %s and the Secret were left as they are, as under Orphan", at.Status.AccountSID)
+	patch := client.MergeFromWithOptions(at.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.RemoveFinalizer(at, tokensv1alpha1.Finalizer)
+	if err := r.Patch(ctx, at, patch); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("remove finalizer: %w", err)
+	}
+	return nil
+}
+
+// resume clears the Paused condition of an ApiToken whose pause ended; the pass
+// goes on as usual, with a full backend check.
+func resume(at *tokensv1alpha1.ApiToken) {
+	if meta.IsStatusConditionTrue(at.Status.Conditions, tokensv1alpha1.ConditionPaused) {
+		meta.SetStatusCondition(&at.Status.Conditions, metav1.Condition{
+			Type: tokensv1alpha1.ConditionPaused, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonResumed,
+			Message: "The operator manages this ApiToken", ObservedGeneration: at.Generation,
+		})
+	}
+}
+
+// setPaused sets a condition of the paused state, reason Paused.
+func setPaused(at *tokensv1alpha1.ApiToken, conditionType string, status metav1.ConditionStatus, message string) {
+	meta.SetStatusCondition(&at.Status.Conditions, metav1.Condition{
+		Type: conditionType, Status: status, Reason: tokensv1alpha1.ReasonPaused, Message: message, ObservedGeneration: at.Generation,
+	})
+}
