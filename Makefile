@@ -130,6 +130,10 @@ build: manifests generate fmt vet ## Build the operator and tokenservice binarie
 	go build -ldflags "$(LDFLAGS)" -o bin/manager .
 	go build -ldflags "$(LDFLAGS)" -o bin/tokenservice ./cmd/tokenservice
 
+.PHONY: plugin
+plugin: ## Build the kubectl plugin bin/kubectl-apitoken (version stamped); install: cp bin/kubectl-apitoken ~/.local/bin/
+	go build -ldflags "$(LDFLAGS)" -o bin/kubectl-apitoken ./cmd/kubectl-apitoken
+
 .PHONY: run
 run: manifests generate ## Run the operator against the cluster of your kubeconfig (admin key Secrets from CREDENTIALS_NAMESPACE).
 	go run . --credentials-namespace=$(CREDENTIALS_NAMESPACE) --metrics-bind-address=:8443 --health-probe-bind-address=:8081

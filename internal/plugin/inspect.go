@@ -1,0 +1,122 @@
+/*
+Copyright 2026 The apitoken-operator Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/cli-runtime/pkg/printers"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+)
+
+// credentialsGenerationAnnotation is where the operator records, on the Secret,
+// the generation of the credentials it holds.
+const credentialsGenerationAnnotation = "tokens.apitoken.dev/credentials-generation"
+
+type inspectOptions struct {
+	*Options
+	showToken bool
+}
+
+func newInspectCommand(o *Options) *cobra.Command {
+	ino := &inspectOptions{Options: o}
+	cmd := &cobra.Command{
+		Use:   "inspect NAME",
+		Short: "Show what an ApiToken's Secret holds (the auth token only with --show-token)",
+		Example: `  kubectl apitoken inspect reporting-etl -n analytics
+  kubectl apitoken inspect reporting-etl -n analytics --show-token`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return ino.run(cmd.Context(), args[0])
+		},
+	}
+	cmd.Flags().BoolVar(&ino.showToken, "show-token", false, "Print the auth token too (it is a credential: mind your terminal and shell history)")
+	return cmd
+}
+
+func (ino *inspectOptions) run(ctx context.Context, name string) error {
+	c, ns, err := ino.client()
+	if err != nil {
+		return err
+	}
+	at, err := getApiToken(ctx, c, ns, name)
+	if err != nil {
+		return err
+	}
+	secretName := secretNameOf(at)
+	s := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName}, s); err != nil {
+		return fmt.Errorf("secret %s/%s of %s: %w", ns, secretName, ref(name), err)
+	}
+	sidKey, tokenKey := credentialKeys(at, s.Type)
+	keys := make([]string, 0, len(s.Data))
+	for k := range s.Data {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	token := "(hidden: --show-token prints it)"
+	if _, ok := s.Data[tokenKey]; !ok {
+		token = fmt.Sprintf("(missing: no key %q)", tokenKey)
+	} else if ino.showToken {
+		token = string(s.Data[tokenKey])
+	}
+	w := printers.GetNewTabWriter(ino.IOStreams.Out)
+	fmt.Fprintf(w, "Secret:\t%s/%s\n", ns, s.Name)
+	fmt.Fprintf(w, "Type:\t%s\n", s.Type)
+	fmt.Fprintf(w, "Keys:\t%s\n", strings.Join(keys, ", "))
+	fmt.Fprintf(w, "Account SID:\t%s\t(key %s)\n", orDash(string(s.Data[sidKey])), sidKey)
+	fmt.Fprintf(w, "Generation:\t%s\t(annotation %s)\n", orDash(s.Annotations[credentialsGenerationAnnotation]), credentialsGenerationAnnotation)
+	fmt.Fprintf(w, "Auth token:\t%s\t(key %s)\n", token, tokenKey)
+	if at.Status.AccountSID != "" && at.Status.AccountSID != string(s.Data[sidKey]) {
+		fmt.Fprintf(w, "Warning:\tthe Secret's SID differs from status.accountSid %s (a change in progress?)\n", at.Status.AccountSID)
+	}
+	return w.Flush()
+}
+
+// secretNameOf is the Secret the ApiToken writes: status first, then the spec
+// and its default.
+func secretNameOf(at *tokensv1alpha1.ApiToken) string {
+	switch {
+	case at.Status.SecretName != "":
+		return at.Status.SecretName
+	case at.Spec.Secret.Name != "":
+		return at.Spec.Secret.Name
+	}
+	return at.Name
+}
+
+// credentialKeys are the data keys of the SID and the auth token.
+func credentialKeys(at *tokensv1alpha1.ApiToken, t corev1.SecretType) (sid, token string) {
+	if t == corev1.SecretTypeBasicAuth {
+		return corev1.BasicAuthUsernameKey, corev1.BasicAuthPasswordKey
+	}
+	sid, token = at.Spec.Secret.AccountSIDKey, at.Spec.Secret.AuthTokenKey
+	if sid == "" {
+		sid = "accountSid"
+	}
+	if token == "" {
+		token = "authToken"
+	}
+	return sid, token
+}
