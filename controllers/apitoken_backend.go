@@ -36,9 +36,31 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 		return r.findOrCreate(ctx, at, be, desired, "")
 	}
 	now := r.Clock.Now()
-	if !backendReadDue(at, r.lastRead(at), now, resync) {
-		return nil, nil, nil
+	change, changeDue := dueCredentialChange(at, now)
+	var observed *backend.Token
+	if backendReadDue(at, r.lastRead(at), now, resync) {
+		var lost bool
+		var err error
+		if observed, lost, err = r.readBackendToken(ctx, at, be, desired); err != nil || lost {
+			return r.recreateIfLost(ctx, at, be, desired, lost, err)
+		}
 	}
+	if !changeDue {
+		return nil, observed, nil
+	}
+	// A reset or rotation does not need the token read first: a token that
+	// vanished answers 404, and is then made again.
+	creds, tok, err := r.changeCredentials(ctx, at, be, desired, change)
+	if errors.Is(err, backend.ErrNotFound) {
+		return r.recreateIfLost(ctx, at, be, desired, true, nil)
+	}
+	return creds, tok, err
+}
+
+// readBackendToken reads the current token (conditionally on the version last
+// seen) and patches it back to the spec when it changed. lost reports a token
+// that is gone, or that is not this ApiToken's.
+func (r *ApiTokenReconciler) readBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest) (observed *backend.Token, lost bool, err error) {
 	sid := at.Status.AccountSID
 	etag := at.Status.BackendETag
 	if specUnconfirmed(at) {
@@ -46,29 +68,35 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 	}
 	observed, modified, err := be.Get(ctx, sid, etag)
 	if errors.Is(err, backend.ErrNotFound) {
-		r.event(at, corev1.EventTypeWarning, "TokenRecreated", "Token %s was deleted outside Kubernetes; creating a new one", sid)
-		return r.findOrCreate(ctx, at, be, desired, sid)
+		return nil, true, nil
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("read token %s: %w", sid, err)
+		return nil, false, fmt.Errorf("read token %s: %w", sid, err)
 	}
 	if observed != nil && observed.ExternalID != string(at.UID) {
 		// The status names a token this ApiToken did not make (an edited status):
 		// never change or hand out someone else's token; find or make its own.
 		r.event(at, corev1.EventTypeWarning, "ForeignTokenIgnored", "Token %s in the status belongs to another owner; it was left alone", sid)
-		return r.findOrCreate(ctx, at, be, desired, sid)
+		return nil, true, nil
 	}
 	r.checked.Store(at.UID, r.Clock.Now())
 	if modified {
 		if observed, err = r.updateToken(ctx, at, be, desired, observed); err != nil {
-			return nil, nil, err
+			return nil, false, err
 		}
 	}
-	change, due := dueCredentialChange(at, now)
-	if !due {
-		return nil, observed, nil
+	return observed, false, nil
+}
+
+// recreateIfLost finds or makes the ApiToken's own token when the one in its
+// status is gone (or not its own); otherwise it passes err on.
+func (r *ApiTokenReconciler) recreateIfLost(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, lost bool, err error) (*backend.Credentials, *backend.Token, error) {
+	if !lost {
+		return nil, nil, err
 	}
-	return r.changeCredentials(ctx, at, be, desired, change)
+	sid := at.Status.AccountSID
+	r.event(at, corev1.EventTypeWarning, "TokenRecreated", "Token %s is gone from the backend (or not this ApiToken's); making a new one", sid)
+	return r.findOrCreate(ctx, at, be, desired, sid)
 }
 
 // findOrCreate adopts the token that an earlier, interrupted pass created, or

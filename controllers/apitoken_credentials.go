@@ -40,8 +40,10 @@ func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, at *tokensv1
 	r.markHandled(at, c)
 	r.recordCredentials(at, c.kind, c.nonce, sid, creds.Generation)
 	// The reset made a new version; without its ETag (a replayed reset) the next
-	// check reads the token in full.
+	// check reads the token in full. The answer is as good as a read: the next
+	// drift check is a resync from now.
 	at.Status.BackendETag = creds.ETag
+	r.checked.Store(at.UID, r.Clock.Now())
 	return &creds, nil, nil
 }
 
@@ -65,6 +67,7 @@ func (r *ApiTokenReconciler) rotateWithOverlap(ctx context.Context, at *tokensv1
 	}
 	at.Status.AccountSID = tok.SID
 	r.recordObserved(at, tok)
+	r.checked.Store(at.UID, r.Clock.Now()) // the successor was just read back whole
 	r.recordCredentials(at, c.kind, c.nonce, tok.SID, creds.Generation)
 	return &creds, tok, nil
 }

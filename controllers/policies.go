@@ -113,8 +113,6 @@ func backendReadDue(at *tokensv1alpha1.ApiToken, lastRead, now time.Time, resync
 	switch {
 	case specUnconfirmed(at):
 		return true
-	case credentialChangeDue(at, now):
-		return true
 	case lastRead.IsZero():
 		return true
 	}

@@ -8,8 +8,9 @@
 // The files follow the phases: setup (flags, cluster, clients, TokenBackend),
 // convergence (baseline, convergence, amplification), latency, steady state
 // (idle window, restart, re-check, writes, resync reads, memory), throttled
-// (429s from the backend), report (figures, JSON) and counts (audit and
-// tokenservice logs, operator metrics, /proc).
+// (429s from the backend), rotation (with overlap and consumers, at rest, in
+// place), report (figures, JSON) and counts (audit and tokenservice logs,
+// operator metrics, /proc).
 package bench
 
 import "testing"
@@ -33,6 +34,11 @@ func TestBench(t *testing.T) {
 	b.steadyStateWrites()     // Kubernetes writes in the window and the restart
 	b.resyncReads()           // backend reads in the window and the restart
 	b.memory()                // RSS with N tokens and with the unrelated Secrets
+	b.rotationTokens()        // N/10 ApiTokens with a rotation period and overlap, some with a restart target
+	b.idleRotationLatency()   // rotate->Secret, one rotation at a time on an idle operator
+	b.overlapRotation()       // all rotate at once while consumers verify: latency, calls, writes, refusals
+	b.rotationAtRest()        // left alone for two resyncs: no writes between scheduled rotations
+	b.inPlaceRotation()       // overlap 0s: all rotate in place at once
 	b.throttledAmplification(max(20, b.n/5))
 
 	b.writeJSON()

@@ -126,17 +126,24 @@ func isRequest(e *tokenServiceRequest) bool { return e.Msg == "request" }
 func tokenServiceCounts(t *testing.T, path string, from, to int) map[string]int {
 	out := map[string]int{}
 	eachRecord(t, path, from, to, isRequest, func(e *tokenServiceRequest) {
-		p := e.Path
-		if strings.HasPrefix(p, "/v1/tokens/") {
-			rest := strings.SplitN(strings.TrimPrefix(p, "/v1/tokens/"), "/", 2)
-			p = "/v1/tokens/{sid}"
-			if len(rest) == 2 {
-				p += "/" + rest[1]
-			}
-		}
+		p, _ := tokenServicePath(e.Path)
 		out[fmt.Sprintf("%s %s %d", e.Method, p, e.Status)]++
 	})
 	return out
+}
+
+// tokenServicePath is a request path with its account SID replaced by {sid},
+// and that SID ("" when the path names no token).
+func tokenServicePath(p string) (string, string) {
+	if !strings.HasPrefix(p, "/v1/tokens/") {
+		return p, ""
+	}
+	rest := strings.SplitN(strings.TrimPrefix(p, "/v1/tokens/"), "/", 2)
+	p = "/v1/tokens/{sid}"
+	if len(rest) == 2 {
+		p += "/" + rest[1]
+	}
+	return p, rest[0]
 }
 
 func sumCounts(m map[string]int) int {

@@ -94,10 +94,11 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	logf.SetLogger(logr.Discard()) // envtest logs nothing worth showing here
-	c = &Cluster{opts: o}
+	cluster := &Cluster{opts: o}
+	c = cluster
 	defer func() {
 		if err != nil {
-			c.Stop()
+			cluster.Stop() // c itself is nil by then: "return nil, err"
 		}
 	}()
 	c.logf("starting etcd and kube-apiserver")
