@@ -18,7 +18,6 @@ package plugin
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -31,10 +30,6 @@ import (
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
-
-// errNoList says why --unmanaged cannot work yet.
-var errNoList = errors.New("--unmanaged is not supported: the Token Service API v1 (and pkg/backend) can find tokens " +
-	"only by externalId, it has no call that lists the unclaimed ones; pass the SIDs to import (the web UI shows them)")
 
 type importOptions struct {
 	*Options
@@ -61,15 +56,15 @@ another ApiToken already claimed (its externalId is set) is skipped with an erro
 		},
 	}
 	cmd.Flags().StringVar(&im.backendName, "backend", tokensv1alpha1.DefaultBackendName, "TokenBackend that holds the tokens")
-	cmd.Flags().BoolVar(&im.unmanaged, "unmanaged", false, "Import every token without an externalId (not supported by the Token Service API v1 yet)")
+	cmd.Flags().BoolVar(&im.unmanaged, "unmanaged", false, "Import every token that no one has claimed (no externalId) instead of the SIDs given")
 	return cmd
 }
 
 func (im *importOptions) run(ctx context.Context, sids []string) error {
-	if im.unmanaged {
-		return errNoList
+	if im.unmanaged && len(sids) > 0 {
+		return fmt.Errorf("give SIDs or --unmanaged, not both")
 	}
-	if len(sids) == 0 {
+	if !im.unmanaged && len(sids) == 0 {
 		return fmt.Errorf("no SID given: kubectl apitoken import --backend %s SID...", im.backendName)
 	}
 	c, ns, err := im.client()
@@ -79,6 +74,19 @@ func (im *importOptions) run(ctx context.Context, sids []string) error {
 	bc, err := backendClient(ctx, c, im.backendName)
 	if err != nil {
 		return err
+	}
+	if im.unmanaged {
+		unclaimed, err := bc.FindUnclaimed(ctx)
+		if err != nil {
+			return fmt.Errorf("list the unclaimed tokens of tokenbackend %s: %w", im.backendName, err)
+		}
+		for _, tok := range unclaimed {
+			sids = append(sids, tok.SID)
+		}
+		if len(sids) == 0 {
+			fmt.Fprintf(im.IOStreams.ErrOut, "No unclaimed tokens in tokenbackend %s.\n", im.backendName)
+			return nil
+		}
 	}
 	names := map[string]bool{}
 	var failed []string

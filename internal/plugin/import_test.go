@@ -66,7 +66,8 @@ func TestImport(t *testing.T) {
 		{"two tokens", []string{toks[0].SID, toks[1].SID}, toks[:2], ""},
 		{"claimed", []string{toks[2].SID, toks[0].SID}, toks[:1], "1 of 2 tokens not imported"},
 		{"unknown", []string{"TKnope"}, nil, "not imported"},
-		{"unmanaged", []string{"--unmanaged"}, nil, "--unmanaged is not supported"},
+		{"unmanaged: every unclaimed token, by SID", []string{"--unmanaged"}, sortedBySID(toks[:2]), ""},
+		{"unmanaged and SIDs", []string{"--unmanaged", toks[0].SID}, nil, "not both"},
 		{"no sid", nil, nil, "no SID given"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -108,4 +109,10 @@ func checkManifest(t *testing.T, doc string, tok *backend.Token) {
 	if err := k8s.Create(context.Background(), at); err != nil {
 		t.Fatalf("API server refuses the manifest: %v\n%s", err, doc)
 	}
+}
+
+func sortedBySID(toks []*backend.Token) []*backend.Token {
+	out := slices.Clone(toks)
+	slices.SortFunc(out, func(a, b *backend.Token) int { return strings.Compare(a.SID, b.SID) })
+	return out
 }

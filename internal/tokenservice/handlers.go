@@ -29,8 +29,15 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	s.writeReplayable(w, res, err)
 }
 
+// listTokens finds tokens by externalId; an explicitly empty externalId finds the
+// tokens no one has claimed (kubectl apitoken import --unmanaged).
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, map[string][]Token{"items": s.store.List(r.URL.Query().Get("externalId"))})
+	q := r.URL.Query()
+	if q.Has("externalId") && q.Get("externalId") == "" {
+		writeJSON(w, map[string][]Token{"items": s.store.Unclaimed()})
+		return
+	}
+	writeJSON(w, map[string][]Token{"items": s.store.List(q.Get("externalId"))})
 }
 
 func (s *Server) getToken(w http.ResponseWriter, r *http.Request) {

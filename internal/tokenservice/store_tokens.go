@@ -235,6 +235,11 @@ func (s *store) List(externalID string) []Token {
 	return items
 }
 
+// Unclaimed lists the tokens without an external id, by SID.
+func (s *store) Unclaimed() []Token {
+	return slices.DeleteFunc(s.List(""), func(t Token) bool { return t.ExternalID != "" })
+}
+
 func (s *store) collect(externalID string) []Token {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -453,6 +453,27 @@ func (c *Client) FindByExternalID(ctx context.Context, externalID string) ([]Tok
 	return slices.DeleteFunc(list.Items, func(t Token) bool { return t.ExternalID != externalID }), nil
 }
 
+// FindUnclaimed lists the tokens that no one has claimed (no external id): the
+// ones made by hand, which an ApiToken may adopt. It is not part of the Backend
+// interface: only kubectl apitoken import uses it. Items with an external id are
+// dropped whatever the backend answers.
+func (c *Client) FindUnclaimed(ctx context.Context) ([]Token, error) {
+	resp, err := c.do(ctx, request{
+		call: "list", method: http.MethodGet, path: "/v1/tokens",
+		query: url.Values{"externalId": {""}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	list, err := decode[struct {
+		Items []Token `json:"items"`
+	}]("list", resp)
+	if err != nil {
+		return nil, err
+	}
+	return slices.DeleteFunc(list.Items, func(t Token) bool { return t.ExternalID != "" }), nil
+}
+
 // Get implements Backend.
 func (c *Client) Get(ctx context.Context, sid, etag string) (*Token, bool, error) {
 	r := request{call: "get", method: http.MethodGet, path: tokenPath(sid)}
