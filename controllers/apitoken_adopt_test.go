@@ -148,7 +148,7 @@ func TestPauseHoldsTheOperatorOffAndDeletionLetsGo(t *testing.T) {
 	annotate(t, at, tokensv1alpha1.ResetAnnotation, "while-paused")
 	rv := get(t, at).ResourceVersion
 	g.Consistently(func() string { return get(t, at).ResourceVersion }, 2*time.Second, 200*time.Millisecond).Should(Equal(rv), "no writes while paused")
-	g.Expect(backendCalls("get") + backendCalls("update") + backendCalls("reset")).To(Equal(calls), "no backend calls while paused")
+	g.Expect(backendCalls("get")+backendCalls("update")+backendCalls("reset")).To(Equal(calls), "no backend calls while paused")
 	tok, _, _ := tsAdmin.Get(t.Context(), sid, "")
 	g.Expect(tok.Scopes).To(Equal([]string{"actions:read", "reports:read"}))
 
@@ -162,7 +162,9 @@ func TestPauseHoldsTheOperatorOffAndDeletionLetsGo(t *testing.T) {
 
 	// Deleting a paused ApiToken lets go at once, as under Orphan.
 	annotate(t, at, tokensv1alpha1.PausedAnnotation, "true")
-	g.Eventually(func() bool { return meta.IsStatusConditionTrue(get(t, at).Status.Conditions, tokensv1alpha1.ConditionPaused) }, wait, tick).Should(BeTrue())
+	g.Eventually(func() bool {
+		return meta.IsStatusConditionTrue(get(t, at).Status.Conditions, tokensv1alpha1.ConditionPaused)
+	}, wait, tick).Should(BeTrue())
 	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
 	waitGone(t, at)
 	_, _, err := tsAdmin.Get(t.Context(), sid, "")

@@ -62,12 +62,6 @@ func dueCredentialChange(at *tokensv1alpha1.ApiToken, now time.Time) (credential
 	return credentialChange{}, false
 }
 
-// credentialChangeDue reports whether a reset or rotation is due.
-func credentialChangeDue(at *tokensv1alpha1.ApiToken, now time.Time) bool {
-	_, due := dueCredentialChange(at, now)
-	return due
-}
-
 // rotationOverlap is spec.rotation.overlap, 0 when unset.
 func rotationOverlap(at *tokensv1alpha1.ApiToken) time.Duration {
 	if at.Spec.Rotation.Overlap == nil {

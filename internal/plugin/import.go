@@ -65,7 +65,7 @@ func (im *importOptions) run(ctx context.Context, sids []string) error {
 		return fmt.Errorf("give SIDs or --unmanaged, not both")
 	}
 	if !im.unmanaged && len(sids) == 0 {
-		return fmt.Errorf("no SID given: kubectl apitoken import --backend %s SID...", im.backendName)
+		return fmt.Errorf("no SID given (kubectl apitoken import --backend %s SID [SID...], or --unmanaged)", im.backendName)
 	}
 	c, ns, err := im.client()
 	if err != nil {
