@@ -29,9 +29,10 @@ func (r *ApiTokenReconciler) reconcilePaused(ctx context.Context, at *tokensv1al
 	if !at.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.releasePaused(ctx, at)
 	}
-	if !meta.IsStatusConditionTrue(at.Status.Conditions, tokensv1alpha1.ConditionPaused) {
-		r.event(at, corev1.EventTypeNormal, tokensv1alpha1.ReasonPaused, "Paused: nothing is changed in the backend or the Secret until the %s annotation is removed", tokensv1alpha1.PausedAnnotation)
+	if meta.IsStatusConditionTrue(at.Status.Conditions, tokensv1alpha1.ConditionPaused) {
+		return ctrl.Result{}, nil // already said: a spec change while paused writes nothing
 	}
+	r.event(at, corev1.EventTypeNormal, tokensv1alpha1.ReasonPaused, "Paused: nothing is changed in the backend or the Secret until the %s annotation is removed", tokensv1alpha1.PausedAnnotation)
 	setPaused(at, tokensv1alpha1.ConditionPaused, metav1.ConditionTrue, "The "+tokensv1alpha1.PausedAnnotation+" annotation holds the operator off this ApiToken")
 	// status.observedGeneration stays: a spec changed while paused is not applied.
 	setPaused(at, tokensv1alpha1.ConditionReconciling, metav1.ConditionFalse, "Paused")
