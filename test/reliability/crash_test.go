@@ -126,6 +126,8 @@ type trialState struct {
 	restarts    bool                 // a Deployment is a restart target
 	rolls       int64                // credential changes that must have rolled it, each once
 	adopted     *backend.Credentials // the credentials of a hand-made token the ApiToken adopted
+	// pausedDelete: the ApiToken was paused before it was deleted.
+	pausedDelete bool
 }
 
 // trialOverlap is short, so that retiring tokens are deleted within a trial.
@@ -197,7 +199,9 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		w.crasher.Arm(0)
 		armMaybe()
 		var err error
-		switch rng.IntN(4) {
+		switch rng.IntN(5) {
+		case 4:
+			err = pauseAndResume(s)
 		case 0:
 			s.scopes = pickScopes(rng)
 			s.description = fmt.Sprintf("op %d", op)
@@ -232,6 +236,13 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 	if rng.IntN(2) == 0 {
 		w.crasher.Arm(0)
 		armMaybe()
+		if rng.IntN(4) == 0 {
+			// Deleted while paused: let go as under Orphan, without the backend.
+			if err := pause(s); err != nil {
+				return []string{err.Error()}
+			}
+			s.pausedDelete = true
+		}
 		if err := k8s.Delete(ctx, &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: s.ns}}); err != nil {
 			return []string{err.Error()}
 		}
@@ -311,6 +322,16 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 	secret := &corev1.Secret{}
 	secretErr := k8s.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: s.name}, secret)
 
+	if s.deleted && s.pausedDelete {
+		// The backend is left as it is (retiring tokens too), the Secret kept.
+		if !slices.ContainsFunc(tokens, func(t backend.Token) bool { return t.SID == s.sid }) {
+			v = append(v, "the token of an ApiToken deleted while paused was touched")
+		}
+		if secretErr != nil || metav1.GetControllerOf(secret) != nil {
+			v = append(v, "the Secret of an ApiToken deleted while paused was not kept without its owner")
+		}
+		return v
+	}
 	if s.deleted {
 		switch s.policy {
 		case tokensv1alpha1.DeletionPolicyDelete:
@@ -481,4 +502,30 @@ func adoptHandMade(ctx context.Context, w *world, s *trialState, at *tokensv1alp
 	at.Spec.Adopt = &tokensv1alpha1.Adoption{AccountSID: tok.SID}
 	s.adopted = &creds
 	return nil
+}
+
+// pause sets the paused annotation and waits until the operator says Paused.
+func pause(s *trialState) error {
+	if err := mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.PausedAnnotation, "true") }); err != nil {
+		return err
+	}
+	return framework.Poll(60*time.Second, func() error {
+		at := &tokensv1alpha1.ApiToken{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: s.ns, Name: s.name}, at); err != nil {
+			return err
+		}
+		if !framework.ConditionTrue(at.Status.Conditions, tokensv1alpha1.ConditionPaused) {
+			return errors.New("not paused yet")
+		}
+		return nil
+	})
+}
+
+// pauseAndResume pauses the ApiToken, then removes the annotation: the operator
+// resumes with a full check (settle waits for it).
+func pauseAndResume(s *trialState) error {
+	if err := pause(s); err != nil {
+		return err
+	}
+	return mutate(s, func(at *tokensv1alpha1.ApiToken) { delete(at.Annotations, tokensv1alpha1.PausedAnnotation) })
 }
