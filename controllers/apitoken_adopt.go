@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
@@ -94,12 +93,11 @@ func (r *ApiTokenReconciler) checkAdoptionAllowed(ctx context.Context, at *token
 	if err != nil {
 		return refused
 	}
-	ns := &metav1.PartialObjectMetadata{}
-	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	if err := r.Get(ctx, types.NamespacedName{Name: at.Namespace}, ns); err != nil {
-		return fmt.Errorf("get namespace %s: %w", at.Namespace, err)
+	matches, err := r.namespaceMatches(ctx, at.Namespace, selector)
+	if err != nil {
+		return err
 	}
-	if !selector.Matches(labels.Set(ns.Labels)) {
+	if !matches {
 		return refused
 	}
 	return nil

@@ -234,15 +234,25 @@ func (r *ApiTokenReconciler) checkNamespaceAllowed(ctx context.Context, at *toke
 	if err != nil {
 		return stalled(tokensv1alpha1.ReasonNamespaceNotAllowed, "TokenBackend %q has an invalid allowedNamespaces selector: %v", tb.Name, err)
 	}
-	ns := &metav1.PartialObjectMetadata{}
-	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	if err := r.Get(ctx, types.NamespacedName{Name: at.Namespace}, ns); err != nil {
-		return fmt.Errorf("get namespace %s: %w", at.Namespace, err)
+	matches, err := r.namespaceMatches(ctx, at.Namespace, selector)
+	if err != nil {
+		return err
 	}
-	if !selector.Matches(labels.Set(ns.Labels)) {
+	if !matches {
 		return stalled(tokensv1alpha1.ReasonNamespaceNotAllowed, "TokenBackend %q does not allow namespace %q", tb.Name, at.Namespace)
 	}
 	return nil
+}
+
+// namespaceMatches reports whether the namespace's labels (from the metadata
+// cache) match the selector.
+func (r *ApiTokenReconciler) namespaceMatches(ctx context.Context, namespace string, selector labels.Selector) (bool, error) {
+	ns := &metav1.PartialObjectMetadata{}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := r.Get(ctx, types.NamespacedName{Name: namespace}, ns); err != nil {
+		return false, fmt.Errorf("get namespace %s: %w", namespace, err)
+	}
+	return selector.Matches(labels.Set(ns.Labels)), nil
 }
 
 func backendName(at *tokensv1alpha1.ApiToken) string {
