@@ -73,8 +73,8 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.StringVar(&f.leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease; default: the Pod's namespace.")
 	fs.StringVar(&f.credentialsNamespace, "credentials-namespace", "", "The only namespace that TokenBackends' admin key Secrets are read from; default: the Pod's namespace (POD_NAMESPACE).")
 	fs.IntVar(&f.maxConcurrentReconciles, "max-concurrent-reconciles", 10, "ApiTokens reconciled in parallel.")
-	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", 100, "Sustained requests per second to the Kubernetes API.")
-	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API.")
+	fs.Float64Var(&f.kubeAPIQPS, "kube-api-qps", -1, "Sustained requests per second to the Kubernetes API; -1 (the default) sets no client-side limit and leaves it to the API server's priority and fairness, as controller-runtime does.")
+	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API; used only with a positive --kube-api-qps.")
 	fs.StringVar(&f.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces whose ApiTokens and Secrets are watched; empty watches all.")
 	fs.BoolVar(&f.showVersion, "version", false, "Print the version and exit.")
 	f.zap.BindFlags(fs)
@@ -90,6 +90,9 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
 	log := ctrl.Log.WithName("setup")
+	if limit, from := setMemoryLimit(os.Getenv("GOMEMLIMIT"), cgroupMemoryLimit()); limit > 0 {
+		log.Info("Go memory limit set", "bytes", limit, "from", from)
+	}
 	exit := func(err error, msg string) {
 		log.Error(err, msg)
 		os.Exit(1)

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 
@@ -112,5 +113,34 @@ func writeFile(t *testing.T, path string, data []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestParseMemoryLimit(t *testing.T) {
+	tests := map[string]int64{
+		"max\n":                 0,
+		"536870912\n":           536870912,
+		"9223372036854771712\n": 0, // cgroup v1 without a limit
+		"":                      0,
+		"garbage":               0,
+	}
+	for content, want := range tests {
+		if got := parseMemoryLimit(content); got != want {
+			t.Errorf("parseMemoryLimit(%q) = %d, want %d", content, got, want)
+		}
+	}
+}
+
+func TestSetMemoryLimitLeavesGOMEMLIMITAlone(t *testing.T) {
+	if limit, from := setMemoryLimit("100MiB", 1<<30); limit != 0 || from != "GOMEMLIMIT" {
+		t.Errorf("with GOMEMLIMIT set: %d from %q, want 0 from GOMEMLIMIT", limit, from)
+	}
+	if limit, _ := setMemoryLimit("", 0); limit != 0 {
+		t.Errorf("without a container limit: %d, want 0", limit)
+	}
+	before := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(before)
+	if limit, _ := setMemoryLimit("", 1000<<20); limit != 900<<20 || debug.SetMemoryLimit(-1) != 900<<20 {
+		t.Errorf("1000 MiB container: limit %d, want 90%%", limit)
 	}
 }

@@ -38,7 +38,7 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 	now := r.Clock.Now()
 	change, changeDue := dueCredentialChange(at, now)
 	var observed *backend.Token
-	if backendReadDue(at, r.lastRead(at), now, resync) {
+	if backendReadDue(at, r.lastRead(at, resync), now, resync) {
 		var lost bool
 		var err error
 		if observed, lost, err = r.readBackendToken(ctx, at, be, desired); err != nil || lost {
@@ -233,12 +233,40 @@ func (r *ApiTokenReconciler) recordObserved(at *tokensv1alpha1.ApiToken, tok *ba
 }
 
 // lastRead is when this process last read the ApiToken's backend token; zero
-// when it has not since it started.
-func (r *ApiTokenReconciler) lastRead(at *tokensv1alpha1.ApiToken) time.Time {
+// when the next pass must read it. A token it has not met yet (it has just
+// started, or the token was made by an earlier process) is given a made-up last
+// read one resync before its first-read slot: the first reads of a restart are
+// spread over one interval instead of all coming at once, and each still comes
+// within that interval.
+func (r *ApiTokenReconciler) lastRead(at *tokensv1alpha1.ApiToken, resync time.Duration) time.Time {
 	if last, ok := r.checked.Load(at.UID); ok {
 		return last.(time.Time)
 	}
-	return time.Time{}
+	r.startOnce.Do(func() { r.started = r.Clock.Now() })
+	slot := r.started.Add(firstReadOffset(r.firstReads.Add(1)-1, resync))
+	last, _ := r.checked.LoadOrStore(at.UID, slot.Add(-resync))
+	return last.(time.Time)
+}
+
+// nextRead is when the next routine read of the backend token is due; zero when
+// the next pass reads anyway.
+func (r *ApiTokenReconciler) nextRead(at *tokensv1alpha1.ApiToken, resync time.Duration) time.Time {
+	last := r.lastRead(at, resync)
+	if last.IsZero() {
+		return time.Time{}
+	}
+	return last.Add(resync)
+}
+
+// readAtNextPass makes the next pass read the backend token, whatever its time.
+func (r *ApiTokenReconciler) readAtNextPass(at *tokensv1alpha1.ApiToken) {
+	r.checked.Store(at.UID, time.Time{})
+}
+
+// forget drops what this process remembers of an ApiToken that is gone.
+func (r *ApiTokenReconciler) forget(at *tokensv1alpha1.ApiToken) {
+	r.checked.Delete(at.UID)
+	r.written.Delete(at.UID)
 }
 
 // reconcileDelete carries out the deletion policy, then releases the finalizer.
@@ -270,7 +298,7 @@ func (r *ApiTokenReconciler) reconcileDelete(ctx context.Context, at *tokensv1al
 	if err := r.Patch(ctx, at, patch); client.IgnoreNotFound(err) != nil {
 		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
 	}
-	r.checked.Delete(at.UID)
+	r.forget(at)
 	return ctrl.Result{}, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,8 +60,19 @@ type ApiTokenReconciler struct {
 
 	// checked remembers when each token was last read from the backend, so that
 	// events that do not concern the backend (the operator's own Secret writes,
-	// restarts of watches) do not cost a backend call; see backendReadDue.
+	// restarts of watches) do not cost a backend call; see backendReadDue. The
+	// zero time asks the next pass to read.
 	checked sync.Map // types.UID -> time.Time
+	// firstReads numbers the tokens this process has not read yet, in the order it
+	// meets them, and started is when it met the first: their first reads are
+	// spread over one resync interval from then (firstReadOffset), so that a
+	// restart does not read every token at once.
+	firstReads atomic.Uint64
+	startOnce  sync.Once
+	started    time.Time
+	// written holds the resourceVersion of each ApiToken's last status write by
+	// this process, until the cache has it (see cacheBehindOwnWrite).
+	written sync.Map // types.UID -> uint64
 }
 
 // RBAC: only the verbs the code sends (test/e2e TestOperatorRBACMatchesItsRequests
@@ -82,6 +94,9 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	at := &tokensv1alpha1.ApiToken{}
 	if err := r.Get(ctx, req.NamespacedName, at); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.cacheBehindOwnWrite(at) {
+		return ctrl.Result{RequeueAfter: cacheLagRetry}, nil
 	}
 	original := at.DeepCopy()
 	defer func() {
@@ -136,7 +151,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return r.backendFailed(at, err, resync)
 	}
 	markReady(at)
-	return ctrl.Result{RequeueAfter: nextWake(r.Clock.Now(), backoffWithJitter(resync), at.Status.NextRotationTime, retireAt)}, nil
+	return ctrl.Result{RequeueAfter: nextWake(r.Clock.Now(), backoffWithJitter(resync), r.nextRead(at, resync), at.Status.NextRotationTime, retireAt)}, nil
 }
 
 // backendFailed reports a backend that could not be reached to the registry, so

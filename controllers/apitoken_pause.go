@@ -25,7 +25,7 @@ func isPaused(at *tokensv1alpha1.ApiToken) bool {
 // backend, so that pausing never makes a namespace deletion hang.
 func (r *ApiTokenReconciler) reconcilePaused(ctx context.Context, at *tokensv1alpha1.ApiToken) (ctrl.Result, error) {
 	// The next pass after the pause ends checks the backend in full.
-	r.checked.Delete(at.UID)
+	r.readAtNextPass(at)
 	if !at.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.releasePaused(ctx, at)
 	}
@@ -55,6 +55,7 @@ func (r *ApiTokenReconciler) releasePaused(ctx context.Context, at *tokensv1alph
 	if err := r.Patch(ctx, at, patch); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("remove finalizer: %w", err)
 	}
+	r.forget(at)
 	return nil
 }
 

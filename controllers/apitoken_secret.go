@@ -223,7 +223,7 @@ func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv
 	at.Status.AccountSID, at.Status.BackendETag, at.Status.APIVersion, at.Status.State = "", "", 0, ""
 	at.Status.History = slices.DeleteFunc(at.Status.History, func(c tokensv1alpha1.CredentialChange) bool { return c.AccountSID == sid })
 	at.Status.CredentialsIssuedAt, at.Status.NextRotationTime = nil, nil
-	r.checked.Delete(at.UID)
+	r.readAtNextPass(at)
 	return nil
 }
 

@@ -228,33 +228,38 @@ func (r *ApiTokenReconciler) patchStatus(ctx context.Context, original, at *toke
 	if err := r.Status().Patch(ctx, at, client.MergeFrom(original)); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("patch status: %w", err)
 	}
-	r.waitForCache(ctx, at)
+	r.rememberWrite(at)
 	return nil
 }
 
-// waitForCache waits (briefly) until the cache holds the status just written. The
-// operator's own Secret writes enqueue the ApiToken again at once; a pass that read
-// the previous status would repeat backend calls (replayed, so harmless, but
-// wasted): a create, or the reset of a nonce already handled.
-func (r *ApiTokenReconciler) waitForCache(ctx context.Context, written *tokensv1alpha1.ApiToken) {
-	want, err := strconv.ParseUint(written.ResourceVersion, 10, 64)
-	if err != nil {
-		return // resource versions are opaque; etcd's are numbers
+// cacheLagRetry is how soon a pass that found the cache behind the operator's own
+// status write runs again: about one watch delivery.
+const cacheLagRetry = 100 * time.Millisecond
+
+// rememberWrite notes the resourceVersion of a status just written.
+func (r *ApiTokenReconciler) rememberWrite(written *tokensv1alpha1.ApiToken) {
+	if rv, err := strconv.ParseUint(written.ResourceVersion, 10, 64); err == nil {
+		r.written.Store(written.UID, rv)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	for {
-		cached := &tokensv1alpha1.ApiToken{}
-		if err := r.Get(ctx, client.ObjectKeyFromObject(written), cached); err != nil {
-			return
-		}
-		if got, err := strconv.ParseUint(cached.ResourceVersion, 10, 64); err != nil || got >= want {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(5 * time.Millisecond):
-		}
+}
+
+// cacheBehindOwnWrite reports whether the cache still holds an ApiToken older than
+// the status this process last wrote. The operator's own Secret write enqueues the
+// ApiToken again at once; a pass that read the previous status would repeat
+// backend calls (replayed, so harmless, but wasted): a create, or the reset of a
+// nonce already handled. Such a pass does nothing and comes back a moment later,
+// without holding a worker while the watch catches up.
+func (r *ApiTokenReconciler) cacheBehindOwnWrite(cached *tokensv1alpha1.ApiToken) bool {
+	want, ok := r.written.Load(cached.UID)
+	if !ok {
+		return false
 	}
+	got, err := strconv.ParseUint(cached.ResourceVersion, 10, 64)
+	if err != nil || got >= want.(uint64) {
+		// resourceVersions are opaque; etcd's are numbers, and anything else is
+		// taken as caught up
+		r.written.CompareAndDelete(cached.UID, want)
+		return false
+	}
+	return true
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"math"
 	"slices"
 	"strconv"
 	"time"
@@ -158,11 +159,23 @@ func rollsTargets(kind tokensv1alpha1.CredentialChangeType) bool {
 	return false
 }
 
-// nextWake is when the ApiToken needs its next pass: the resync, or sooner a
-// scheduled rotation or the end of an overlap. Between them nothing polls.
-func nextWake(now time.Time, resync time.Duration, rotation *metav1.Time, retire time.Time) time.Duration {
+// firstReadOffset is when, after the start of a process, the k-th token it meets
+// unread gets its first backend read. The offsets follow the golden-ratio (Weyl)
+// sequence over 95% of the resync interval: however many tokens there are, any
+// stretch of the interval holds its share of them give or take one or two, so a
+// restart reads at the steady-state rate (+5%), not in one burst, and each token
+// is still read within one interval (the last 5% leave room for the start).
+func firstReadOffset(k uint64, resync time.Duration) time.Duration {
+	const goldenRatioConjugate = 0.6180339887498949
+	_, frac := math.Modf(float64(k) * goldenRatioConjugate)
+	return time.Duration(frac * 0.95 * float64(resync))
+}
+
+// nextWake is when the ApiToken needs its next pass: the resync, or sooner its
+// next backend read, a scheduled rotation or the end of an overlap. Between them nothing polls.
+func nextWake(now time.Time, resync time.Duration, read time.Time, rotation *metav1.Time, retire time.Time) time.Duration {
 	wake := resync
-	for _, at := range []time.Time{retire, timeOf(rotation)} {
+	for _, at := range []time.Time{read, retire, timeOf(rotation)} {
 		if !at.IsZero() {
 			// A moment late rather than early: a pass before the due time finds
 			// nothing due and would have to wake again.

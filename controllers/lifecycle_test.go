@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -221,11 +222,14 @@ func TestNextWake(t *testing.T) {
 	resync := 10 * time.Minute
 	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: t0.Add(d)} }
 	tests := map[string]struct {
+		read     time.Time
 		rotation *metav1.Time
 		retire   time.Time
 		want     time.Duration
 	}{
 		"resync only":                 {want: resync},
+		"first read slot first":       {read: t0.Add(2 * time.Minute), rotation: at(time.Hour), want: 2*time.Minute + 10*time.Millisecond},
+		"read due with the resync":    {read: t0.Add(resync), want: resync},
 		"rotation before the resync":  {rotation: at(time.Minute), want: time.Minute + 10*time.Millisecond},
 		"rotation after the resync":   {rotation: at(time.Hour), want: resync},
 		"overlap ends first":          {rotation: at(time.Minute), retire: t0.Add(time.Second), want: time.Second + 10*time.Millisecond},
@@ -233,9 +237,38 @@ func TestNextWake(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if got := nextWake(t0, resync, tc.rotation, tc.retire); got != tc.want {
+			if got := nextWake(t0, resync, tc.read, tc.rotation, tc.retire); got != tc.want {
 				t.Errorf("nextWake = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestFirstReadOffsetSpreadsEvenly: after a restart, the first reads of any number
+// of tokens fill 95% of the interval evenly, so that no 10-second stretch of a
+// one-minute interval holds more than its share (+5% for the 95%) plus a couple.
+func TestFirstReadOffsetSpreadsEvenly(t *testing.T) {
+	resync := time.Minute
+	for _, n := range []int{7, 100, 2000, 10000} {
+		offsets := make([]time.Duration, n)
+		for k := range offsets {
+			offsets[k] = firstReadOffset(uint64(k), resync)
+			if offsets[k] < 0 || offsets[k] >= resync*95/100 {
+				t.Fatalf("n=%d: offset %d = %v, outside [0, 95%% of %v)", n, k, offsets[k], resync)
+			}
+		}
+		slices.Sort(offsets)
+		window := 10 * time.Second
+		share := float64(n) * window.Seconds() / (0.95 * resync.Seconds())
+		most, lo := 0, 0
+		for hi := range offsets {
+			for offsets[hi]-offsets[lo] >= window {
+				lo++
+			}
+			most = max(most, hi-lo+1)
+		}
+		if float64(most) > share+3 {
+			t.Errorf("n=%d: %d first reads in one 10s window, share %.1f", n, most, share)
+		}
 	}
 }

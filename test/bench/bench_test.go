@@ -40,6 +40,7 @@ func TestBench(t *testing.T) {
 	b.rotationAtRest()        // left alone for two resyncs: no writes between scheduled rotations
 	b.inPlaceRotation()       // overlap 0s: all rotate in place at once
 	b.throttledAmplification(max(20, b.n/5))
+	b.cpuAtRest() // restarted with the default resync: CPU while nothing changes
 
 	b.writeJSON()
 	b.enforceTargets()

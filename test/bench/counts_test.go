@@ -34,8 +34,12 @@ func lineCount(t *testing.T, path string) int {
 	return n
 }
 
-// eachLine calls f for lines [from, to) of a file; to < 0 means to its end.
+// eachLine calls f for lines [from, to) of a file; to < 0 means to its end. A
+// count built on data that was not read must not print 0 and pass: it fails when
+// the file cannot be read to its end, when it is shorter than the range (it was
+// rotated or truncated), or when the range is empty.
 func eachLine(t *testing.T, path string, from, to int, f func([]byte)) {
+	t.Helper()
 	file, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
@@ -43,19 +47,30 @@ func eachLine(t *testing.T, path string, from, to int, f func([]byte)) {
 	defer file.Close()
 	sc := bufio.NewScanner(file)
 	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for i := 0; sc.Scan() && (to < 0 || i < to); i++ {
+	i := 0
+	for ; sc.Scan() && (to < 0 || i < to); i++ {
 		if i >= from {
 			f(sc.Bytes())
 		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("%s: read to line %d: %v", path, i, err)
+	}
+	if i <= from || (to >= 0 && i < to) {
+		t.Fatalf("%s: lines [%d, %d) asked, the file has %d lines (rotated or truncated?)", path, from, to, i)
 	}
 }
 
 // eachRecord calls f for the lines [from, to) of a JSON-lines file that decode
 // into a T and pass keep.
 func eachRecord[T any](t *testing.T, path string, from, to int, keep func(*T) bool, f func(*T)) {
+	t.Helper()
 	eachLine(t, path, from, to, func(line []byte) {
 		var e T
-		if json.Unmarshal(line, &e) == nil && keep(&e) {
+		if err := json.Unmarshal(line, &e); err != nil {
+			t.Fatalf("%s: a line that is not JSON (%v): %.200s", path, err, line)
+		}
+		if keep(&e) {
 			f(&e)
 		}
 	})
@@ -80,7 +95,10 @@ type auditEvent struct {
 func completed(e *auditEvent) bool { return e.Stage == "ResponseComplete" }
 
 // auditCounts counts the operator's requests by "verb resource[/subresource] code".
+// No request at all in the range cannot be right (the operator renews its lease
+// every few seconds): it fails rather than count nothing.
 func auditCounts(t *testing.T, path string, from, to int) map[string]int {
+	t.Helper()
 	out := map[string]int{}
 	eachRecord(t, path, from, to, completed, func(e *auditEvent) {
 		res := e.ObjectRef.Resource
@@ -89,6 +107,9 @@ func auditCounts(t *testing.T, path string, from, to int) map[string]int {
 		}
 		out[fmt.Sprintf("%s %s %d", e.Verb, res, e.ResponseStatus.Code)]++
 	})
+	if len(out) == 0 {
+		t.Fatalf("%s: no completed request in lines [%d, %d)", path, from, to)
+	}
 	return out
 }
 
@@ -122,13 +143,18 @@ type tokenServiceRequest struct {
 // isRequest keeps the request lines of tokenservice's log.
 func isRequest(e *tokenServiceRequest) bool { return e.Msg == "request" }
 
-// tokenServiceCounts counts tokenservice's requests by "METHOD path status".
+// tokenServiceCounts counts tokenservice's requests by "METHOD path status"; it
+// fails when there are none.
 func tokenServiceCounts(t *testing.T, path string, from, to int) map[string]int {
+	t.Helper()
 	out := map[string]int{}
 	eachRecord(t, path, from, to, isRequest, func(e *tokenServiceRequest) {
 		p, _ := tokenServicePath(e.Path)
 		out[fmt.Sprintf("%s %s %d", e.Method, p, e.Status)]++
 	})
+	if len(out) == 0 {
+		t.Fatalf("%s: no request in lines [%d, %d)", path, from, to)
+	}
 	return out
 }
 
@@ -185,6 +211,26 @@ func operatorMetrics(metricsURL string) (string, error) {
 	return string(body), nil
 }
 
+// queueDepth sums workqueue_depth of one controller's queue (over its
+// priorities); -1 when the metrics cannot be read or hold no such series.
+func queueDepth(metricsURL, name string) float64 {
+	body, err := operatorMetrics(metricsURL)
+	if err != nil {
+		return -1
+	}
+	sum, found := 0.0, false
+	for _, line := range strings.Split(body, "\n") {
+		if fields := strings.Fields(line); strings.HasPrefix(line, "workqueue_depth{") && strings.Contains(line, `name="`+name+`"`) && len(fields) == 2 {
+			v, _ := strconv.ParseFloat(fields[1], 64)
+			sum, found = sum+v, true
+		}
+	}
+	if !found {
+		return -1
+	}
+	return sum
+}
+
 // backendCallsSoFar sums the operator's apitoken_backend_requests_total for one
 // call since the process started.
 func backendCallsSoFar(metricsURL, call string) float64 {
@@ -220,4 +266,21 @@ func procStatus(t *testing.T, pid int, field string) int64 {
 		}
 	}
 	return 0
+}
+
+// cpuSeconds is the user and system time of a process so far (/proc/PID/stat,
+// fields 14 and 15, in clock ticks of 1/100 s on Linux).
+func cpuSeconds(t *testing.T, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The command name (field 2) is in parentheses and may hold spaces.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	utime, err1 := strconv.ParseFloat(fields[11], 64)
+	stime, err2 := strconv.ParseFloat(fields[12], 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: %q", pid, data)
+	}
+	return (utime + stime) / 100
 }

@@ -38,6 +38,8 @@ var (
 	secretsFlag = flag.Int("secrets", 10000, "unrelated 10 KiB Secrets for the memory isolation measurement")
 	outFlag     = flag.String("out", "bench.json", "where to write the figures as JSON")
 	workers     = flag.Int("workers", 10, "concurrency of the baseline client (the operator's --max-concurrent-reconciles)")
+	qpsFlag     = flag.Float64("qps", -1, "client-side QPS limit of the operator (--kube-api-qps) and of the measured clients, the baseline's included; -1 (the operator's default) sets none")
+	cpuWindow   = flag.Duration("cpu-window", time.Minute, "how long the operator's CPU at rest is measured, with the default resync")
 	enforce     = flag.Bool("enforce", true, "fail when a metric misses its target (the CI smoke run only checks that the harness works)")
 )
 
@@ -70,6 +72,7 @@ type benchRun struct {
 	windowStart         time.Time     // idle window
 	window              logMarks      // idle window
 	restarted           time.Time     // restart: when the operator was started again
+	leading             time.Time     // restart: when the restarted operator was seen to lead
 	atRestart           logMarks      // restart
 	loadCreate          []probe       // latencies during resync
 	loadReset           []probe       // latencies during resync
@@ -92,16 +95,17 @@ func setUp(t *testing.T) *benchRun {
 		// Production logging (info), and pprof for the profiles this run writes.
 		// Metrics over plain http: the TokenReviews and SubjectAccessReviews of
 		// secure scrapes would count among the operator's requests in the audit log.
-		OperatorArgs: []string{"--zap-log-level=info", "--pprof-bind-address=" + pprofAddr, "--metrics-secure=false"},
+		OperatorArgs: []string{"--zap-log-level=info", "--pprof-bind-address=" + pprofAddr, "--metrics-secure=false",
+			fmt.Sprintf("--kube-api-qps=%g", *qpsFlag), fmt.Sprintf("--kube-api-burst=%d", burstFor(*qpsFlag))},
 	})
 	mustDo(t, err)
 	t.Cleanup(c.Stop)
 	be, _ := backend.New(backend.Options{URL: c.TokenServiceURL, AdminKey: c.AdminKey})
 	b := &benchRun{
 		t: t, ctx: ctx, c: c, pprofAddr: pprofAddr,
-		admin:    mustClient(t, c.AdminKubeconfig, 100, 200),
-		operator: mustClient(t, c.OperatorKubeconfig, 100, 200),
-		setup:    mustClient(t, c.AdminKubeconfig, 2000, 4000),
+		admin:    mustClient(t, c.AdminKubeconfig, float32(*qpsFlag), burstFor(*qpsFlag)),
+		operator: mustClient(t, c.OperatorKubeconfig, float32(*qpsFlag), burstFor(*qpsFlag)),
+		setup:    mustClient(t, c.AdminKubeconfig, -1, 0),
 		be:       be, r: &report{}, n: *nFlag,
 	}
 	b.tb = framework.TokenBackendFor("default", c.TokenServiceURL, *resyncFlag)
@@ -170,8 +174,12 @@ func (b *benchRun) profile(what, file string) <-chan struct{} {
 	return done
 }
 
-// mustClient builds a client; the measured ones use the operator's production
-// defaults (QPS 100, burst 200).
+// burstFor is the burst that goes with a QPS limit: twice it, as the operator's
+// flags have it by default (unused without a limit).
+func burstFor(qps float64) int { return max(1, int(2*qps)) }
+
+// mustClient builds a client; the measured ones have the operator's client-side
+// limit (-qps; none by default, as the operator). A negative qps sets no limit.
 func mustClient(t *testing.T, kubeconfig string, qps float32, burst int) client.WithWatch {
 	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
 	if err != nil {

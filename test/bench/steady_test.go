@@ -7,6 +7,7 @@ package bench
 
 import (
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -40,6 +41,7 @@ func (b *benchRun) restart() {
 	b.restarted = time.Now()
 	mustDo(b.t, b.c.StartOperator(b.ctx))
 	b.waitLeader()
+	b.leading = time.Now()
 	framework.Eventually(b.t, "the restarted operator starts re-checking", time.Minute, func() error {
 		if backendCallsSoFar(b.c.OperatorMetricsURL, "get") == 0 {
 			return fmt.Errorf("no backend get yet")
@@ -54,7 +56,7 @@ func (b *benchRun) restart() {
 func (b *benchRun) recheck() {
 	rechecked := sidsOf(b.t, b.admin, "bench", "load-c-")
 	var lastRecheck time.Time
-	framework.Eventually(b.t, "the restarted operator re-checks every token", 2*time.Minute, func() error {
+	framework.Eventually(b.t, "the restarted operator re-checks every token", *resyncFlag+time.Minute, func() error {
 		var count int
 		count, lastRecheck = firstReads(b.t, b.c.TokenServiceLogPath(), b.atRestart.ts, rechecked)
 		if count != len(rechecked) {
@@ -63,6 +65,10 @@ func (b *benchRun) recheck() {
 		return nil
 	})
 	b.r.add("restart: process start to every token re-checked", lastRecheck.Sub(b.restarted).Seconds(), "s", "", nil)
+	sinceLeading := lastRecheck.Sub(b.leading).Seconds()
+	b.r.add("restart: leading to every token re-checked", sinceLeading, "s", fmt.Sprintf("<= %g", resyncFlag.Seconds()),
+		le(sinceLeading, resyncFlag.Seconds()))
+	b.restartBurst(len(rechecked))
 	var during []time.Duration
 	for _, p := range append(slices.Clone(b.loadCreate), b.loadReset...) {
 		if p.start.Before(lastRecheck) {
@@ -71,6 +77,41 @@ func (b *benchRun) recheck() {
 	}
 	b.r.add("probes started before the re-check ended", float64(len(during)), "probes", "", nil)
 	b.r.add("their slowest (create or reset)", p(during, 100), "s", "", nil)
+}
+
+// restartBurst finds the busiest 10 seconds of backend reads since the restart:
+// spread over the resync interval, they stay within the steady-state rate
+// (tokens / resync interval) + 10%, where reading every token at once would put
+// all of them in one window.
+func (b *benchRun) restartBurst(tokens int) {
+	var reads []time.Time
+	eachRecord(b.t, b.c.TokenServiceLogPath(), b.atRestart.ts, -1, isRequest, func(e *tokenServiceRequest) {
+		if p, sid := tokenServicePath(e.Path); e.Method == http.MethodGet && p == "/v1/tokens/{sid}" && sid != "" {
+			reads = append(reads, e.Time)
+		}
+	})
+	if len(reads) < tokens {
+		b.t.Fatalf("restart: %d backend reads in tokenservice's log, fewer than the %d tokens re-checked", len(reads), tokens)
+	}
+	const window = 10 * time.Second
+	busiest := busiestWindow(reads, window)
+	steady := float64(tokens) * window.Seconds() / resyncFlag.Seconds()
+	b.r.add("restart: busiest 10 s of backend reads", float64(busiest), "reads", fmt.Sprintf("<= %.0f", 1.1*steady), le(float64(busiest), 1.1*steady))
+	b.r.add("restart: steady-state reads per 10 s (separate)", steady, "reads", "", nil)
+}
+
+// busiestWindow is the most times that fall within one window.
+func busiestWindow(times []time.Time, window time.Duration) int {
+	sorted := slices.Clone(times)
+	slices.SortFunc(sorted, time.Time.Compare)
+	most, lo := 0, 0
+	for hi := range sorted {
+		for sorted[hi].Sub(sorted[lo]) >= window {
+			lo++
+		}
+		most = max(most, hi-lo+1)
+	}
+	return most
 }
 
 // steadyStateWrites lists the operator's Kubernetes writes in the window and the
@@ -123,6 +164,8 @@ func (b *benchRun) resyncReads() {
 func (b *benchRun) memory() {
 	b.r.add("RSS with N tokens", float64(b.rssTokens)/1024, "MiB", "", nil)
 	b.r.add("RSS per token", float64(b.rssTokens-b.rssBefore)/float64(b.n), "KiB", "", nil)
+	perTokenAtPeak := float64(max(b.rssPeak, b.rssTokens)-b.rssBefore) / float64(b.n)
+	b.r.add("peak RSS per token (convergence and Secrets included)", perTokenAtPeak, "KiB", "<= 8", le(perTokenAtPeak, 8))
 	b.r.add("peak RSS with unrelated Secrets / without", float64(b.rssPeak)/float64(b.rssTokens), "ratio", "<= 1.10",
 		le(float64(b.rssPeak)/float64(b.rssTokens), 1.10))
 	b.r.add("RSS after the restart, unrelated Secrets present", float64(rss(b.t, b.c.OperatorPID()))/1024, "MiB", "", nil)
@@ -149,4 +192,45 @@ func sidsOf(t *testing.T, c client.Client, ns, skip string) map[string]bool {
 		}
 	}
 	return sids
+}
+
+// cpuAtRest measures the operator's CPU at rest with the default resync (10
+// minutes): the TokenBackend's resyncInterval is removed and the operator
+// restarted, so that its first reads come at the default's steady rate; once its
+// start-up passes are done, its user and system time over -cpu-window is the
+// share of one core. The window must hold backend reads, or it measured an
+// operator that does nothing.
+func (b *benchRun) cpuAtRest() {
+	t := b.t
+	tb := &tokensv1alpha1.TokenBackend{}
+	mustDo(t, b.admin.Get(b.ctx, client.ObjectKeyFromObject(b.tb), tb))
+	patch := client.MergeFrom(tb.DeepCopy())
+	tb.Spec.ResyncInterval = nil
+	mustDo(t, b.admin.Patch(b.ctx, tb, patch))
+	b.c.StopOperator()
+	mustDo(t, b.c.StartOperator(b.ctx))
+	b.waitLeader()
+	framework.Eventually(t, "the restarted operator's start-up passes are done", 5*time.Minute, func() error {
+		if depth := queueDepth(b.c.OperatorMetricsURL, "apitoken"); depth != 0 {
+			return fmt.Errorf("%v ApiTokens queued", depth)
+		}
+		return nil
+	})
+	time.Sleep(5 * time.Second)
+	pid := b.c.OperatorPID()
+	start, cpuStart := time.Now(), cpuSeconds(t, pid)
+	from := b.marks().ts
+	time.Sleep(*cpuWindow)
+	share := 100 * (cpuSeconds(t, pid) - cpuStart) / time.Since(start).Seconds()
+	reads := 0
+	for key, count := range tokenServiceCounts(t, b.c.TokenServiceLogPath(), from, -1) {
+		if strings.HasPrefix(key, "GET /v1/tokens/{sid} ") {
+			reads += count
+		}
+	}
+	if reads == 0 {
+		t.Fatalf("CPU at rest: no backend read in the %v window", *cpuWindow)
+	}
+	b.r.add("CPU at rest, default resync (share of one core)", share, "%", "<= 1", le(share, 1))
+	b.r.add("backend reads per second in that window (separate)", float64(reads)/cpuWindow.Seconds(), "reads/s", "", nil)
 }

@@ -51,7 +51,7 @@ var renderCases = map[string]struct {
 			d := ofKind(objs, "Deployment")[0]
 			wantContainer(t, d, "image", "apitoken-operator:0.1.0")
 			wantArgs(t, d, []string{"--leader-elect", "--metrics-bind-address=:8443", "--health-probe-bind-address=:8081",
-				"--max-concurrent-reconciles=10", "--kube-api-qps=100", "--kube-api-burst=200", "--zap-log-level=info"})
+				"--max-concurrent-reconciles=10", "--kube-api-qps=-1", "--kube-api-burst=200", "--zap-log-level=info"})
 			wantRestricted(t, d)
 			for _, crd := range ofKind(objs, "CustomResourceDefinition") {
 				if crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
@@ -91,7 +91,7 @@ var renderCases = map[string]struct {
 			d := ofKind(objs, "Deployment")[0]
 			wantContainer(t, d, "image", "apitoken-operator@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
 			wantArgs(t, d, []string{"--metrics-bind-address=:8443", "--health-probe-bind-address=:8081",
-				"--max-concurrent-reconciles=10", "--kube-api-qps=100", "--kube-api-burst=200", "--zap-log-level=info"})
+				"--max-concurrent-reconciles=10", "--kube-api-qps=-1", "--kube-api-burst=200", "--zap-log-level=info"})
 		},
 	},
 	"plain HTTP metrics": {
@@ -251,6 +251,7 @@ func TestValuesSchemaRejectsTypos(t *testing.T) {
 		"unknown renderMode":               "prometheusRule: {renderMode: sometimes}",
 		"a digest that is no digest":       "image: {digest: latest}",
 		"tokenservice typo":                "tokenservice: {enabeld: true}",
+		"kubeAPI.qps zero":                 "kubeAPI: {qps: 0}",
 	}
 	for name, values := range cases {
 		t.Run(name, func(t *testing.T) {
