@@ -123,7 +123,6 @@ func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, at *tokensv1alpha
 	if err != nil {
 		return nil, nil, fmt.Errorf("create token: %w", err)
 	}
-	r.event(at, corev1.EventTypeNormal, "Created", "Created token %s in the backend", tok.SID)
 	r.recordToken(at, tok, lostSID)
 	r.recordCredentials(at, createdOrRecreated(lostSID), "", tok.SID, creds.Generation)
 	return &creds, tok, nil

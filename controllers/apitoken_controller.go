@@ -298,7 +298,8 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	tokensOfBackend := func(ctx context.Context, tb *tokensv1alpha1.TokenBackend) []reconcile.Request {
 		list := &tokensv1alpha1.ApiTokenList{}
-		if err := r.List(ctx, list, client.MatchingFields{backendRefIndex: tb.Name}); err != nil {
+		// Only the names are read: no copy of thousands of cached objects.
+		if err := r.List(ctx, list, client.MatchingFields{backendRefIndex: tb.Name}, client.UnsafeDisableDeepCopy); err != nil {
 			return nil
 		}
 		reqs := make([]reconcile.Request, len(list.Items))
@@ -310,7 +311,7 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionPredicate()))).
-		Owns(&corev1.Secret{}).
+		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated())).
 		Watches(&tokensv1alpha1.TokenBackend{}, enqueueBehindOthers(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return tokensOfBackend(ctx, o.(*tokensv1alpha1.TokenBackend))
 		}), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, readinessChangedPredicate(), catalogChangedPredicate()))).
@@ -357,6 +358,15 @@ func enqueueBehindOthers[T client.Object](toRequests func(context.Context, T) []
 			add(ctx, e.Object, q)
 		},
 	}
+}
+
+// notCreated passes every event but creations. The operator's own Secrets are
+// the only ones with its label and an ApiToken as controller, and a pass makes
+// them: the watch's report that one exists (or, at start, the initial list of all
+// of them) needs no second pass of its ApiToken, which has its own. Updates and
+// deletions by others are what the Secret watch is for.
+func notCreated() predicate.Predicate {
+	return predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
 }
 
 // deletionPredicate passes updates that start a deletion.

@@ -201,7 +201,11 @@ func TestCreateDeliversCredentials(t *testing.T) {
 	// The auth token appears nowhere but in the Secret.
 	statusText := fmt.Sprintf("%+v", at.Status)
 	g.Expect(statusText).NotTo(ContainSubstring(creds.AuthToken.Reveal()))
-	g.Expect(hasEvent(t, at, corev1.EventTypeNormal, "Created")).To(BeTrue())
+	// A first create writes no event (an Event per token cost the API server a
+	// third more work per token in make bench): status.history records it.
+	g.Expect(hasEvent(t, at, corev1.EventTypeNormal, "Created")).To(BeFalse())
+	g.Expect(at.Status.History).To(HaveLen(1))
+	g.Expect(at.Status.History[0].Type).To(Equal(tokensv1alpha1.CredentialsCreated))
 	g.Expect(kstatusOf(t, at)).To(Equal(kstatus.CurrentStatus), "kstatus sees a Ready ApiToken as Current")
 }
 

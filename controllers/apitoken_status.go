@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,11 +10,13 @@ import (
 	"strings"
 	"time"
 
+	jsonpatch "github.com/evanphx/json-patch/v5"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -225,11 +228,34 @@ func (r *ApiTokenReconciler) patchStatus(ctx context.Context, original, at *toke
 	if apiequality.Semantic.DeepEqual(original.Status, at.Status) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, at, client.MergeFrom(original)); client.IgnoreNotFound(err) != nil {
+	patch, err := statusMergePatch(original, at)
+	if err != nil {
+		return err
+	}
+	if err := r.Status().Patch(ctx, at, patch); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("patch status: %w", err)
 	}
 	r.rememberWrite(at)
 	return nil
+}
+
+// statusMergePatch is the JSON merge patch from one status to another, as
+// client.MergeFrom would make it but from the statuses alone: the metadata and
+// spec are neither marshalled nor compared on every write.
+func statusMergePatch(original, at *tokensv1alpha1.ApiToken) (client.Patch, error) {
+	before, err := json.Marshal(original.Status)
+	if err != nil {
+		return nil, fmt.Errorf("marshal status: %w", err)
+	}
+	after, err := json.Marshal(at.Status)
+	if err != nil {
+		return nil, fmt.Errorf("marshal status: %w", err)
+	}
+	diff, err := jsonpatch.CreateMergePatch(before, after)
+	if err != nil {
+		return nil, fmt.Errorf("status patch: %w", err)
+	}
+	return client.RawPatch(types.MergePatchType, append(append([]byte(`{"status":`), diff...), '}')), nil
 }
 
 // cacheLagRetry is how soon a pass that found the cache behind the operator's own

@@ -22,26 +22,36 @@ func TestBench(t *testing.T) {
 		t.Skip("make bench runs this (-n N)")
 	}
 	b := setUp(t)
+	defer b.writeJSON()
+	defer b.enforceTargets()
 
-	b.baseline()              // the minimal work for N tokens, done by a plain client
-	b.convergence()           // the operator converges N tokens: time against the baseline
-	b.amplification()         // its Kubernetes and backend calls during convergence
-	b.idleLatencies()         // create->Ready and reset->Secret on an idle operator
-	b.idleWindow()            // unrelated Secrets appear in an idle window with resyncs
-	b.restart()               // SIGTERM and start again, as in a rolling update
-	b.latenciesDuringResync() // the same probes while the restarted operator re-checks
-	b.recheck()               // when every token had been re-checked
-	b.steadyStateWrites()     // Kubernetes writes in the window and the restart
-	b.resyncReads()           // backend reads in the window and the restart
-	b.memory()                // RSS with N tokens and with the unrelated Secrets
-	b.rotationTokens()        // N/10 ApiTokens with a rotation period and overlap, some with a restart target
-	b.idleRotationLatency()   // rotate->Secret, one rotation at a time on an idle operator
-	b.overlapRotation()       // all rotate at once while consumers verify: latency, calls, writes, refusals
-	b.rotationAtRest()        // left alone for two resyncs: no writes between scheduled rotations
-	b.inPlaceRotation()       // overlap 0s: all rotate in place at once
-	b.throttledAmplification(max(20, b.n/5))
-	b.cpuAtRest() // restarted with the default resync: CPU while nothing changes
-
-	b.writeJSON()
-	b.enforceTargets()
+	for _, phase := range []struct {
+		name string
+		run  func()
+	}{
+		{"baseline", b.baseline},                                           // the minimal work for N tokens, done by a plain client
+		{"convergence", b.convergence},                                     // the operator converges N tokens: time against the baseline
+		{"amplification", b.amplification},                                 // its Kubernetes and backend calls during convergence
+		{"idleLatencies", b.idleLatencies},                                 // create->Ready and reset->Secret on an idle operator
+		{"idleWindow", b.idleWindow},                                       // unrelated Secrets appear in an idle window with resyncs
+		{"restart", b.restart},                                             // SIGTERM and start again, as in a rolling update
+		{"latenciesDuringResync", b.latenciesDuringResync},                 // the same probes while the restarted operator re-checks
+		{"recheck", b.recheck},                                             // every token re-checked, spread over one resync interval
+		{"steadyStateWrites", b.steadyStateWrites},                         // Kubernetes writes in the window and the restart
+		{"resyncReads", b.resyncReads},                                     // backend reads in the window and the restart
+		{"memory", b.memory},                                               // RSS with N tokens and with the unrelated Secrets
+		{"rotationTokens", b.rotationTokens},                               // N/10 ApiTokens with a rotation period and overlap, some with a restart target
+		{"idleRotationLatency", b.idleRotationLatency},                     // rotate->Secret, one rotation at a time on an idle operator
+		{"overlapRotation", b.overlapRotation},                             // all rotate at once while consumers verify: latency, calls, writes, refusals
+		{"rotationAtRest", b.rotationAtRest},                               // left alone for two resyncs: no writes between scheduled rotations
+		{"inPlaceRotation", b.inPlaceRotation},                             // overlap 0s: all rotate in place at once
+		{"throttled", func() { b.throttledAmplification(max(20, b.n/5)) }}, // 20% of the backend's answers are 429
+		{"cpuAtRest", b.cpuAtRest},                                         // restarted with the default resync: CPU while nothing changes
+	} {
+		phase.run()
+		if phase.name == *stopAfter {
+			t.Logf("stopped after %s (-stop-after)", phase.name)
+			return
+		}
+	}
 }

@@ -14,6 +14,10 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 
 	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
@@ -52,6 +56,16 @@ func (b *benchRun) throttledAmplification(k int) {
 		t.Log(v)
 	}
 	b.r.add("calls repeated before Retry-After", float64(len(violations)), "calls", "= 0", le(float64(len(violations)), 0))
+	// Leave nothing that needs the proxy: the later phases measure an operator at
+	// rest, not one retrying a backend that went away.
+	mustDo(t, admin.DeleteAllOf(b.ctx, &tokensv1alpha1.ApiToken{}, client.InNamespace("throttled")))
+	framework.Eventually(t, "the throttled ApiTokens are deleted", 10*time.Minute, func() error {
+		list := &tokensv1alpha1.ApiTokenList{}
+		if err := admin.List(b.ctx, list, client.InNamespace("throttled")); err != nil || len(list.Items) > 0 {
+			return fmt.Errorf("%d left (%v)", len(list.Items), err)
+		}
+		return nil
+	})
 }
 
 // throttlingProxy is a reverse proxy to upstream that answers every fifth
