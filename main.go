@@ -90,6 +90,8 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
 	log := ctrl.Log.WithName("setup")
+	gcPercent, gcFrom := setGCPercent(os.Getenv("GOGC"))
+	log.Info("Go garbage collector", "GOGC", gcPercent, "from", gcFrom)
 	if limit, from := setMemoryLimit(os.Getenv("GOMEMLIMIT"), cgroupMemoryLimit()); limit > 0 {
 		log.Info("Go memory limit set", "bytes", limit, "from", from)
 	}

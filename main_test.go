@@ -144,3 +144,14 @@ func TestSetMemoryLimitLeavesGOMEMLIMITAlone(t *testing.T) {
 		t.Errorf("1000 MiB container: limit %d, want 90%%", limit)
 	}
 }
+
+func TestSetGCPercentDefaultsUnlessGOGCIsSet(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+	if value, from := setGCPercent("80"); value != "80" || from != "GOGC" || debug.SetGCPercent(100) != 100 {
+		t.Errorf("with GOGC=80: %s from %q, and the runtime's value was changed", value, from)
+	}
+	if value, _ := setGCPercent(""); value != "25" || debug.SetGCPercent(100) != defaultGCPercent {
+		t.Errorf("without GOGC: %s, want %d in effect", value, defaultGCPercent)
+	}
+}

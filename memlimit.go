@@ -8,6 +8,25 @@ import (
 	"strings"
 )
 
+// defaultGCPercent is the operator's GOGC unless the environment sets one. The
+// cache holds every ApiToken and its Secret, so the live heap grows with the
+// number of tokens and Go's default (100: the heap may grow to twice what is
+// live before a collection) doubles it. At 25 the heap stays within 1.25 times
+// what is live; make bench-scale measured 7.4 KiB of RSS per token at 10,000
+// tokens (13.6 with the default) for about a fifth more of the operator's CPU
+// while many tokens change at once, and nothing noticeable at rest.
+const defaultGCPercent = 25
+
+// setGCPercent applies defaultGCPercent unless GOGC is set (the runtime has
+// read it already); it returns the value in effect and where it came from.
+func setGCPercent(gogc string) (string, string) {
+	if gogc != "" {
+		return gogc, "GOGC"
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	return strconv.Itoa(defaultGCPercent), "the operator's default"
+}
+
 // memoryLimitShare is the part of the container's memory limit given to the Go
 // heap as a soft limit; the rest is for stacks, the runtime and what the heap
 // overshoots before the collector catches up.

@@ -272,3 +272,22 @@ func TestFirstReadOffsetSpreadsEvenly(t *testing.T) {
 		}
 	}
 }
+
+func TestStripForCacheDropsWhatIsNeverRead(t *testing.T) {
+	at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{
+		Name:          "a",
+		Annotations:   map[string]string{lastAppliedAnnotation: `{"spec":{}}`, tokensv1alpha1.ResetAnnotation: "n1"},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}},
+	}}
+	out, err := stripForCache(at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*tokensv1alpha1.ApiToken)
+	if got.ManagedFields != nil || got.Annotations[lastAppliedAnnotation] != "" {
+		t.Errorf("kept managed fields or the last-applied annotation: %+v", got.ObjectMeta)
+	}
+	if got.Annotations[tokensv1alpha1.ResetAnnotation] != "n1" {
+		t.Errorf("dropped the reset annotation: %v", got.Annotations)
+	}
+}

@@ -151,14 +151,35 @@ func (o Options) newBackend(bo backend.Options) (backend.Backend, error) {
 	return c, nil
 }
 
+// lastAppliedAnnotation is kubectl apply's copy of the whole manifest: on an
+// ApiToken applied from Git it is as large as the spec, and the operator never
+// reads it.
+const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
+
+// stripForCache drops from a cached ApiToken what the operator never reads: its
+// managed fields and kubectl's last-applied annotation. Patches are computed
+// between two copies of the cached object, so what is not cached is never sent.
+func stripForCache(in any) (any, error) {
+	if obj, ok := in.(client.Object); ok {
+		obj.SetManagedFields(nil)
+		if annotations := obj.GetAnnotations(); annotations[lastAppliedAnnotation] != "" {
+			delete(annotations, lastAppliedAnnotation)
+			obj.SetAnnotations(annotations)
+		}
+	}
+	return in, nil
+}
+
 // cacheOptions configures the manager's cache: Secrets only with the operator's
 // label, so that tens of thousands of unrelated Secrets cost nothing, Namespaces
-// as metadata only, and no managed fields on any cached object.
+// as metadata only, no managed fields on any cached object, and no last-applied
+// annotation on ApiTokens.
 func cacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue})},
+			&corev1.Secret{}:           {Label: labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue})},
+			&tokensv1alpha1.ApiToken{}: {Transform: stripForCache},
 		},
 	}
 }

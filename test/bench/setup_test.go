@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -153,24 +154,40 @@ func (b *benchRun) marks() logMarks {
 // writes it next to the JSON figures and logs its top functions. The channel is
 // closed when it is done.
 func (b *benchRun) profile(what, file string) <-chan struct{} {
-	t := b.t
+	return fetchProfile(b.t, http.DefaultClient, "http://"+b.pprofAddr+"/debug/pprof/"+what, file)
+}
+
+// apiServerProfile is profile for the API server (its /debug/pprof, as admin):
+// the work the operator causes there, which the operator's own profile does not
+// show.
+func (b *benchRun) apiServerProfile(what, file string) <-chan struct{} {
+	httpClient, err := rest.HTTPClientFor(b.c.AdminConfig)
+	mustDo(b.t, err)
+	return fetchProfile(b.t, httpClient, strings.TrimSuffix(b.c.AdminConfig.Host, "/")+"/debug/pprof/"+what, file)
+}
+
+func fetchProfile(t *testing.T, httpClient *http.Client, url, file string) <-chan struct{} {
 	done := make(chan struct{})
 	path := filepath.Join(filepath.Dir(*outFlag), "bench-"+file)
 	go func() {
 		defer close(done)
-		resp, err := http.Get("http://" + b.pprofAddr + "/debug/pprof/" + what)
+		resp, err := httpClient.Get(url)
 		if err != nil {
-			t.Logf("profile %s: %v", what, err)
+			t.Logf("profile %s: %v", file, err)
 			return
 		}
 		defer resp.Body.Close()
 		data, _ := io.ReadAll(resp.Body)
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Logf("profile %s: %v", what, err)
+		if resp.StatusCode != http.StatusOK {
+			t.Logf("profile %s: %s: %.200s", file, resp.Status, data)
 			return
 		}
-		top, _ := exec.Command("go", "tool", "pprof", "-top", "-nodecount=15", path).CombinedOutput()
-		t.Logf("profile %s (%s):\n%s", what, path, top)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Logf("profile %s: %v", file, err)
+			return
+		}
+		top, _ := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", path).CombinedOutput()
+		t.Logf("profile %s (%s):\n%s", file, path, top)
 	}()
 	return done
 }
