@@ -232,9 +232,11 @@ func (r *ApiTokenReconciler) patchStatus(ctx context.Context, original, at *toke
 	if err != nil {
 		return err
 	}
-	if err := r.Status().Patch(ctx, at, patch); client.IgnoreNotFound(err) != nil {
+	handle := metadataHandle(at)
+	if err := r.Status().Patch(ctx, handle, patch); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("patch status: %w", err)
 	}
+	at.ResourceVersion = handle.ResourceVersion
 	r.rememberWrite(at)
 	return nil
 }

@@ -161,15 +161,20 @@ func rollsTargets(kind tokensv1alpha1.CredentialChangeType) bool {
 
 // firstReadOffset is when, after the start of a process, the k-th token it meets
 // unread gets its first backend read. The offsets follow the golden-ratio (Weyl)
-// sequence over 95% of the resync interval: however many tokens there are, any
+// sequence over 97% of the resync interval: however many tokens there are, any
 // stretch of the interval holds its share of them give or take one or two, so a
-// restart reads at the steady-state rate (+5%), not in one burst, and each token
-// is still read within one interval (the last 5% leave room for the start).
+// restart reads at the steady-state rate (+3%), not in one burst, and each token
+// is still read within one interval (the last 3% leave room for the start).
 func firstReadOffset(k uint64, resync time.Duration) time.Duration {
-	const goldenRatioConjugate = 0.6180339887498949
 	_, frac := math.Modf(float64(k) * goldenRatioConjugate)
-	return time.Duration(frac * 0.95 * float64(resync))
+	return time.Duration(frac * firstReadSpread * float64(resync))
 }
+
+const (
+	goldenRatioConjugate = 0.6180339887498949
+	// firstReadSpread is the part of the resync interval the first reads fill.
+	firstReadSpread = 0.97
+)
 
 // nextWake is when the ApiToken needs its next pass: the resync, or sooner its
 // next backend read, a scheduled rotation or the end of an overlap. Between them nothing polls.

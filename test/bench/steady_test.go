@@ -168,8 +168,14 @@ func (b *benchRun) resyncReads() {
 func (b *benchRun) memory() {
 	b.r.add("RSS with N tokens", float64(b.rssTokens)/1024, "MiB", "", nil)
 	b.r.add("RSS per token", float64(b.rssTokens-b.rssBefore)/float64(b.n), "KiB", "", nil)
+	// The target is set at 10,000 tokens; with fewer, the per-token figure carries
+	// more of what does not grow with them, and is reported only.
 	perTokenAtPeak := float64(max(b.rssPeak, b.rssTokens)-b.rssBefore) / float64(b.n)
-	b.r.add("peak RSS per token (convergence and Secrets included)", perTokenAtPeak, "KiB", "<= 8", le(perTokenAtPeak, 8))
+	if b.n >= 10000 {
+		b.r.add("peak RSS per token (convergence and Secrets included)", perTokenAtPeak, "KiB", "<= 8", le(perTokenAtPeak, 8))
+	} else {
+		b.r.add("peak RSS per token (convergence and Secrets included)", perTokenAtPeak, "KiB", "", nil)
+	}
 	b.r.add("peak RSS with unrelated Secrets / without", float64(b.rssPeak)/float64(b.rssTokens), "ratio", "<= 1.10",
 		le(float64(b.rssPeak)/float64(b.rssTokens), 1.10))
 	b.r.add("RSS after the restart, unrelated Secrets present", float64(rss(b.t, b.c.OperatorPID()))/1024, "MiB", "", nil)
@@ -237,4 +243,7 @@ func (b *benchRun) cpuAtRest() {
 	}
 	b.r.add("CPU at rest, default resync (share of one core)", share, "%", "<= 1", le(share, 1))
 	b.r.add("backend reads per second in that window (separate)", float64(reads)/cpuWindow.Seconds(), "reads/s", "", nil)
+	list := &tokensv1alpha1.ApiTokenList{}
+	mustDo(t, b.admin.List(b.ctx, list))
+	b.r.add("their steady rate: ApiTokens / 10 min (separate)", float64(len(list.Items))/600, "reads/s", "", nil)
 }

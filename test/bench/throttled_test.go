@@ -28,7 +28,7 @@ import (
 // not depend on luck). The floor is 1.25 calls per token: every answer counts.
 func (b *benchRun) throttledAmplification(k int) {
 	t, admin := b.t, b.admin
-	proxy, transport, tokenRequests := throttlingProxy(t, b.c.TokenServiceURL)
+	proxy, transport, tokenRequests, throttling := throttlingProxy(t, b.c.TokenServiceURL)
 	defer proxy.Close()
 
 	tb := b.tb.DeepCopy()
@@ -57,7 +57,9 @@ func (b *benchRun) throttledAmplification(k int) {
 	}
 	b.r.add("calls repeated before Retry-After", float64(len(violations)), "calls", "= 0", le(float64(len(violations)), 0))
 	// Leave nothing that needs the proxy: the later phases measure an operator at
-	// rest, not one retrying a backend that went away.
+	// rest, not one retrying a backend that went away. The deletions are not
+	// measured: they go through unthrottled.
+	throttling.Store(false)
 	mustDo(t, admin.DeleteAllOf(b.ctx, &tokensv1alpha1.ApiToken{}, client.InNamespace("throttled")))
 	framework.Eventually(t, "the throttled ApiTokens are deleted", 10*time.Minute, func() error {
 		list := &tokensv1alpha1.ApiTokenList{}
@@ -70,12 +72,14 @@ func (b *benchRun) throttledAmplification(k int) {
 
 // throttlingProxy is a reverse proxy to upstream that answers every fifth
 // request under /v1/tokens 429 with Retry-After: 1; it counts those requests.
-func throttlingProxy(t *testing.T, upstream string) (*httptest.Server, *faults.Transport, *atomic.Int64) {
+// Storing false in throttling lets every request through.
+func throttlingProxy(t *testing.T, upstream string) (*httptest.Server, *faults.Transport, *atomic.Int64, *atomic.Bool) {
 	target, err := url.Parse(upstream)
 	mustDo(t, err)
-	tokenRequests := &atomic.Int64{}
+	tokenRequests, throttling := &atomic.Int64{}, &atomic.Bool{}
+	throttling.Store(true)
 	transport := &faults.Transport{Next: http.DefaultTransport, RetryAfter: time.Second, Policy: func(req *http.Request) faults.Kind {
-		if !strings.HasPrefix(req.URL.Path, "/v1/tokens") {
+		if !strings.HasPrefix(req.URL.Path, "/v1/tokens") || !throttling.Load() {
 			return faults.None
 		}
 		if tokenRequests.Add(1)%5 == 0 {
@@ -84,5 +88,5 @@ func throttlingProxy(t *testing.T, upstream string) (*httptest.Server, *faults.T
 		return faults.None
 	}}
 	proxy := httptest.NewServer(&httputil.ReverseProxy{Transport: transport, Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }})
-	return proxy, transport, tokenRequests
+	return proxy, transport, tokenRequests, throttling
 }

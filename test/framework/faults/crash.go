@@ -199,6 +199,9 @@ func (s *crashingStatus) Patch(ctx context.Context, obj client.Object, patch cli
 
 // kindOf names the object's Go type, e.g. "Secret" or "ApiToken".
 func kindOf(obj client.Object) string {
+	if kind := obj.GetObjectKind().GroupVersionKind().Kind; kind != "" {
+		return kind // a PartialObjectMetadata handle names what it stands for
+	}
 	t := fmt.Sprintf("%T", obj)
 	for i := len(t) - 1; i >= 0; i-- {
 		if t[i] == '.' {
