@@ -107,8 +107,9 @@ func specUnconfirmed(at *tokensv1alpha1.ApiToken) bool {
 // not since it started: after a restart every token is read once (a conditional
 // read, answered 304 when nothing changed), and events that do not concern the
 // backend (the operator's own Secret writes, restarted watches) cost no call.
-// A pass that comes within 5% of the resync interval reads too: passes that wake a
-// little early must not put the drift check off by a whole interval.
+// A pass is woken no earlier than the read is due (nextWake), so there is no
+// margin: one would let a restart's first pass read every token whose first-read
+// slot falls within it, a burst of them at once.
 func backendReadDue(at *tokensv1alpha1.ApiToken, lastRead, now time.Time, resync time.Duration) bool {
 	switch {
 	case specUnconfirmed(at):
@@ -116,7 +117,7 @@ func backendReadDue(at *tokensv1alpha1.ApiToken, lastRead, now time.Time, resync
 	case lastRead.IsZero():
 		return true
 	}
-	return now.Sub(lastRead) >= resync-resync/20
+	return now.Sub(lastRead) >= resync
 }
 
 // resetDue reports whether the reset annotation asks for a reset that has not been

@@ -147,8 +147,7 @@ func TestBackendReadDue(t *testing.T) {
 		"read recently":                    {lastRead: now.Add(-time.Minute), want: false},
 		"not read since the process began": {lastRead: time.Time{}, want: true},
 		"resync interval passed":           {lastRead: now.Add(-resync), want: true},
-		"within 5% of the interval":        {lastRead: now.Add(-resync + resync/20), want: true},
-		"just short of the 5% margin":      {lastRead: now.Add(-resync + resync/20 + time.Second), want: false},
+		"a second short of the interval":   {lastRead: now.Add(-resync + time.Second), want: false},
 		"new generation":                   {mutate: func(at *tokensv1alpha1.ApiToken) { at.Generation = 3 }, lastRead: now, want: true},
 		"last pass did not end Ready": {
 			mutate:   func(at *tokensv1alpha1.ApiToken) { at.Status.Conditions[0].Status = metav1.ConditionFalse },

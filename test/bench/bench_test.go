@@ -2,8 +2,10 @@
 // ServiceAccount with its production client settings, measured against the
 // physical floor on one machine. It prints one line per metric and writes JSON.
 //
-//	make bench                # N = 2000, idle window 5 min
-//	make bench BENCH_N=100 BENCH_IDLE=30s BENCH_SECRETS=500   # the CI smoke run
+//	make bench                # N = 2000, idle window 150 s, no client-side QPS limit
+//	make bench-scale          # N = 10,000, every target enforced
+//	make bench-smoke          # N = 100, the CI run: figures printed, targets not enforced
+//	go test ./test/bench -run TestBench -v -args -n 2000 -stop-after amplification   # convergence only
 //
 // The files follow the phases: setup (flags, cluster, clients, TokenBackend),
 // convergence (baseline, convergence, amplification), latency, steady state
@@ -13,7 +15,11 @@
 // operator metrics, /proc).
 package bench
 
-import "testing"
+import (
+	"slices"
+	"strings"
+	"testing"
+)
 
 // TestBench runs the phases in order; each adds its figures to the report, and
 // some leave measurements (log positions, RSS, latencies) for later ones.
@@ -51,6 +57,10 @@ func TestBench(t *testing.T) {
 		{"throttled", func() { b.throttledAmplification(max(20, min(b.n/5, 400))) }},
 		{"cpuAtRest", b.cpuAtRest}, // restarted with the default resync: CPU while nothing changes
 	} {
+		if slices.Contains(strings.Split(*skip, ","), phase.name) {
+			t.Logf("skipped %s (-skip)", phase.name)
+			continue
+		}
 		phase.run()
 		if phase.name == *stopAfter {
 			t.Logf("stopped after %s (-stop-after)", phase.name)

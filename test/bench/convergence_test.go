@@ -48,6 +48,7 @@ func (b *benchRun) baseline() {
 // convergence starts the operator and times it until N new ApiTokens are Ready.
 func (b *benchRun) convergence() {
 	t, n := b.t, b.n
+	b.c.StopOperator() // stopped by the baseline already, unless it was skipped
 	mustDo(t, b.c.StartOperator(b.ctx))
 	createNamespace(t, b.admin, "bench")
 	b.waitLeader()

@@ -41,6 +41,7 @@ var (
 	workers     = flag.Int("workers", 10, "concurrency of the baseline client (the operator's --max-concurrent-reconciles)")
 	qpsFlag     = flag.Float64("qps", -1, "client-side QPS limit of the operator (--kube-api-qps) and of the measured clients, the baseline's included; -1 (the operator's default) sets none")
 	stopAfter   = flag.String("stop-after", "", "the last phase to run (for a quick look at convergence, say); the figures so far are written and checked")
+	skip        = flag.String("skip", "", "comma-separated phases not to run (a look at one phase while developing; figures that need a skipped phase are meaningless)")
 	cpuWindow   = flag.Duration("cpu-window", time.Minute, "how long the operator's CPU at rest is measured, with the default resync")
 	enforce     = flag.Bool("enforce", true, "fail when a metric misses its target (the CI smoke run only checks that the harness works)")
 )
