@@ -63,8 +63,11 @@ func (b *benchRun) throttledAmplification(k int) {
 	mustDo(t, admin.DeleteAllOf(b.ctx, &tokensv1alpha1.ApiToken{}, client.InNamespace("throttled")))
 	framework.Eventually(t, "the throttled ApiTokens are deleted", 10*time.Minute, func() error {
 		list := &tokensv1alpha1.ApiTokenList{}
-		if err := admin.List(b.ctx, list, client.InNamespace("throttled")); err != nil || len(list.Items) > 0 {
-			return fmt.Errorf("%d left (%v)", len(list.Items), err)
+		if err := admin.List(b.ctx, list, client.InNamespace("throttled")); err != nil {
+			return err
+		}
+		if len(list.Items) > 0 {
+			return fmt.Errorf("%d left", len(list.Items))
 		}
 		return nil
 	})
