@@ -214,17 +214,9 @@ func operatorMetrics(metricsURL string) (string, error) {
 // queueDepth sums workqueue_depth of one controller's queue (over its
 // priorities); -1 when the metrics cannot be read or hold no such series.
 func queueDepth(metricsURL, name string) float64 {
-	body, err := operatorMetrics(metricsURL)
-	if err != nil {
-		return -1
-	}
-	sum, found := 0.0, false
-	for _, line := range strings.Split(body, "\n") {
-		if fields := strings.Fields(line); strings.HasPrefix(line, "workqueue_depth{") && strings.Contains(line, `name="`+name+`"`) && len(fields) == 2 {
-			v, _ := strconv.ParseFloat(fields[1], 64)
-			sum, found = sum+v, true
-		}
-	}
+	sum, found := sumSeries(metricsURL, func(line string) bool {
+		return strings.HasPrefix(line, "workqueue_depth{") && strings.Contains(line, `name="`+name+`"`)
+	})
 	if !found {
 		return -1
 	}
@@ -234,19 +226,41 @@ func queueDepth(metricsURL, name string) float64 {
 // backendCallsSoFar sums the operator's apitoken_backend_requests_total for one
 // call since the process started.
 func backendCallsSoFar(metricsURL, call string) float64 {
+	sum, _ := sumSeries(metricsURL, func(line string) bool {
+		return strings.HasPrefix(line, `apitoken_backend_requests_total{call="`+call+`"`)
+	})
+	return sum
+}
+
+// sumSeries adds up the values of the operator's metric lines that match, and
+// reports whether any did (false too when the metrics cannot be read).
+func sumSeries(metricsURL string, match func(line string) bool) (float64, bool) {
 	body, err := operatorMetrics(metricsURL)
 	if err != nil {
-		return 0
+		return 0, false
 	}
-	sum := 0.0
-	prefix := `apitoken_backend_requests_total{call="` + call + `"`
+	sum, found := 0.0, false
 	for _, line := range strings.Split(body, "\n") {
-		if fields := strings.Fields(line); strings.HasPrefix(line, prefix) && len(fields) == 2 {
+		if fields := strings.Fields(line); len(fields) == 2 && match(line) {
 			v, _ := strconv.ParseFloat(fields[1], 64)
-			sum += v
+			sum, found = sum+v, true
 		}
 	}
-	return sum
+	return sum, found
+}
+
+// tokenReads counts the conditional reads of single tokens among tokenservice's
+// requests (tokenServiceCounts), and those answered 304.
+func tokenReads(counts map[string]int) (gets, notModified int) {
+	for key, count := range counts {
+		if strings.HasPrefix(key, "GET /v1/tokens/{sid} ") {
+			gets += count
+			if strings.HasSuffix(key, " 304") {
+				notModified += count
+			}
+		}
+	}
+	return gets, notModified
 }
 
 // rss and peakRSS read the operator's resident set (VmRSS) and its high-water
@@ -268,48 +282,59 @@ func procStatus(t *testing.T, pid int, field string) int64 {
 	return 0
 }
 
-// cpuSeconds is the user and system time of a process so far (/proc/PID/stat,
-// fields 14 and 15, in clock ticks of 1/100 s on Linux).
-func cpuSeconds(t *testing.T, pid int) float64 {
+// procStat reads /proc/PID/stat: the command name, the parent's pid, and the
+// user and system time so far (fields 14 and 15, in clock ticks of 1/100 s on
+// Linux). ok is false when the process is gone or the line cannot be read.
+func procStat(pid int) (comm string, ppid int, cpu float64, ok bool) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		t.Fatal(err)
+		return "", 0, 0, false
 	}
 	// The command name (field 2) is in parentheses and may hold spaces.
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	utime, err1 := strconv.ParseFloat(fields[11], 64)
-	stime, err2 := strconv.ParseFloat(fields[12], 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("/proc/%d/stat: %q", pid, data)
+	open, end := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
+	if open < 0 || end < open {
+		return "", 0, 0, false
 	}
-	return (utime + stime) / 100
+	rest := strings.Fields(string(data[end+1:]))
+	if len(rest) < 13 {
+		return "", 0, 0, false
+	}
+	ppid, err1 := strconv.Atoi(rest[1])
+	utime, err2 := strconv.ParseFloat(rest[11], 64)
+	stime, err3 := strconv.ParseFloat(rest[12], 64)
+	if err1 != nil || err2 != nil || err3 != nil {
+		return "", 0, 0, false
+	}
+	return string(data[open+1 : end]), ppid, (utime + stime) / 100, true
+}
+
+// cpuSeconds is the user and system time of a process so far, in seconds.
+func cpuSeconds(t *testing.T, pid int) float64 {
+	_, _, cpu, ok := procStat(pid)
+	if !ok {
+		t.Fatalf("/proc/%d/stat cannot be read", pid)
+	}
+	return cpu
 }
 
 // clusterCPU is the CPU time so far of this test process ("bench") and of each of
 // its children by command name (kube-apiserver, etcd, tokenservice, manager):
 // where the machine's work goes, the API server's included.
 func clusterCPU(t *testing.T) map[string]float64 {
-	out := map[string]float64{"bench": cpuSeconds(t, os.Getpid())}
+	self := os.Getpid()
+	out := map[string]float64{"bench": cpuSeconds(t, self)}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
 	}
-	self := strconv.Itoa(os.Getpid())
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
+		if comm, ppid, cpu, ok := procStat(pid); ok && ppid == self {
+			out[comm] += cpu
 		}
-		open, end := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
-		rest := strings.Fields(string(data[end+1:]))
-		if open < 0 || len(rest) < 13 || rest[1] != self {
-			continue
-		}
-		out[string(data[open+1:end])] += cpuSeconds(t, pid)
 	}
 	return out
 }

@@ -146,15 +146,7 @@ func (b *benchRun) steadyStateWrites() {
 // conditional read per token per resync interval, plus the one check of each
 // token by the restarted process.
 func (b *benchRun) resyncReads() {
-	gets, notModified := 0, 0
-	for key, count := range tokenServiceCounts(b.t, b.c.TokenServiceLogPath(), b.window.ts, -1) {
-		if strings.HasPrefix(key, "GET /v1/tokens/{sid} ") {
-			gets += count
-			if strings.HasSuffix(key, " 304") {
-				notModified += count
-			}
-		}
-	}
+	gets, notModified := tokenReads(tokenServiceCounts(b.t, b.c.TokenServiceLogPath(), b.window.ts, -1))
 	tokens := float64(b.n + 2*probes) // the bench tokens and the latency probes of the idle phase
 	resyncs := time.Since(b.windowStart).Seconds()/resyncFlag.Seconds() + 1
 	perResync := float64(gets) / (tokens * resyncs)
@@ -238,12 +230,7 @@ func (b *benchRun) cpuAtRest() {
 	time.Sleep(*cpuWindow)
 	<-profiled
 	share := 100 * (cpuSeconds(t, pid) - cpuStart) / time.Since(start).Seconds()
-	reads := 0
-	for key, count := range tokenServiceCounts(t, b.c.TokenServiceLogPath(), from, -1) {
-		if strings.HasPrefix(key, "GET /v1/tokens/{sid} ") {
-			reads += count
-		}
-	}
+	reads, _ := tokenReads(tokenServiceCounts(t, b.c.TokenServiceLogPath(), from, -1))
 	if reads == 0 {
 		t.Fatalf("CPU at rest: no backend read in the %v window", *cpuWindow)
 	}
