@@ -247,12 +247,12 @@ func (r *ApiTokenReconciler) lastRead(at *tokensv1alpha1.ApiToken, resync time.D
 	return last.(time.Time)
 }
 
-// nextRead is when the next routine read of the backend token is due; zero when
-// the next pass reads anyway.
+// nextRead is when the next routine read of the backend token is due: now when
+// a read was asked for (readAtNextPass).
 func (r *ApiTokenReconciler) nextRead(at *tokensv1alpha1.ApiToken, resync time.Duration) time.Time {
 	last := r.lastRead(at, resync)
 	if last.IsZero() {
-		return time.Time{}
+		return r.Clock.Now()
 	}
 	return last.Add(resync)
 }
@@ -264,6 +264,7 @@ func (r *ApiTokenReconciler) readAtNextPass(at *tokensv1alpha1.ApiToken) {
 
 // forget drops what this process remembers of an ApiToken that is gone.
 func (r *ApiTokenReconciler) forget(at *tokensv1alpha1.ApiToken) {
+	r.drift.stop(client.ObjectKeyFromObject(at))
 	r.checked.Delete(at.UID)
 	r.written.Delete(at.UID)
 }

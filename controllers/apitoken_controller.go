@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -54,7 +55,8 @@ type ApiTokenReconciler struct {
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	Registry  *Registry
-	Clock     clock.PassiveClock
+	// Clock is the time source, timers included (the drift checker's).
+	Clock clock.Clock
 	// MaxConcurrentReconciles bounds the workers; default 10.
 	MaxConcurrentReconciles int
 
@@ -73,6 +75,8 @@ type ApiTokenReconciler struct {
 	// written holds the resourceVersion of each ApiToken's last status write by
 	// this process, until the cache has it (see cacheBehindOwnWrite).
 	written sync.Map // types.UID -> uint64
+	// drift makes the routine backend reads of Ready ApiTokens between passes.
+	drift *driftChecker
 }
 
 // RBAC: only the verbs the code sends (test/e2e TestOperatorRBACMatchesItsRequests
@@ -93,16 +97,21 @@ type ApiTokenReconciler struct {
 func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
 	at := &tokensv1alpha1.ApiToken{}
 	if err := r.Get(ctx, req.NamespacedName, at); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.drift.stop(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if r.cacheBehindOwnWrite(at) {
 		return ctrl.Result{RequeueAfter: cacheLagRetry}, nil
 	}
 	original := at.DeepCopy()
+	var nextCheck time.Time // set when the pass ends Ready: the drift checker's next read
 	defer func() {
 		if at.DeletionTimestamp.IsZero() || controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
 			retErr = errors.Join(retErr, r.patchStatus(ctx, original, at))
 		}
+		r.scheduleDriftCheck(at, nextCheck, retErr)
 	}()
 
 	if isPaused(at) {
@@ -151,7 +160,19 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return r.backendFailed(at, err, resync)
 	}
 	markReady(at)
-	return ctrl.Result{RequeueAfter: nextWake(r.Clock.Now(), backoffWithJitter(resync), r.nextRead(at, resync), at.Status.NextRotationTime, retireAt)}, nil
+	nextCheck = r.nextRead(at, resync)
+	return ctrl.Result{RequeueAfter: nextWake(r.Clock.Now(), at.Status.NextRotationTime, retireAt)}, nil
+}
+
+// scheduleDriftCheck hands a pass that ended Ready (and saved its status) to the
+// drift checker, which reads the backend token at nextCheck; any other end stops
+// the checks, and the ApiToken's own requeues take over.
+func (r *ApiTokenReconciler) scheduleDriftCheck(at *tokensv1alpha1.ApiToken, nextCheck time.Time, err error) {
+	if nextCheck.IsZero() || err != nil {
+		r.drift.stop(client.ObjectKeyFromObject(at))
+		return
+	}
+	r.drift.schedule(at, nextCheck)
 }
 
 // backendFailed reports a backend that could not be reached to the registry, so
@@ -300,22 +321,18 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles <= 0 {
 		r.MaxConcurrentReconciles = 10
 	}
+	r.drift = newDriftChecker(r.Registry, r.Clock, &r.checked, r.MaxConcurrentReconciles)
 	err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.ApiToken{}, backendRefIndex,
 		func(o client.Object) []string { return []string{backendName(o.(*tokensv1alpha1.ApiToken))} })
 	if err != nil {
 		return fmt.Errorf("index ApiTokens by backend: %w", err)
 	}
 	tokensOfBackend := func(ctx context.Context, tb *tokensv1alpha1.TokenBackend) []reconcile.Request {
-		list := &tokensv1alpha1.ApiTokenList{}
-		// Only the names are read: no copy of thousands of cached objects.
-		if err := r.List(ctx, list, client.MatchingFields{backendRefIndex: tb.Name}, client.UnsafeDisableDeepCopy); err != nil {
-			return nil
-		}
-		reqs := make([]reconcile.Request, len(list.Items))
-		for i, at := range list.Items {
-			reqs[i] = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: at.Namespace, Name: at.Name}}
-		}
-		return reqs
+		return r.requestsFor(ctx, client.MatchingFields{backendRefIndex: tb.Name})
+	}
+	// A namespace's labels decide which TokenBackends admit its ApiTokens.
+	tokensInNamespace := func(ctx context.Context, ns client.Object) []reconcile.Request {
+		return r.requestsFor(ctx, client.InNamespace(ns.GetName()))
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(
@@ -325,6 +342,8 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return tokensOfBackend(ctx, o.(*tokensv1alpha1.TokenBackend))
 		}), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, readinessChangedPredicate(), catalogChangedPredicate()))).
 		WatchesRawSource(source.Channel(r.Registry.changed, enqueueBehindOthers(tokensOfBackend))).
+		WatchesMetadata(&corev1.Namespace{}, enqueueBehindOthers(tokensInNamespace), builder.WithPredicates(labelsChanged())).
+		WatchesRawSource(source.Func(r.drift.start)).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: r.MaxConcurrentReconciles,
 			// Failures back off from 500ms to 5 minutes per ApiToken: a backend that is
@@ -336,6 +355,20 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}).
 		Named("apitoken").
 		Complete(r)
+}
+
+// requestsFor lists the cached ApiTokens that match opts as requests. Only the
+// names are read: no copy of thousands of cached objects.
+func (r *ApiTokenReconciler) requestsFor(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
+	list := &tokensv1alpha1.ApiTokenList{}
+	if err := r.List(ctx, list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
+		return nil
+	}
+	reqs := make([]reconcile.Request, len(list.Items))
+	for i, at := range list.Items {
+		reqs[i] = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: at.Namespace, Name: at.Name}}
+	}
+	return reqs
 }
 
 // enqueueBehindOthers maps an event to ApiTokens and queues them at low priority.
@@ -376,6 +409,19 @@ func enqueueBehindOthers[T client.Object](toRequests func(context.Context, T) []
 // deletions by others are what the Secret watch is for.
 func notCreated() predicate.Predicate {
 	return predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
+}
+
+// labelsChanged passes updates that change an object's labels, and nothing else:
+// the initial list of namespaces at start needs no pass.
+func labelsChanged() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		DeleteFunc:  func(event.DeleteEvent) bool { return false },
+		GenericFunc: func(event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels())
+		},
+	}
 }
 
 // deletionPredicate passes updates that start a deletion.

@@ -176,15 +176,21 @@ const (
 	firstReadSpread = 0.97
 )
 
-// nextWake is when the ApiToken needs its next pass: the resync, or sooner its
-// next backend read, a scheduled rotation or the end of an overlap. Between them nothing polls.
-func nextWake(now time.Time, resync time.Duration, read time.Time, rotation *metav1.Time, retire time.Time) time.Duration {
-	wake := resync
-	for _, at := range []time.Time{read, retire, timeOf(rotation)} {
-		if !at.IsZero() {
-			// A moment late rather than early: a pass before the due time finds
-			// nothing due and would have to wake again.
-			wake = min(wake, max(at.Sub(now)+10*time.Millisecond, 10*time.Millisecond))
+// nextWake is when a Ready ApiToken needs its next pass: a scheduled rotation or
+// the end of an overlap, whichever comes first; zero (no requeue) when neither is
+// set. Its routine backend reads are the drift checker's, and every other change
+// (spec, annotations, Secret, TokenBackend, namespace labels) is watched.
+func nextWake(now time.Time, rotation *metav1.Time, retire time.Time) time.Duration {
+	var wake time.Duration
+	for _, at := range []time.Time{retire, timeOf(rotation)} {
+		if at.IsZero() {
+			continue
+		}
+		// A moment late rather than early: a pass before the due time finds
+		// nothing due and would have to wake again.
+		after := max(at.Sub(now)+10*time.Millisecond, 10*time.Millisecond)
+		if wake == 0 || after < wake {
+			wake = after
 		}
 	}
 	return wake

@@ -219,25 +219,21 @@ func TestRollsTargets(t *testing.T) {
 }
 
 func TestNextWake(t *testing.T) {
-	resync := 10 * time.Minute
 	at := func(d time.Duration) *metav1.Time { return &metav1.Time{Time: t0.Add(d)} }
 	tests := map[string]struct {
-		read     time.Time
 		rotation *metav1.Time
 		retire   time.Time
 		want     time.Duration
 	}{
-		"resync only":                 {want: resync},
-		"first read slot first":       {read: t0.Add(2 * time.Minute), rotation: at(time.Hour), want: 2*time.Minute + 10*time.Millisecond},
-		"read due with the resync":    {read: t0.Add(resync), want: resync},
-		"rotation before the resync":  {rotation: at(time.Minute), want: time.Minute + 10*time.Millisecond},
-		"rotation after the resync":   {rotation: at(time.Hour), want: resync},
-		"overlap ends first":          {rotation: at(time.Minute), retire: t0.Add(time.Second), want: time.Second + 10*time.Millisecond},
-		"overdue rotation: right now": {rotation: at(-time.Hour), want: 10 * time.Millisecond},
+		"nothing scheduled: no requeue": {want: 0},
+		"rotation":                      {rotation: at(time.Hour), want: time.Hour + 10*time.Millisecond},
+		"overlap ends first":            {rotation: at(time.Minute), retire: t0.Add(time.Second), want: time.Second + 10*time.Millisecond},
+		"rotation first":                {rotation: at(time.Minute), retire: t0.Add(time.Hour), want: time.Minute + 10*time.Millisecond},
+		"overdue rotation: right now":   {rotation: at(-time.Hour), want: 10 * time.Millisecond},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if got := nextWake(t0, resync, tc.read, tc.rotation, tc.retire); got != tc.want {
+			if got := nextWake(t0, tc.rotation, tc.retire); got != tc.want {
 				t.Errorf("nextWake = %v, want %v", got, tc.want)
 			}
 		})
