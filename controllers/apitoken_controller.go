@@ -105,6 +105,9 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if r.cacheBehindOwnWrite(at) {
 		return ctrl.Result{RequeueAfter: cacheLagRetry}, nil
 	}
+	if !r.drift.claim(req.NamespacedName) {
+		return ctrl.Result{RequeueAfter: checkInFlightRetry}, nil
+	}
 	original := at.DeepCopy()
 	var nextCheck time.Time // set when the pass ends Ready: the drift checker's next read
 	defer func() {

@@ -49,6 +49,11 @@ type driftChecker struct {
 	queue workqueue.TypedRateLimitingInterface[reconcile.Request]
 }
 
+// checkInFlightRetry is how soon a pass that found the drift checker reading its
+// ApiToken's backend token runs again: a read takes milliseconds, or the
+// Retry-After (at most a few seconds) it waits out in-process.
+const checkInFlightRetry = 200 * time.Millisecond
+
 // driftEntry is one ApiToken's next check: what to read and when.
 type driftEntry struct {
 	uid     types.UID
@@ -133,6 +138,26 @@ func (c *driftChecker) stop(key types.NamespacedName) {
 		heap.Remove(&c.readers[e.backend].due, e.index)
 	}
 	delete(c.tokens, key)
+}
+
+// claim takes an ApiToken's checks from the checker for a pass, which reads and
+// writes the backend token itself and schedules them again if it ends Ready. It
+// fails while the checker's read of the token is in flight: the pass would send
+// a second request for the token at the same time, and one sent before the
+// first's 429 reached the client would not wait for its Retry-After.
+func (c *driftChecker) claim(key types.NamespacedName) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.tokens[key]
+	switch {
+	case !ok:
+		return true
+	case e.index < 0:
+		return false // being read
+	}
+	heap.Remove(&c.readers[e.backend].due, e.index)
+	delete(c.tokens, key)
+	return true
 }
 
 // scheduled reports the next check of an ApiToken, if it has one.

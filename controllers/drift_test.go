@@ -220,6 +220,26 @@ func TestDriftCheckerKeepsAPassesScheduleOverAnOlderRead(t *testing.T) {
 	g.Expect(due).To(Equal(later))
 }
 
+// A pass waits for the checker's read of its token to end, then takes the
+// token's checks over until it schedules them again.
+func TestDriftCheckerLetsAPassClaimATokenOnlyBetweenReads(t *testing.T) {
+	g := NewWithT(t)
+	f := newCheckerFixture(t, "default")
+	at := readyToken(t, "claimed", "default")
+	key := client.ObjectKeyFromObject(at)
+	release := f.backend["default"].hold()
+	f.checker.schedule(at, time.Now())
+	g.Eventually(func() int { return f.backend["default"].readsOf(at.Status.AccountSID) }, 5*time.Second, 10*time.Millisecond).Should(Equal(1))
+	g.Expect(f.checker.claim(key)).To(BeFalse(), "the read is in flight")
+
+	close(release)
+	g.Eventually(func() bool { return f.checker.claim(key) }, 5*time.Second, 10*time.Millisecond).Should(BeTrue())
+	_, ok := f.checker.scheduled(key)
+	g.Expect(ok).To(BeFalse(), "the pass has the token")
+	g.Consistently(func() int { return f.backend["default"].readsOf(at.Status.AccountSID) }, 3*checkerResync, 20*time.Millisecond).Should(Equal(1))
+	g.Expect(f.checker.claim(key)).To(BeTrue(), "a token without checks is free")
+}
+
 // A backend whose reads hang holds only its own checks.
 func TestDriftCheckerIsolatesASlowBackend(t *testing.T) {
 	g := NewWithT(t)
