@@ -245,13 +245,16 @@ func (c *driftChecker) run(ctx context.Context, rd *backendReader) {
 
 // checkTick is how far apart a backend's reader wakes: it reads together every
 // check that fell due since it last woke. On an idle machine, waking a process
-// costs more than the read it wakes for; at 10,000 tokens and the default
+// costs more than the read it wakes for: at 10,000 tokens and the default
 // resync, one wake a second for 17 reads costs a tenth of what 17 wakes do.
-// A check is never read before it is due and at most one tick after: a fiftieth
-// of the resync interval at most, so that the first reads after a restart,
-// spread over 97 % of it (firstReadSpread), still all come within one interval.
+// A tick is a 600th of the resync interval, at most a second: each holds about
+// tokens / 600 reads whatever the interval, so that reading a tick late or early
+// moves the reads of any 10 seconds by that many (under 2 % of them from a
+// 1-minute interval down), and a check is never read before it is due and at
+// most one tick after, well within the 3 % of the interval that the first reads
+// after a restart leave free (firstReadSpread).
 func checkTick(resync time.Duration) time.Duration {
-	return max(time.Millisecond, min(time.Second, resync/50))
+	return max(time.Millisecond, min(time.Second, resync/600))
 }
 
 // untilTick is how long to sleep for a wait that ends at the first tick (a

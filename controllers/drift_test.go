@@ -262,11 +262,11 @@ func TestDriftCheckerIsolatesASlowBackend(t *testing.T) {
 
 func TestCheckTick(t *testing.T) {
 	tests := map[time.Duration]time.Duration{
+		time.Hour:             time.Second,
 		DefaultResyncInterval: time.Second,
-		time.Minute:           time.Second,
-		50 * time.Second:      time.Second,
-		5 * time.Second:       100 * time.Millisecond,
-		checkerResync:         6 * time.Millisecond,
+		time.Minute:           100 * time.Millisecond,
+		5 * time.Second:       8333333 * time.Nanosecond,
+		checkerResync:         time.Millisecond,
 		time.Microsecond:      time.Millisecond,
 	}
 	for resync, want := range tests {
