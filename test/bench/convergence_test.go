@@ -85,6 +85,7 @@ func waitQuiet(t *testing.T) {
 	const quiet = 0.1 // cores
 	deadline := time.Now().Add(3 * time.Minute)
 	before, calm := clusterCPU(t), 0
+	lastSecond := map[string]string{}
 	for calm < 2 && time.Now().Before(deadline) {
 		time.Sleep(time.Second)
 		now := clusterCPU(t)
@@ -92,6 +93,7 @@ func waitQuiet(t *testing.T) {
 		for name, v := range now {
 			if name != "bench" {
 				busy += v - before[name]
+				lastSecond[name] = fmt.Sprintf("%.2f", v-before[name])
 			}
 		}
 		if before = now; busy < quiet {
@@ -101,7 +103,7 @@ func waitQuiet(t *testing.T) {
 		}
 	}
 	if calm < 2 {
-		t.Logf("the machine did not become quiet within three minutes; measuring anyway")
+		t.Logf("the machine did not become quiet within three minutes (cores used in the last second: %v); measuring anyway", lastSecond)
 	}
 }
 
