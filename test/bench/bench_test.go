@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBench runs the phases in order; each adds its figures to the report, and
@@ -52,16 +53,19 @@ func TestBench(t *testing.T) {
 		{"rotationAtRest", b.rotationAtRest},               // left alone for two resyncs: no writes between scheduled rotations
 		{"inPlaceRotation", b.inPlaceRotation},             // overlap 0s: all rotate in place at once
 		// 20% of the backend's answers are 429. Each 429 holds that backend's calls
-		// for its Retry-After (1 s), so the phase takes about N/8 seconds: capped at
-		// 400 tokens, as the figure (calls per token) does not depend on N.
-		{"throttled", func() { b.throttledAmplification(max(20, min(b.n/5, 400))) }},
+		// for its Retry-After (1 s), so the phase takes about k/8 seconds for k
+		// tokens: N/10, at most 400, as the figure (calls per token) does not depend
+		// on N (the 429s are every fifth request, not random).
+		{"throttled", func() { b.throttledAmplification(max(20, min(b.n/10, 400))) }},
 		{"cpuAtRest", b.cpuAtRest}, // restarted with the default resync: CPU while nothing changes
 	} {
 		if slices.Contains(strings.Split(*skip, ","), phase.name) {
 			t.Logf("skipped %s (-skip)", phase.name)
 			continue
 		}
+		started := time.Now()
 		phase.run()
+		t.Logf("phase %s: %v", phase.name, time.Since(started).Round(100*time.Millisecond))
 		if phase.name == *stopAfter {
 			t.Logf("stopped after %s (-stop-after)", phase.name)
 			return

@@ -27,9 +27,13 @@ func (b *benchRun) idleLatencies() {
 }
 
 // latenciesDuringResync probes while the restarted operator re-checks every
-// token: each p99 must stay within twice its idle p99.
+// token: each p99 must stay within twice its idle p99. The re-check lasts one
+// resync interval, and the probes are spread over the first half of it (a pair
+// every resync/2/probes) so that the percentile is of that time, the start-up
+// included, and not of its first five seconds, which back-to-back probes
+// would fill.
 func (b *benchRun) latenciesDuringResync() {
-	b.loadCreate, b.loadReset = interleavedLatencies(b.t, b.admin, "bench", "load-c", "load-r", probes)
+	b.loadCreate, b.loadReset = interleavedLatencies(b.t, b.admin, "bench", "load-c", "load-r", probes, *resyncFlag/2/probes)
 	reportLatencies(b.t, b.r, "during resync after restart", durations(b.loadCreate), durations(b.loadReset),
 		durations(b.createLat), durations(b.resetLat), 2)
 }
@@ -137,8 +141,11 @@ func latencies(t *testing.T, c client.WithWatch, ns, prefix string, k int) (crea
 // interleavedLatencies alternates creating a new token (createPrefix-i) and
 // resetting an existing one (resetPrefix-i), one probe at a time, so that both
 // kinds sample the same phase of the operator without competing with each other.
-func interleavedLatencies(t *testing.T, c client.WithWatch, ns, createPrefix, resetPrefix string, k int) (create, reset []probe) {
+// Pair i starts no earlier than i*every after the first.
+func interleavedLatencies(t *testing.T, c client.WithWatch, ns, createPrefix, resetPrefix string, k int, every time.Duration) (create, reset []probe) {
+	first := time.Now()
 	for i := range k {
+		time.Sleep(time.Until(first.Add(time.Duration(i) * every)))
 		create = append(create, probeCreate(t, c, ns, fmt.Sprintf("%s-%d", createPrefix, i)))
 		reset = append(reset, probeReset(t, c, ns, fmt.Sprintf("%s-%d", resetPrefix, i), "bench"))
 	}
