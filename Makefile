@@ -105,7 +105,7 @@ fuzz: ## Run each fuzz target for FUZZTIME.
 		echo "fuzz $$pkg $$fn"; go test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s || exit 1; done
 
 BENCH_N ?= 2000
-BENCH_IDLE ?= 150s
+BENCH_IDLE ?= 120s
 BENCH_RESYNC ?= 1m
 BENCH_SECRETS ?= 10000
 BENCH_QPS ?= -1

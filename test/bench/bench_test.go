@@ -2,7 +2,7 @@
 // ServiceAccount with its production client settings, measured against the
 // physical floor on one machine. It prints one line per metric and writes JSON.
 //
-//	make bench                # N = 2000, idle window 150 s, no client-side QPS limit
+//	make bench                # N = 2000, idle window 120 s, no client-side QPS limit
 //	make bench-scale          # N = 10,000, every target enforced
 //	make bench-smoke          # N = 100, the CI run: figures printed, targets not enforced
 //	go test ./test/bench -run TestBench -v -args -n 2000 -stop-after amplification   # convergence only
@@ -50,7 +50,7 @@ func TestBench(t *testing.T) {
 		{"rotationTokens", b.rotationTokens},               // N/10 ApiTokens with a rotation period and overlap, some with a restart target
 		{"idleRotationLatency", b.idleRotationLatency},     // rotate->Secret, one rotation at a time on an idle operator
 		{"overlapRotation", b.overlapRotation},             // all rotate at once while consumers verify: latency, calls, writes, refusals
-		{"rotationAtRest", b.rotationAtRest},               // left alone for two resyncs: no writes between scheduled rotations
+		{"rotationAtRest", b.rotationAtRest},               // left alone for a resync: no writes between scheduled rotations
 		{"inPlaceRotation", b.inPlaceRotation},             // overlap 0s: all rotate in place at once
 		// 20% of the backend's answers are 429. Each 429 holds that backend's calls
 		// for its Retry-After (1 s), so the phase takes about k/8 seconds for k

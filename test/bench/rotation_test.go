@@ -3,8 +3,8 @@ package bench
 // This file: credential rotation. N/10 ApiTokens with a rotation period and an
 // overlap (every tenth with a Deployment as restart target) rotate at once
 // through the rotate annotation while consumers of a sample of them verify with
-// whatever their Secrets hold; then they are left alone for two resync
-// intervals; then the same tokens rotate in place.
+// whatever their Secrets hold; then they are left alone for a resync interval;
+// then the same tokens rotate in place.
 
 import (
 	"context"
@@ -128,15 +128,15 @@ func (b *benchRun) overlapRotation() {
 	b.checkRestartTargets()
 }
 
-// rotationAtRest leaves the rotation tokens alone for two resync intervals
-// after their rotation: the next one is an hour away, so the operator writes
-// nothing to their namespace (events included) and reads each token about once
-// per resync.
+// rotationAtRest leaves the rotation tokens alone for one resync interval and
+// ten seconds after their rotation, long enough for every one of them to be
+// read: the next rotation is an hour away, so the operator writes nothing to
+// their namespace (events included) and reads each token about once per resync.
 func (b *benchRun) rotationAtRest() {
 	t := b.t
 	skip := b.sidsOutside(rotationNS)
 	from, start := b.marks(), time.Now()
-	time.Sleep(2 * *resyncFlag)
+	time.Sleep(*resyncFlag + 10*time.Second)
 	to := b.marks()
 	k8s, writes := namespaceWrites(t, b.c.AuditLogPath, from.audit, to.audit, rotationNS)
 	for _, w := range writes {
