@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/client-go/rest"
 	certutil "k8s.io/client-go/util/cert"
 )
 
@@ -153,5 +154,29 @@ func TestSetGCPercentDefaultsUnlessGOGCIsSet(t *testing.T) {
 	}
 	if value, _ := setGCPercent(""); value != "25" || debug.SetGCPercent(100) != defaultGCPercent {
 		t.Errorf("without GOGC: %s, want %d in effect", value, defaultGCPercent)
+	}
+}
+
+func TestKubeAPIFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args            []string
+		qps             float32
+		burst           int
+		wantCompression bool
+	}{
+		{nil, -1, 200, false},
+		{[]string{"--kube-api-qps=50", "--kube-api-burst=80"}, 50, 80, false},
+		{[]string{"--kube-api-compression"}, -1, 200, true},
+	} {
+		fs := flag.NewFlagSet("operator", flag.ContinueOnError)
+		f := bindFlags(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		cfg := &rest.Config{}
+		applyKubeAPIFlags(cfg, f)
+		if cfg.QPS != tc.qps || cfg.Burst != tc.burst || cfg.DisableCompression == tc.wantCompression {
+			t.Errorf("%v: QPS %v, burst %d, compression %v; want %v, %d, %v", tc.args, cfg.QPS, cfg.Burst, !cfg.DisableCompression, tc.qps, tc.burst, tc.wantCompression)
+		}
 	}
 }

@@ -207,6 +207,20 @@ func TestCreateDeliversCredentials(t *testing.T) {
 	g.Expect(at.Status.History).To(HaveLen(1))
 	g.Expect(at.Status.History[0].Type).To(Equal(tokensv1alpha1.CredentialsCreated))
 	g.Expect(kstatusOf(t, at)).To(Equal(kstatus.CurrentStatus), "kstatus sees a Ready ApiToken as Current")
+
+	// Its writes name the operator in managedFields: the finalizer, the status,
+	// the Secret.
+	g.Expect(managersOf(at.ManagedFields)).To(HaveKeyWithValue(FieldManager, ContainElements("", "status")))
+	g.Expect(managersOf(s.ManagedFields)).To(HaveKey(FieldManager))
+}
+
+// managersOf maps each field manager to the subresources it wrote.
+func managersOf(entries []metav1.ManagedFieldsEntry) map[string][]string {
+	managers := map[string][]string{}
+	for _, e := range entries {
+		managers[e.Manager] = append(managers[e.Manager], e.Subresource)
+	}
+	return managers
 }
 
 // kstatusOf computes the object's status the way kstatus (sigs.k8s.io/cli-utils)

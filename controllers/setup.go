@@ -102,8 +102,11 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}
 	registry := NewRegistry()
 	recorder := mgr.GetEventRecorder(EventSource)
+	// Every write names the operator in managedFields, whatever the binary is
+	// called (the API server would take the User-Agent's program name).
+	k := client.WithFieldOwner(mgr.GetClient(), FieldManager)
 	if err := (&TokenBackendReconciler{
-		Client:     mgr.GetClient(),
+		Client:     k,
 		APIReader:  mgr.GetAPIReader(),
 		Scheme:     mgr.GetScheme(),
 		Registry:   registry,
@@ -115,7 +118,6 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the TokenBackend controller: %w", err)
 	}
-	k := mgr.GetClient()
 	if o.WrapClient != nil {
 		k = o.WrapClient(k)
 	}

@@ -204,7 +204,10 @@ func mustClient(t *testing.T, kubeconfig string, qps float32, burst int) client.
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The operator's production settings: its client limit, and no gzip (its
+	// --kube-api-compression=false).
 	cfg.QPS, cfg.Burst = qps, burst
+	cfg.DisableCompression = true
 	c, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		t.Fatal(err)

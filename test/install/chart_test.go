@@ -51,7 +51,7 @@ var renderCases = map[string]struct {
 			d := ofKind(objs, "Deployment")[0]
 			wantContainer(t, d, "image", "apitoken-operator:0.1.0")
 			wantArgs(t, d, []string{"--leader-elect", "--metrics-bind-address=:8443", "--health-probe-bind-address=:8081",
-				"--max-concurrent-reconciles=10", "--kube-api-qps=-1", "--kube-api-burst=200", "--zap-log-level=info"})
+				"--max-concurrent-reconciles=10", "--kube-api-qps=-1", "--kube-api-burst=200", "--kube-api-compression=false", "--zap-log-level=info"})
 			wantRestricted(t, d)
 			for _, crd := range ofKind(objs, "CustomResourceDefinition") {
 				if crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
@@ -70,9 +70,10 @@ var renderCases = map[string]struct {
 		want: map[string]int{"ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
 			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1},
 	},
-	"crds not kept, no aggregation, digest, no leader election": {
+	"crds not kept, no aggregation, digest, no leader election, compression": {
 		values: `{crds: {keep: false}, rbac: {aggregateToView: false, aggregateToEdit: false},
-			image: {digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, leaderElection: {enabled: false}}`,
+			image: {digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, leaderElection: {enabled: false},
+			kubeAPI: {compression: true}}`,
 		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
 			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1},
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
@@ -91,7 +92,7 @@ var renderCases = map[string]struct {
 			d := ofKind(objs, "Deployment")[0]
 			wantContainer(t, d, "image", "apitoken-operator@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
 			wantArgs(t, d, []string{"--metrics-bind-address=:8443", "--health-probe-bind-address=:8081",
-				"--max-concurrent-reconciles=10", "--kube-api-qps=-1", "--kube-api-burst=200", "--zap-log-level=info"})
+				"--max-concurrent-reconciles=10", "--kube-api-qps=-1", "--kube-api-burst=200", "--kube-api-compression=true", "--zap-log-level=info"})
 		},
 	},
 	"plain HTTP metrics": {
@@ -252,6 +253,7 @@ func TestValuesSchemaRejectsTypos(t *testing.T) {
 		"a digest that is no digest":       "image: {digest: latest}",
 		"tokenservice typo":                "tokenservice: {enabeld: true}",
 		"kubeAPI.qps zero":                 "kubeAPI: {qps: 0}",
+		"kubeAPI.compression as a string":  "kubeAPI: {compression: \"no\"}",
 	}
 	for name, values := range cases {
 		t.Run(name, func(t *testing.T) {
