@@ -35,7 +35,7 @@ func (r *ApiTokenReconciler) rollRestartTargets(ctx context.Context, at *tokensv
 		if annotations()[tokensv1alpha1.CredentialsAnnotation] == ref {
 			continue
 		}
-		if err := r.Patch(ctx, obj, client.RawPatch(types.MergePatchType, credentialsPatch(ref)), client.FieldOwner(FieldManager)); err != nil {
+		if err := r.Patch(ctx, obj, client.RawPatch(types.MergePatchType, credentialsPatch(ref))); err != nil {
 			if apierrors.IsNotFound(err) {
 				continue // deleted since the read: nothing to roll
 			}

@@ -130,14 +130,18 @@ func (c *driftChecker) schedule(at *tokensv1alpha1.ApiToken, due time.Time) {
 func (c *driftChecker) stop(key types.NamespacedName) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.tokens[key]
-	if !ok {
-		return
+	if e, ok := c.tokens[key]; ok {
+		c.removeLocked(e)
 	}
+}
+
+// removeLocked drops an entry from the checker, and from its reader's heap
+// unless it is being read (the caller holds the lock).
+func (c *driftChecker) removeLocked(e *driftEntry) {
 	if e.index >= 0 {
 		heap.Remove(&c.readers[e.backend].due, e.index)
 	}
-	delete(c.tokens, key)
+	delete(c.tokens, e.key)
 }
 
 // claim takes an ApiToken's checks from the checker for a pass, which reads and
@@ -155,8 +159,7 @@ func (c *driftChecker) claim(key types.NamespacedName) bool {
 	case e.index < 0:
 		return false // being read
 	}
-	heap.Remove(&c.readers[e.backend].due, e.index)
-	delete(c.tokens, key)
+	c.removeLocked(e)
 	return true
 }
 
@@ -326,7 +329,7 @@ func (c *driftChecker) handOver(ck check) {
 	e, ok := c.tokens[ck.key]
 	current := ok && e.version == ck.version
 	if current {
-		delete(c.tokens, ck.key)
+		c.removeLocked(e)
 	}
 	queue := c.queue
 	c.mu.Unlock()

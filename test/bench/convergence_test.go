@@ -82,9 +82,8 @@ func (b *benchRun) convergence() {
 
 // waitQuiet waits until the processes of the cluster, the operator included,
 // use less than a tenth of one core for two seconds in a row, so that neither
-// timed run pays for work left over from before it; at most three minutes (at
-// 10,000 tokens the garbage collector can take more than one with the
-// baseline's objects).
+// timed run pays for work left over from before it; at most three minutes,
+// after which it measures anyway and names the processes that were busy.
 func waitQuiet(t *testing.T) {
 	const quiet = 0.1 // cores
 	deadline := time.Now().Add(3 * time.Minute)
