@@ -30,7 +30,7 @@ const replayWindow = 12 * time.Hour
 func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, resync time.Duration) (*backend.Credentials, *backend.Token, error) {
 	desired := desiredToken(at)
 	if at.Status.AccountSID == "" {
-		if at.Spec.Adopt != nil {
+		if at.Spec.Adopt != nil && !hasOwnedToken(at) {
 			return r.adoptExisting(ctx, at, be, desired)
 		}
 		return r.findOrCreate(ctx, at, be, desired, "")
@@ -38,19 +38,33 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 	now := r.Clock.Now()
 	change, changeDue := dueCredentialChange(at, now)
 	var observed *backend.Token
-	if backendReadDue(at, r.lastRead(at, resync), now, resync) {
+	if backendReadDue(at, r.lastRead(at, resync), now, resync) || !r.owned.confirmed(at.UID, at.Status.AccountSID) && changeDue {
 		var lost bool
 		var err error
 		if observed, lost, err = r.readBackendToken(ctx, at, be, desired); err != nil || lost {
 			return r.recreateIfLost(ctx, at, be, desired, lost, err)
 		}
+		if at.Status.AccountSID == "" || (observed == nil && !r.owned.confirmed(at.UID, at.Status.AccountSID)) {
+			return r.findOrCreate(ctx, at, be, desired, "")
+		}
 	}
 	if !changeDue {
 		return nil, observed, nil
 	}
-	// A reset or rotation does not need the token read first: a token that
-	// vanished answers 404, and is then made again.
+	// A reset or rotation does not need the token read first (a token that
+	// vanished answers 404, and is then made again) once this process has
+	// confirmed that the token is the ApiToken's.
 	creds, tok, err := r.changeCredentials(ctx, at, be, desired, change)
+	if foreign, ok := errors.AsType[foreignTokenError](err); ok {
+		has, rebuildErr := r.rebuildFromOwnTokens(ctx, at, be, foreign.sid)
+		switch {
+		case rebuildErr != nil:
+			return nil, nil, rebuildErr
+		case !has:
+			return r.findOrCreate(ctx, at, be, desired, "")
+		}
+		creds, tok, err = r.changeCredentials(ctx, at, be, desired, change)
+	}
 	if errors.Is(err, backend.ErrNotFound) {
 		return r.recreateIfLost(ctx, at, be, desired, true, nil)
 	}
@@ -58,13 +72,17 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 }
 
 // readBackendToken reads the current token (conditionally on the version last
-// seen) and patches it back to the spec when it changed. lost reports a token
-// that is gone, or that is not this ApiToken's.
+// seen, once this process has confirmed that it is the ApiToken's) and patches
+// it back to the spec when it changed. lost reports a token that is gone. A
+// token of another owner is never used: the status is rebuilt from a lookup by
+// externalId, and observed is then that token, or nil with an empty status SID.
 func (r *ApiTokenReconciler) readBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest) (observed *backend.Token, lost bool, err error) {
 	sid := at.Status.AccountSID
 	etag := at.Status.BackendETag
-	if specUnconfirmed(at) {
-		etag = "" // the last version seen was checked against another spec
+	if specUnconfirmed(at) || !r.owned.confirmed(at.UID, sid) {
+		// The last version seen was checked against another spec, or the ETag is
+		// the status's word alone: a 304 against it would confirm nothing.
+		etag = ""
 	}
 	observed, modified, err := be.Get(ctx, sid, etag)
 	if errors.Is(err, backend.ErrNotFound) {
@@ -73,11 +91,14 @@ func (r *ApiTokenReconciler) readBackendToken(ctx context.Context, at *tokensv1a
 	if err != nil {
 		return nil, false, fmt.Errorf("read token %s: %w", sid, err)
 	}
-	if observed != nil && observed.ExternalID != string(at.UID) {
-		// The status names a token this ApiToken did not make (an edited status):
-		// never change or hand out someone else's token; find or make its own.
-		r.event(at, corev1.EventTypeWarning, "ForeignTokenIgnored", "Token %s in the status belongs to another owner; it was left alone", sid)
-		return nil, true, nil
+	if observed != nil {
+		if err := r.checkOwner(at, observed); err != nil {
+			ok, err := r.rebuildFromOwnTokens(ctx, at, be, sid)
+			if err != nil || !ok {
+				return nil, false, err
+			}
+			return nil, false, nil
+		}
 	}
 	r.checked.Store(at.UID, r.Clock.Now())
 	if modified {
@@ -89,13 +110,14 @@ func (r *ApiTokenReconciler) readBackendToken(ctx context.Context, at *tokensv1a
 }
 
 // recreateIfLost finds or makes the ApiToken's own token when the one in its
-// status is gone (or not its own); otherwise it passes err on.
+// status is gone; otherwise it passes err on.
 func (r *ApiTokenReconciler) recreateIfLost(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, lost bool, err error) (*backend.Credentials, *backend.Token, error) {
 	if !lost {
 		return nil, nil, err
 	}
 	sid := at.Status.AccountSID
-	r.event(at, corev1.EventTypeWarning, "TokenRecreated", "Token %s is gone from the backend (or not this ApiToken's); making a new one", sid)
+	r.owned.remove(at.UID, sid)
+	r.event(at, corev1.EventTypeWarning, "TokenRecreated", "Token %s is gone from the backend; making a new one", sid)
 	return r.findOrCreate(ctx, at, be, desired, sid)
 }
 
@@ -123,6 +145,11 @@ func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, at *tokensv1alpha
 	if err != nil {
 		return nil, nil, fmt.Errorf("create token: %w", err)
 	}
+	if lookup {
+		r.owned.add(at.UID, tok.SID)
+	} else {
+		r.owned.addFirst(at.UID, tok.SID)
+	}
 	r.recordToken(at, tok, lostSID)
 	r.recordCredentials(at, createdOrRecreated(lostSID), "", tok.SID, creds.Generation)
 	return &creds, tok, nil
@@ -139,9 +166,9 @@ func mayHaveCreated(at *tokensv1alpha1.ApiToken, now time.Time) bool {
 // findOwnTokens lists the backend tokens created for this ApiToken that may be its
 // current one, oldest first: neither the lost one nor a retiring one.
 func (r *ApiTokenReconciler) findOwnTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, lostSID string) ([]backend.Token, error) {
-	found, err := be.FindByExternalID(ctx, string(at.UID))
+	found, err := r.ownTokens(ctx, at, be)
 	if err != nil {
-		return nil, fmt.Errorf("find tokens of %s: %w", at.UID, err)
+		return nil, err
 	}
 	found = adoptionCandidates(found, lostSID, at.Status.RetiringTokens)
 	slices.SortFunc(found, func(a, b backend.Token) int {
@@ -158,6 +185,7 @@ func (r *ApiTokenReconciler) adopt(ctx context.Context, at *tokensv1alpha1.ApiTo
 		if err := be.Delete(ctx, extra.SID); err != nil && !errors.Is(err, backend.ErrNotFound) {
 			return nil, nil, fmt.Errorf("delete duplicate token %s: %w", extra.SID, err)
 		}
+		r.owned.remove(at.UID, extra.SID)
 		r.event(at, corev1.EventTypeWarning, "DuplicateDeleted", "Deleted duplicate token %s", extra.SID)
 	}
 	logf.FromContext(ctx).Info("adopted backend token created by an earlier attempt", "sid", keep.SID)
@@ -267,58 +295,73 @@ func (r *ApiTokenReconciler) forget(at *tokensv1alpha1.ApiToken) {
 	r.drift.stop(client.ObjectKeyFromObject(at))
 	r.checked.Delete(at.UID)
 	r.written.Delete(at.UID)
+	r.owned.forget(at.UID)
 }
 
-// reconcileDelete carries out the deletion policy, then releases the finalizer.
+// reconcileDelete carries out the deletion policy (as far as the TokenBackend
+// allows it: effectiveDeletionPolicy), then releases the finalizer. Retiring
+// tokens are deleted under every policy.
 func (r *ApiTokenReconciler) reconcileDelete(ctx context.Context, at *tokensv1alpha1.ApiToken) (ctrl.Result, error) {
 	if !controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
 		return ctrl.Result{}, nil
 	}
-	policy := at.Spec.DeletionPolicy
-	if policy == "" {
-		policy = tokensv1alpha1.DeletionPolicyDelete
+	if err := r.carryOutDeletion(ctx, at, at.Spec.DeletionPolicy); err != nil {
+		return r.classify(at, err, DefaultResyncInterval)
 	}
-	if policy == tokensv1alpha1.DeletionPolicyOrphan {
-		if err := r.releaseRetiringTokens(ctx, at); err != nil {
-			return r.classify(at, err, DefaultResyncInterval)
-		}
-		if err := r.orphanSecrets(ctx, at); err != nil {
-			return r.classify(at, err, DefaultResyncInterval)
-		}
-	} else {
-		if err := r.releaseBackendToken(ctx, at, policy); err != nil {
-			return r.classify(at, err, DefaultResyncInterval)
-		}
-		if err := r.deleteOwnSecret(ctx, at, secretName(at)); err != nil {
-			return r.classify(at, err, DefaultResyncInterval)
-		}
-	}
-	patch := client.MergeFromWithOptions(at.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	controllerutil.RemoveFinalizer(at, tokensv1alpha1.Finalizer)
-	if err := r.Patch(ctx, at, patch); client.IgnoreNotFound(err) != nil {
-		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
-	}
-	r.forget(at)
-	return ctrl.Result{}, nil
+	return ctrl.Result{}, r.releaseFinalizer(ctx, at)
 }
 
-// releaseBackendToken deletes or disables every backend token of the ApiToken,
-// including one an interrupted create may have left unrecorded.
-func (r *ApiTokenReconciler) releaseBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, policy tokensv1alpha1.DeletionPolicy) error {
-	be, err := r.releasingBackend(ctx, at)
+// carryOutDeletion applies a deletion policy to the ApiToken's backend tokens
+// and Secret.
+func (r *ApiTokenReconciler) carryOutDeletion(ctx context.Context, at *tokensv1alpha1.ApiToken, requested tokensv1alpha1.DeletionPolicy) error {
+	be, tb, err := r.releasingBackend(ctx, at)
 	if err != nil {
 		var stall *stalledError
-		if errors.As(err, &stall) && at.Status.AccountSID == "" {
-			return nil // the backend was never usable: nothing was created
+		if errors.As(err, &stall) && (at.Status.AccountSID == "" || requested == tokensv1alpha1.DeletionPolicyOrphan) {
+			// The backend was never usable (nothing was created), or it is gone
+			// and the user lets the token go.
+			return r.orphanSecrets(ctx, at)
 		}
 		return err
 	}
-	found, err := be.FindByExternalID(ctx, string(at.UID)) // every token it owns, retiring ones included
+	policy := effectiveDeletionPolicy(requested, tb.Spec.Policy)
+	if policy != requested && requested != "" {
+		r.event(at, corev1.EventTypeWarning, "DeletionPolicyNotAllowed", "TokenBackend %q does not allow deletionPolicy %s; applied %s", tb.Name, requested, policy)
+	}
+	if policy == tokensv1alpha1.DeletionPolicyOrphan {
+		if err := r.releaseRetiringTokens(ctx, at, be); err != nil {
+			return err
+		}
+		return r.orphanSecrets(ctx, at)
+	}
+	if err := r.releaseBackendToken(ctx, at, be, policy); err != nil {
+		return err
+	}
+	return r.deleteOwnSecret(ctx, at, secretName(at))
+}
+
+// releaseFinalizer lets the API server remove a deleted ApiToken, and forgets it.
+func (r *ApiTokenReconciler) releaseFinalizer(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+	patch := client.MergeFromWithOptions(at.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.RemoveFinalizer(at, tokensv1alpha1.Finalizer)
+	if err := r.Patch(ctx, at, patch); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("remove finalizer: %w", err)
+	}
+	r.forget(at)
+	return nil
+}
+
+// releaseBackendToken deletes or disables every backend token of the ApiToken
+// (found by its externalId, so only its own), including one an interrupted create
+// may have left unrecorded. Under Disable, retiring tokens are deleted all the
+// same: they were to be deleted anyway.
+func (r *ApiTokenReconciler) releaseBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, policy tokensv1alpha1.DeletionPolicy) error {
+	found, err := r.ownTokens(ctx, at, be) // every token it owns, retiring ones included
 	if err != nil {
-		return fmt.Errorf("find tokens of %s: %w", at.UID, err)
+		return err
 	}
 	for _, tok := range found {
-		if policy == tokensv1alpha1.DeletionPolicyDisable {
+		if policy == tokensv1alpha1.DeletionPolicyDisable && !isRetiring(at, tok.SID) {
 			if tok.State == backend.StateDisabled {
 				continue
 			}
@@ -332,7 +375,19 @@ func (r *ApiTokenReconciler) releaseBackendToken(ctx context.Context, at *tokens
 		if err := be.Delete(ctx, tok.SID); err != nil && !errors.Is(err, backend.ErrNotFound) {
 			return fmt.Errorf("delete token %s: %w", tok.SID, err)
 		}
+		r.owned.remove(at.UID, tok.SID)
 		r.event(at, corev1.EventTypeNormal, "Deleted", "Deleted token %s from the backend", tok.SID)
 	}
 	return nil
+}
+
+// isRetiring reports whether the status lists sid as retiring.
+func isRetiring(at *tokensv1alpha1.ApiToken, sid string) bool {
+	return slices.ContainsFunc(at.Status.RetiringTokens, func(t tokensv1alpha1.RetiringToken) bool { return t.AccountSID == sid })
+}
+
+// hasOwnedToken reports whether the ApiToken has owned a backend token: its
+// history records one. spec.adopt matters only until then.
+func hasOwnedToken(at *tokensv1alpha1.ApiToken) bool {
+	return len(at.Status.History) > 0
 }

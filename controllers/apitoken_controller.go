@@ -77,6 +77,8 @@ type ApiTokenReconciler struct {
 	written sync.Map // types.UID -> uint64
 	// drift makes the routine backend reads of Ready ApiTokens between passes.
 	drift *driftChecker
+	// owned holds the backend tokens confirmed as each ApiToken's (ownership.go).
+	owned *ownedTokens
 }
 
 // RBAC: only the verbs the code sends (test/e2e TestOperatorRBACMatchesItsRequests
@@ -128,43 +130,91 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return ctrl.Result{}, err
 	}
 
-	be, resync, err := r.resolveBackend(ctx, at)
+	be, resync, tb, err := r.resolveBackend(ctx, at)
 	if err != nil {
 		return r.classify(at, err, DefaultResyncInterval)
 	}
-	if err := r.checkPolicy(ctx, at); err != nil {
-		return r.classify(at, err, resync)
+	// Incident response is never blocked: while the ApiToken may not be applied
+	// (namespace access lost, policy tightened, values the backend refuses), a due
+	// reset, rotation or disable of its own token is still carried out.
+	if err := r.checkAccess(ctx, at, tb); err != nil {
+		return r.respondWhileBlocked(ctx, at, be, resync, err)
 	}
 	lookup, err := r.checkSecretAvailable(ctx, at)
 	if err != nil {
 		return r.classify(at, err, resync)
 	}
 	creds, observed, err := r.reconcileBackendToken(ctx, at, be, resync)
+	if isStall(err) {
+		return r.respondWhileBlocked(ctx, at, be, resync, err)
+	}
 	if err != nil {
 		return r.backendFailed(at, err, resync)
 	}
 	delivered, err := r.reconcileSecret(ctx, at, be, lookup, creds, observed)
 	if err != nil {
-		if discardErr := r.discardUnusedToken(ctx, at, be, err); discardErr != nil {
+		if discardErr := r.discardUnusedToken(ctx, at, be, tb, err); discardErr != nil {
 			err = discardErr // the token is still in the backend: the retry deletes it
 		}
 		return r.backendFailed(at, err, resync)
 	}
-	if change, ok := newCredentialChange(original, at); ok && rollsTargets(change.Type) {
-		if err := r.rollRestartTargets(ctx, at, credentialsRef(delivered.AccountSID, delivered.Generation)); err != nil {
-			// Record nothing of the change: the next pass replays it (same key,
-			// same credentials) and rolls the targets then.
-			at.Status = *original.Status.DeepCopy()
-			return r.classify(at, err, resync)
-		}
+	if err := r.rollForNewCredentials(ctx, original, at, delivered); err != nil {
+		return r.classify(at, err, resync)
 	}
 	retireAt, err := r.retireTokens(ctx, at, be)
 	if err != nil {
 		return r.backendFailed(at, err, resync)
 	}
-	markReady(at)
+	markReadyOrDeferred(at, r.Clock.Now())
 	nextCheck = r.nextRead(at, resync)
+	if _, due := dueCredentialChange(at, r.Clock.Now()); due {
+		return ctrl.Result{RequeueAfter: cacheLagRetry}, nil // a deferred rotation whose slot this pass freed
+	}
 	return ctrl.Result{RequeueAfter: nextWake(r.Clock.Now(), at.Status.NextRotationTime, retireAt)}, nil
+}
+
+// rollForNewCredentials rolls the restart targets when this pass recorded a
+// credential change that consumers must pick up. On a failure it records nothing
+// of the change: the next pass replays it (same key, same credentials) and rolls
+// the targets then.
+func (r *ApiTokenReconciler) rollForNewCredentials(ctx context.Context, original, at *tokensv1alpha1.ApiToken, delivered deliveredCredentials) error {
+	change, ok := newCredentialChange(original, at)
+	if !ok || !rollsTargets(change.Type) {
+		return nil
+	}
+	if err := r.rollRestartTargets(ctx, at, credentialsRef(delivered.accountSID, delivered.generation)); err != nil {
+		at.Status = *original.Status.DeepCopy()
+		return err
+	}
+	return nil
+}
+
+// respondWhileBlocked ends a pass that may not apply the ApiToken (blocked is a
+// stall: policy, namespace access, a value the backend refuses) after carrying
+// out what incident response needs of its own token: a due reset or rotation,
+// disable, narrower scopes, the retirement of old tokens. The token's other
+// settings are left as they are in the backend (never changed to a spec that is
+// not allowed); the ApiToken stays Stalled with blocked's reason. Anything but a
+// stall (an unreachable backend) is classified as usual.
+func (r *ApiTokenReconciler) respondWhileBlocked(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, resync time.Duration, blocked error) (ctrl.Result, error) {
+	if !isStall(blocked) || at.Status.AccountSID == "" || be == nil {
+		return r.classify(at, blocked, resync)
+	}
+	original := at.DeepCopy()
+	creds, observed, err := r.respondToIncident(ctx, at, be)
+	if err == nil && (creds != nil || observed != nil) {
+		var delivered deliveredCredentials
+		if delivered, err = r.reconcileSecret(ctx, at, be, secretLookup{}, creds, observed); err == nil {
+			err = r.rollForNewCredentials(ctx, original, at, delivered)
+		}
+	}
+	if err == nil {
+		_, err = r.retireTokens(ctx, at, be)
+	}
+	if err != nil && !isStall(err) {
+		return r.backendFailed(at, err, resync)
+	}
+	return r.classify(at, blocked, resync)
 }
 
 // scheduleDriftCheck hands a pass that ended Ready (and saved its status) to the
@@ -227,51 +277,52 @@ func metadataHandle(at *tokensv1alpha1.ApiToken) *metav1.PartialObjectMetadata {
 	return handle
 }
 
-// resolveBackend returns the client of the ApiToken's TokenBackend, once the
-// backend exists, admits the namespace and is ready.
-func (r *ApiTokenReconciler) resolveBackend(ctx context.Context, at *tokensv1alpha1.ApiToken) (backend.Backend, time.Duration, error) {
-	return r.lookupBackend(ctx, at, true)
-}
-
 // releasingBackend resolves the backend to release the ApiToken's own tokens at
 // deletion: a namespace that lost access may still release what it owns, so that
 // deletion never hangs on it.
-func (r *ApiTokenReconciler) releasingBackend(ctx context.Context, at *tokensv1alpha1.ApiToken) (backend.Backend, error) {
-	be, _, err := r.lookupBackend(ctx, at, false)
+func (r *ApiTokenReconciler) releasingBackend(ctx context.Context, at *tokensv1alpha1.ApiToken) (backend.Backend, *tokensv1alpha1.TokenBackend, error) {
+	be, _, tb, err := r.resolveBackend(ctx, at)
 	var stall *stalledError
 	if errors.As(err, &stall) && stall.reason == tokensv1alpha1.ReasonBackendNotFound {
-		return nil, stalled(stall.reason, "TokenBackend %q does not exist: the ApiToken waits for it to release its backend token; set spec.deletionPolicy to Orphan to let it go without", backendName(at))
+		return nil, nil, stalled(stall.reason, "TokenBackend %q does not exist: the ApiToken waits for it to release its backend token; set spec.deletionPolicy to Orphan to let it go without", backendName(at))
 	}
-	return be, err
+	return be, tb, err
 }
 
-func (r *ApiTokenReconciler) lookupBackend(ctx context.Context, at *tokensv1alpha1.ApiToken, checkAccess bool) (backend.Backend, time.Duration, error) {
+// resolveBackend returns the client of the ApiToken's TokenBackend, once the
+// backend exists and is ready, and the TokenBackend itself (read once a pass).
+func (r *ApiTokenReconciler) resolveBackend(ctx context.Context, at *tokensv1alpha1.ApiToken) (backend.Backend, time.Duration, *tokensv1alpha1.TokenBackend, error) {
 	name := backendName(at)
 	tb := &tokensv1alpha1.TokenBackend{}
 	if err := r.Get(ctx, types.NamespacedName{Name: name}, tb); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, 0, stalled(tokensv1alpha1.ReasonBackendNotFound, "TokenBackend %q does not exist", name)
+			return nil, 0, nil, stalled(tokensv1alpha1.ReasonBackendNotFound, "TokenBackend %q does not exist", name)
 		}
-		return nil, 0, fmt.Errorf("get TokenBackend %s: %w", name, err)
-	}
-	if checkAccess {
-		if err := r.checkNamespaceAllowed(ctx, at, tb); err != nil {
-			return nil, 0, err
-		}
+		return nil, 0, nil, fmt.Errorf("get TokenBackend %s: %w", name, err)
 	}
 	be, resync, state := r.Registry.get(name)
 	if state == backendDown {
-		return nil, 0, &waitingError{reason: tokensv1alpha1.ReasonBackendUnavailable,
+		return nil, 0, tb, &waitingError{reason: tokensv1alpha1.ReasonBackendUnavailable,
 			message: fmt.Sprintf("TokenBackend %q is unreachable; waiting for it to answer again", name), after: time.Minute}
 	}
 	if state == backendMissing {
 		// A backend that reports Ready but is not registered yet is one this process
 		// has not reconciled since it started: wait for the registry's notification
 		// without touching the status, so that a restart writes nothing.
-		return nil, 0, &waitingError{reason: tokensv1alpha1.ReasonBackendNotReady, message: fmt.Sprintf("TokenBackend %q is not ready", name),
+		return nil, 0, tb, &waitingError{reason: tokensv1alpha1.ReasonBackendNotReady, message: fmt.Sprintf("TokenBackend %q is not ready", name),
 			after: 30 * time.Second, quiet: isReady(tb.Status.Conditions)}
 	}
-	return be, resync, nil
+	return be, resync, tb, nil
+}
+
+// checkAccess stalls an ApiToken that its TokenBackend does not admit: a
+// namespace outside allowedNamespaces, or a spec its catalog or policy does not
+// allow.
+func (r *ApiTokenReconciler) checkAccess(ctx context.Context, at *tokensv1alpha1.ApiToken, tb *tokensv1alpha1.TokenBackend) error {
+	if err := r.checkNamespaceAllowed(ctx, at, tb); err != nil {
+		return err
+	}
+	return checkPolicy(at, tb)
 }
 
 func (r *ApiTokenReconciler) checkNamespaceAllowed(ctx context.Context, at *tokensv1alpha1.ApiToken, tb *tokensv1alpha1.TokenBackend) error {
@@ -324,6 +375,7 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles <= 0 {
 		r.MaxConcurrentReconciles = 10
 	}
+	r.owned = newOwnedTokens()
 	r.drift = newDriftChecker(r.Registry, r.Clock, &r.checked, r.MaxConcurrentReconciles)
 	err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.ApiToken{}, backendRefIndex,
 		func(o client.Object) []string { return []string{backendName(o.(*tokensv1alpha1.ApiToken))} })

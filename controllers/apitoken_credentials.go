@@ -19,18 +19,22 @@ import (
 
 // changeCredentials carries out a due reset or rotation and records it. It
 // returns the new credentials, and the new backend token when one was created.
+// The token it resets or rotates away from is confirmed as the ApiToken's first.
 func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, c credentialChange) (*backend.Credentials, *backend.Token, error) {
+	sid := at.Status.AccountSID
+	if _, err := r.confirmOwned(ctx, at, be, sid); err != nil {
+		return nil, nil, err
+	}
 	if c.overlap > 0 {
 		return r.rotateWithOverlap(ctx, at, be, desired, c)
 	}
-	sid := at.Status.AccountSID
 	creds, err := be.Reset(ctx, sid, c.key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s token %s: %w", verbOf(c.kind), sid, err)
 	}
 	if c.kind == tokensv1alpha1.CredentialsReset {
 		tokenResets.Inc()
-		r.event(at, corev1.EventTypeNormal, "Reset", "Reset the auth token of %s for reset request %q", sid, c.nonce)
+		r.event(at, corev1.EventTypeNormal, "Reset", "Reset the auth token of %s for reset request %q", sid, displayNonce(c.nonce))
 		now := metav1.NewTime(r.Clock.Now())
 		at.Status.LastResetTime = &now
 	} else {
@@ -50,16 +54,26 @@ func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, at *tokensv1
 // rotateWithOverlap creates a new backend token with the same settings and
 // external id, makes it current, and lists the old one as retiring until its
 // overlap ends: both verify meanwhile, so no consumer is refused. The create is
-// keyed by the rotation, so a pass repeated after a crash replays it.
+// keyed by the rotation, so a pass repeated after a crash replays it. Before the
+// create, the ApiToken's tokens are known in full (a lookup by externalId once
+// per process), so that the status written at the end of the pass lists every
+// one of them (trackKnownTokens).
 func (r *ApiTokenReconciler) rotateWithOverlap(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, c credentialChange) (*backend.Credentials, *backend.Token, error) {
 	old := at.Status.AccountSID
+	if _, complete := r.owned.known(at.UID); !complete {
+		if _, err := r.ownTokens(ctx, at, be); err != nil {
+			return nil, nil, err
+		}
+	}
 	tok, creds, err := be.Create(ctx, c.key, desired)
 	if err != nil {
 		return nil, nil, fmt.Errorf("rotate token %s: create its successor: %w", old, err)
 	}
+	r.owned.add(at.UID, tok.SID)
 	r.markHandled(at, c)
 	if tok.SID != old { // the same SID: an earlier pass adopted the successor already
 		deleteAfter := metav1.NewTime(r.Clock.Now().Add(c.overlap))
+		at.Status.RetiringTokens = slices.DeleteFunc(at.Status.RetiringTokens, func(t tokensv1alpha1.RetiringToken) bool { return t.AccountSID == tok.SID })
 		at.Status.RetiringTokens = append(at.Status.RetiringTokens, tokensv1alpha1.RetiringToken{AccountSID: old, DeleteAfter: deleteAfter})
 		tokenRotations.WithLabelValues("overlap").Inc()
 		r.event(at, corev1.EventTypeNormal, "Rotated", "Rotated to token %s%s; %s stays valid until %s",
@@ -95,38 +109,51 @@ func (r *ApiTokenReconciler) recordCredentials(at *tokensv1alpha1.ApiToken, kind
 }
 
 // retireTokens deletes the retiring tokens whose overlap has ended (all of them
-// when the ApiToken is disabled) and returns when the next one is due. A token
-// already gone is not an error: a repeated pass after a crash deletes again.
+// when the ApiToken is disabled: disabling ends every overlap) and returns when
+// the next one is due. A token already gone is not an error: a repeated pass
+// after a crash deletes again. Each is confirmed as the ApiToken's before it is
+// deleted; a foreign one is dropped from the list and never touched.
 func (r *ApiTokenReconciler) retireTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend) (time.Time, error) {
 	due, kept, next := retiringDue(at.Status.RetiringTokens, at.Spec.Disabled, r.Clock.Now())
 	for i, t := range due {
-		if err := be.Delete(ctx, t.AccountSID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		if err := r.deleteOwnToken(ctx, at, be, t.AccountSID); err != nil {
 			at.Status.RetiringTokens = slices.Concat(kept, due[i:])
 			return time.Time{}, fmt.Errorf("delete retiring token %s: %w", t.AccountSID, err)
 		}
-		r.event(at, corev1.EventTypeNormal, "Retired", "Deleted token %s: its overlap ended", t.AccountSID)
 	}
 	at.Status.RetiringTokens = kept
 	return next, nil
 }
 
+// deleteOwnToken deletes a retiring token once it is confirmed as the
+// ApiToken's. A token already gone, or another owner's (a Warning
+// ForeignToken, nothing deleted), is done with.
+func (r *ApiTokenReconciler) deleteOwnToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, sid string) error {
+	_, err := r.confirmOwned(ctx, at, be, sid)
+	switch {
+	case errors.Is(err, backend.ErrNotFound):
+		r.owned.remove(at.UID, sid)
+		return nil
+	case isForeign(err):
+		r.event(at, corev1.EventTypeWarning, tokensv1alpha1.ReasonForeignToken, "Retiring token %s named in the status is not this ApiToken's: it was left alone", sid)
+		return nil
+	case err != nil:
+		return err
+	}
+	if err := be.Delete(ctx, sid); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		return err
+	}
+	r.owned.remove(at.UID, sid)
+	r.event(at, corev1.EventTypeNormal, "Retired", "Deleted token %s: its overlap ended", sid)
+	return nil
+}
+
 // releaseRetiringTokens deletes every retiring token of an ApiToken deleted under
 // Orphan: the current token is left to the user, but the old ones were to be
 // deleted anyway and nobody would delete them after the ApiToken is gone.
-func (r *ApiTokenReconciler) releaseRetiringTokens(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
-	if len(at.Status.RetiringTokens) == 0 {
-		return nil
-	}
-	be, err := r.releasingBackend(ctx, at)
-	var stall *stalledError
-	if errors.As(err, &stall) && stall.reason == tokensv1alpha1.ReasonBackendNotFound {
-		return nil // the backend is gone, and its tokens with it: nothing can be released
-	}
-	if err != nil {
-		return err
-	}
+func (r *ApiTokenReconciler) releaseRetiringTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend) error {
 	for _, t := range at.Status.RetiringTokens {
-		if err := be.Delete(ctx, t.AccountSID); err != nil && !errors.Is(err, backend.ErrNotFound) {
+		if err := r.deleteOwnToken(ctx, at, be, t.AccountSID); err != nil {
 			return fmt.Errorf("delete retiring token %s: %w", t.AccountSID, err)
 		}
 	}

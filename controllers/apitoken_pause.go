@@ -5,10 +5,11 @@ import (
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
@@ -39,24 +40,36 @@ func (r *ApiTokenReconciler) reconcilePaused(ctx context.Context, at *tokensv1al
 	return ctrl.Result{}, nil
 }
 
-// releasePaused removes the finalizer of a paused ApiToken that is being deleted,
-// leaving its backend tokens and keeping its Secret (without its owner), as
-// deletionPolicy Orphan does.
+// releasePaused carries out the deletion of a paused ApiToken. Pause never
+// widens deletion: where its TokenBackend allows Orphan, the backend token and
+// the Secret (without its owner) are left as they are, as under Orphan, and only
+// the retiring tokens are deleted (they were to be deleted anyway); otherwise the
+// ApiToken's own deletion policy applies, as far as the TokenBackend allows it.
+// A TokenBackend that is gone releases the ApiToken as under Orphan: nothing
+// could be deleted, and pausing never makes a namespace deletion hang.
 func (r *ApiTokenReconciler) releasePaused(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
 	if !controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
 		return nil
 	}
-	if err := r.orphanSecrets(ctx, at); err != nil {
+	requested := tokensv1alpha1.DeletionPolicyOrphan
+	tb := &tokensv1alpha1.TokenBackend{}
+	err := r.Get(ctx, types.NamespacedName{Name: backendName(at)}, tb)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return fmt.Errorf("get TokenBackend %s: %w", backendName(at), err)
+	case !deletionAllowed(tb.Spec.Policy, tokensv1alpha1.DeletionPolicyOrphan):
+		requested = effectiveDeletionPolicy(at.Spec.DeletionPolicy, tb.Spec.Policy)
+	}
+	if requested == tokensv1alpha1.DeletionPolicyOrphan && len(at.Status.RetiringTokens) == 0 {
+		if err := r.orphanSecrets(ctx, at); err != nil {
+			return err
+		}
+	} else if err := r.carryOutDeletion(ctx, at, requested); err != nil {
 		return err
 	}
-	r.event(at, corev1.EventTypeNormal, "DeletedWhilePaused", "Deleted while paused: backend token %s and the Secret were left as they are, as under Orphan", at.Status.AccountSID)
-	patch := client.MergeFromWithOptions(at.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	controllerutil.RemoveFinalizer(at, tokensv1alpha1.Finalizer)
-	if err := r.Patch(ctx, at, patch); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("remove finalizer: %w", err)
-	}
-	r.forget(at)
-	return nil
+	r.event(at, corev1.EventTypeNormal, "DeletedWhilePaused", "Deleted while paused: deletion policy %s applied to backend token %s", requested, at.Status.AccountSID)
+	return r.releaseFinalizer(ctx, at)
 }
 
 // resume clears the Paused condition of an ApiToken whose pause ended; the pass

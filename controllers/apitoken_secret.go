@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,7 +13,6 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
-	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -63,11 +63,20 @@ func secretKeys(at *tokensv1alpha1.ApiToken) (sidKey, tokenKey string) {
 }
 
 // credentialsHash fingerprints credentials so that an edited Secret is noticed.
-// The auth token is high-entropy, so its hash reveals nothing useful; it is kept
-// only on the Secret, which already holds the token itself.
-func credentialsHash(creds backend.Credentials) string {
-	sum := sha256.Sum256([]byte(creds.AccountSID + "\x00" + creds.AuthToken.Reveal() + "\x00" + strconv.FormatInt(creds.Generation, 10)))
+// It is computed from the SHA-256 digest of the auth token, not the token itself,
+// so that it can be checked against the operator's cache, which holds Secrets'
+// data only as digests (secretCacheTransform). The auth token is high-entropy,
+// so the hash reveals nothing useful; it is kept only on the Secret, which
+// already holds the token itself.
+func credentialsHash(sid string, tokenDigest []byte, generation int64) string {
+	sum := sha256.Sum256([]byte(sid + "\x00" + hex.EncodeToString(tokenDigest) + "\x00" + strconv.FormatInt(generation, 10)))
 	return hex.EncodeToString(sum[:16])
+}
+
+// digest is the SHA-256 of a Secret value, the form the cache keeps it in.
+func digest(value []byte) []byte {
+	sum := sha256.Sum256(value)
+	return sum[:]
 }
 
 // renderSecret is the Secret that the spec and the credentials call for. The owner
@@ -81,45 +90,109 @@ func renderSecret(at *tokensv1alpha1.ApiToken, creds backend.Credentials) *corev
 	labels[tokensv1alpha1.ApiTokenLabel] = at.Name
 	annotations := map[string]string{}
 	maps.Copy(annotations, at.Spec.Secret.Annotations)
+	token := []byte(creds.AuthToken.Reveal())
 	annotations[credentialsGenerationAnnotation] = strconv.FormatInt(creds.Generation, 10)
-	annotations[credentialsHashAnnotation] = credentialsHash(creds)
+	annotations[credentialsHashAnnotation] = credentialsHash(creds.AccountSID, digest(token), creds.Generation)
 	sidKey, tokenKey := secretKeys(at)
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: secretName(at), Namespace: at.Namespace, Labels: labels, Annotations: annotations,
 		},
 		Type: secretType(at),
-		Data: map[string][]byte{sidKey: []byte(creds.AccountSID), tokenKey: []byte(creds.AuthToken.Reveal())},
+		Data: map[string][]byte{sidKey: []byte(creds.AccountSID), tokenKey: token},
 	}
 }
 
-// credentialsInSecret returns the credentials a Secret holds when they are intact:
-// in the keys the spec names and matching the hash the operator wrote.
-func credentialsInSecret(at *tokensv1alpha1.ApiToken, s *corev1.Secret) (backend.Credentials, bool) {
+// deliveredCredentials names the credentials a Secret holds (never the token).
+type deliveredCredentials struct {
+	accountSID string
+	generation int64
+}
+
+// secretDelivery is what a Secret in digest form says it holds: the digests of
+// the SID and the auth token under the keys the spec names, and the generation,
+// when they match the hash the operator wrote (intact).
+type secretDelivery struct {
+	sidDigest, tokenDigest []byte
+	generation             int64
+	intact                 bool
+}
+
+// deliveryIn reads a Secret in digest form (as cached, or as getOwnSecret
+// returns it).
+func deliveryIn(at *tokensv1alpha1.ApiToken, s *corev1.Secret) secretDelivery {
 	if s == nil {
-		return backend.Credentials{}, false
+		return secretDelivery{}
 	}
 	sidKey, tokenKey := secretKeys(at)
 	generation, err := strconv.ParseInt(s.Annotations[credentialsGenerationAnnotation], 10, 64)
 	if err != nil {
-		return backend.Credentials{}, false
+		return secretDelivery{}
 	}
-	creds := backend.Credentials{
-		AccountSID: string(s.Data[sidKey]),
-		AuthToken:  backend.AuthToken(s.Data[tokenKey]),
-		Generation: generation,
-	}
-	if creds.AccountSID == "" || creds.AuthToken == "" || s.Annotations[credentialsHashAnnotation] != credentialsHash(creds) {
-		return backend.Credentials{}, false
-	}
-	return creds, true
+	d := secretDelivery{sidDigest: s.Data[sidKey], tokenDigest: s.Data[tokenKey], generation: generation}
+	d.intact = len(d.tokenDigest) == sha256.Size && len(d.sidDigest) == sha256.Size && at.Status.AccountSID != "" &&
+		s.Annotations[credentialsHashAnnotation] == credentialsHash(at.Status.AccountSID, d.tokenDigest, generation) &&
+		bytes.Equal(d.sidDigest, digest([]byte(at.Status.AccountSID)))
+	return d
 }
 
-// secretUpToDate reports whether existing already holds what desired declares.
-// Labels and annotations added by others are left alone.
+// holds reports whether the Secret holds intact credentials of sid.
+func (d secretDelivery) holds(sid string) bool {
+	return d.intact && bytes.Equal(d.sidDigest, digest([]byte(sid)))
+}
+
+// inDigestForm is a Secret as the cache keeps it: its data as SHA-256 digests.
+func inDigestForm(s *corev1.Secret) *corev1.Secret {
+	out := s.DeepCopy()
+	out.Data = digestData(s.Data)
+	out.StringData = nil
+	return out
+}
+
+func digestData(data map[string][]byte) map[string][]byte {
+	if data == nil {
+		return nil
+	}
+	out := make(map[string][]byte, len(data))
+	for k, v := range data {
+		out[k] = digest(v)
+	}
+	return out
+}
+
+// secretCacheTransform is how the cache keeps the Secrets that carry the
+// operator's label: a Secret an ApiToken controls with its data as SHA-256
+// digests (compared with what the operator would write, never read back), any
+// other one (the label alone gives nothing) as bare metadata. The operator then
+// holds no credentials at rest, and a tenant's large labelled Secrets cost it
+// nothing (docs/security.md).
+func secretCacheTransform(in any) (any, error) {
+	s, ok := in.(*corev1.Secret)
+	if !ok {
+		return in, nil
+	}
+	s.ManagedFields = nil
+	s.StringData = nil
+	if ref := metav1.GetControllerOf(s); ref == nil || ref.Kind != "ApiToken" || !strings.HasPrefix(ref.APIVersion, tokensv1alpha1.GroupVersion.Group+"/") {
+		s.Data, s.Annotations = nil, nil
+		return s, nil
+	}
+	for k, v := range s.Data {
+		s.Data[k] = digest(v)
+	}
+	return s, nil
+}
+
+// secretUpToDate reports whether existing (in digest form) already holds what
+// desired declares. Labels and annotations added by others are left alone.
 func secretUpToDate(existing, desired *corev1.Secret) bool {
-	if existing.Type != desired.Type || !apiequality.Semantic.DeepEqual(existing.Data, desired.Data) {
+	if existing.Type != desired.Type || len(existing.Data) != len(desired.Data) {
 		return false
+	}
+	for k, v := range desired.Data {
+		if !bytes.Equal(existing.Data[k], digest(v)) {
+			return false
+		}
 	}
 	for k, v := range desired.Labels {
 		if existing.Labels[k] != v {
@@ -147,14 +220,32 @@ func (e secretConflictError) Error() string {
 	return fmt.Sprintf("Secret %q exists and is not controlled by this ApiToken; choose another spec.secret.name or delete that Secret", e.name)
 }
 
-// getOwnSecret reads the Secret named name. The cache holds only the operator's
-// Secrets; a foreign Secret of that name is found through the API reader and
-// reported as a conflict. It returns nil when no Secret has the name.
+// getOwnSecret reads the Secret named name, in digest form. The cache holds
+// only Secrets with the operator's label; one without it is looked up through
+// the API by its metadata alone (a foreign Secret's data is never read), and read
+// in full only when this ApiToken controls it. It returns nil when no Secret has
+// the name, and secretConflictError when the ApiToken does not control it.
 func (r *ApiTokenReconciler) getOwnSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*corev1.Secret, error) {
 	if s, err := r.cachedSecret(ctx, at, name); s != nil || err != nil {
 		return s, err
 	}
-	return readSecret(ctx, r.APIReader, at, name)
+	key := types.NamespacedName{Namespace: at.Namespace, Name: name}
+	head := &metav1.PartialObjectMetadata{}
+	head.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := r.APIReader.Get(ctx, key, head); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("get Secret %s: %w", name, err)
+	}
+	if !isControlledBy(head, at) {
+		return nil, secretConflictError{name: name}
+	}
+	s, err := readSecret(ctx, r.APIReader, at, name)
+	if s == nil || err != nil {
+		return s, err
+	}
+	return inDigestForm(s), nil
 }
 
 // cachedSecret reads the Secret named name from the cache, which holds only the
@@ -209,22 +300,45 @@ func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *token
 
 // discardUnusedToken deletes the backend token when its Secret cannot be written
 // (secretErr) because the name is taken and no Secret has ever held the token: a
-// conflicting ApiToken leaves nothing behind in the backend. It returns only the
-// failure of that delete; secretErr stays the caller's to report.
-func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, secretErr error) error {
-	if !secretCannotBeWritten(secretErr) || at.Status.AccountSID == "" || at.Status.SecretName != "" || at.Spec.Adopt != nil {
-		return nil // an adopted token existed before this ApiToken: never deleted here
-	}
+// conflicting ApiToken leaves nothing behind in the backend. An adopted token
+// existed before this ApiToken and is never deleted here unless the TokenBackend
+// allows deletionPolicy Delete. It returns only the failure of that delete;
+// secretErr stays the caller's to report.
+func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, tb *tokensv1alpha1.TokenBackend, secretErr error) error {
 	sid := at.Status.AccountSID
+	if !secretCannotBeWritten(secretErr) || sid == "" || at.Status.SecretName != "" {
+		return nil
+	}
+	if wasAdopted(at, sid) && !deletionAllowed(tb.Spec.Policy, tokensv1alpha1.DeletionPolicyDelete) {
+		return nil
+	}
+	if _, err := r.confirmOwned(ctx, at, be, sid); err != nil {
+		if isForeign(err) || errors.Is(err, backend.ErrNotFound) {
+			return nil // not this ApiToken's, or gone: nothing to discard
+		}
+		return err
+	}
 	if err := be.Delete(ctx, sid); err != nil && !errors.Is(err, backend.ErrNotFound) {
 		return fmt.Errorf("delete token %s, whose Secret name is taken: %w", sid, err)
 	}
+	r.owned.remove(at.UID, sid)
 	r.event(at, corev1.EventTypeNormal, "Deleted", "Deleted token %s again: Secret %q is not this ApiToken's", sid, secretName(at))
 	at.Status.AccountSID, at.Status.BackendETag, at.Status.APIVersion, at.Status.State = "", "", 0, ""
 	at.Status.History = slices.DeleteFunc(at.Status.History, func(c tokensv1alpha1.CredentialChange) bool { return c.AccountSID == sid })
 	at.Status.CredentialsIssuedAt, at.Status.NextRotationTime = nil, nil
 	r.readAtNextPass(at)
 	return nil
+}
+
+// wasAdopted reports whether sid is a token the ApiToken adopted (spec.adopt
+// names it, or the history records its adoption).
+func wasAdopted(at *tokensv1alpha1.ApiToken, sid string) bool {
+	if at.Spec.Adopt != nil && at.Spec.Adopt.AccountSID == sid {
+		return true
+	}
+	return slices.ContainsFunc(at.Status.History, func(c tokensv1alpha1.CredentialChange) bool {
+		return c.Type == tokensv1alpha1.CredentialsAdopted && c.AccountSID == sid
+	})
 }
 
 // secretCannotBeWritten reports a Secret failure that no retry cures: a foreign
@@ -248,50 +362,78 @@ func secretRejected(name string, err error) error {
 }
 
 // reconcileSecret makes the Secret hold the token's current credentials and
-// returns them. creds are the credentials just returned by a create, reset or
-// rotation (nil otherwise); observed is the backend token when it was read in
+// says which they are. creds are the credentials just returned by a create, reset
+// or rotation (nil otherwise); observed is the backend token when it was read in
 // this pass (nil when unchanged). Credentials older than those already delivered
 // (a replayed reply whose auth token a later reset revoked) are never written.
-func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, lookup secretLookup, creds *backend.Credentials, observed *backend.Token) (backend.Credentials, error) {
+// When the Secret already holds the current credentials as the spec wants them,
+// nothing is read or written; otherwise they come from the backend, from a token
+// confirmed as the ApiToken's.
+func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, lookup secretLookup, creds *backend.Credentials, observed *backend.Token) (deliveredCredentials, error) {
 	name := secretName(at)
 	existing := lookup.existing
 	if !lookup.done {
 		var err error
 		if existing, err = r.cachedSecret(ctx, at, name); err != nil {
-			return backend.Credentials{}, err
+			return deliveredCredentials{}, err
 		}
 	}
-	current, haveCurrent := credentialsInSecret(at, existing)
-	if creds != nil && staleCredentials(*creds, current, haveCurrent, at.Status.History) {
+	current := deliveryIn(at, existing)
+	if creds != nil && staleCredentials(*creds, current.generation, current.holds(creds.AccountSID), at.Status.History) {
 		logf.FromContext(ctx).Info("ignored credentials older than those delivered; reading the current ones", "sid", creds.AccountSID, "generation", creds.Generation)
 		creds, observed = nil, nil
 	}
+	sid := at.Status.AccountSID
+	if creds == nil && current.holds(sid) && (observed == nil || observed.Generation == current.generation) &&
+		current.generation >= latestGeneration(at.Status.History, sid) && existing.Type == secretType(at) &&
+		secretMetadataUpToDate(existing, at, sid, current) && (at.Status.SecretName == name || at.Status.SecretName == "") {
+		at.Status.SecretName = name
+		return deliveredCredentials{accountSID: sid, generation: current.generation}, nil
+	}
 	if creds == nil {
-		if haveCurrent && current.AccountSID == at.Status.AccountSID && (observed == nil || observed.Generation == current.Generation) {
-			creds = &current
-		} else {
-			fetched, err := be.Credentials(ctx, at.Status.AccountSID)
-			if err != nil {
-				return backend.Credentials{}, fmt.Errorf("read credentials of %s: %w", at.Status.AccountSID, err)
-			}
-			creds = &fetched
+		if _, err := r.confirmOwned(ctx, at, be, sid); err != nil {
+			return deliveredCredentials{}, err
 		}
+		fetched, err := be.Credentials(ctx, sid)
+		if err != nil {
+			return deliveredCredentials{}, fmt.Errorf("read credentials of %s: %w", sid, err)
+		}
+		creds = &fetched
 	}
 	desired := renderSecret(at, *creds)
 	if err := controllerutil.SetControllerReference(at, desired, r.Scheme); err != nil {
-		return backend.Credentials{}, fmt.Errorf("own Secret %s: %w", name, err)
+		return deliveredCredentials{}, fmt.Errorf("own Secret %s: %w", name, err)
 	}
 	if err := r.writeSecret(ctx, at, existing, desired); err != nil {
-		return backend.Credentials{}, err
+		return deliveredCredentials{}, err
 	}
 	if old := at.Status.SecretName; old != "" && old != name {
 		if err := r.deleteOwnSecret(ctx, at, old); err != nil {
-			return backend.Credentials{}, err
+			return deliveredCredentials{}, err
 		}
 		r.event(at, corev1.EventTypeNormal, "SecretMoved", "Moved the credentials from Secret %s to %s", old, name)
 	}
 	at.Status.SecretName = name
-	return *creds, nil
+	return deliveredCredentials{accountSID: creds.AccountSID, generation: creds.Generation}, nil
+}
+
+// secretMetadataUpToDate reports whether a Secret that holds the current
+// credentials also carries the labels, annotations and owner the spec wants, so
+// that it needs no write (which would need the auth token).
+func secretMetadataUpToDate(existing *corev1.Secret, at *tokensv1alpha1.ApiToken, sid string, d secretDelivery) bool {
+	desired := renderSecret(at, backend.Credentials{AccountSID: sid, Generation: d.generation})
+	desired.Annotations[credentialsHashAnnotation] = credentialsHash(sid, d.tokenDigest, d.generation)
+	for k, v := range desired.Labels {
+		if existing.Labels[k] != v {
+			return false
+		}
+	}
+	for k, v := range desired.Annotations {
+		if existing.Annotations[k] != v {
+			return false
+		}
+	}
+	return len(existing.Data) == 2
 }
 
 // writeSecret creates, updates or (when its type must change, which the API server

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"bytes"
 	"strings"
 	"testing"
 
@@ -9,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -72,9 +74,10 @@ func TestRenderSecret(t *testing.T) {
 			if s.Labels["team"] != tc.wantTeam {
 				t.Errorf("team label %q, want %q", s.Labels["team"], tc.wantTeam)
 			}
-			creds, ok := credentialsInSecret(at, s)
-			if !ok || creds.AccountSID != testCreds.AccountSID || creds.AuthToken != testCreds.AuthToken || creds.Generation != 3 {
-				t.Errorf("credentialsInSecret of a rendered Secret: %v %v", creds, ok)
+			at.Status.AccountSID = testCreds.AccountSID
+			d := deliveryIn(at, inDigestForm(s))
+			if !d.holds(testCreds.AccountSID) || d.generation != 3 || !bytes.Equal(d.tokenDigest, digest([]byte(testCreds.AuthToken.Reveal()))) {
+				t.Errorf("deliveryIn of a rendered Secret: %+v", d)
 			}
 			for k, v := range s.Annotations {
 				if strings.Contains(k+v, testCreds.AuthToken.Reveal()) {
@@ -85,8 +88,9 @@ func TestRenderSecret(t *testing.T) {
 	}
 }
 
-func TestCredentialsInSecretDetectsEdits(t *testing.T) {
+func TestDeliveryInDetectsEdits(t *testing.T) {
 	at := apiToken(nil)
+	at.Status.AccountSID = testCreds.AccountSID
 	tests := map[string]func(*corev1.Secret){
 		"token edited":          func(s *corev1.Secret) { s.Data["authToken"] = []byte("tampered") },
 		"sid edited":            func(s *corev1.Secret) { s.Data["accountSid"] = []byte("TK999") },
@@ -98,12 +102,53 @@ func TestCredentialsInSecretDetectsEdits(t *testing.T) {
 	for name, edit := range tests {
 		s := renderSecret(at, testCreds)
 		edit(s)
-		if _, ok := credentialsInSecret(at, s); ok {
+		if deliveryIn(at, inDigestForm(s)).holds(testCreds.AccountSID) {
 			t.Errorf("%s: edited Secret accepted as intact", name)
 		}
 	}
-	if _, ok := credentialsInSecret(at, nil); ok {
+	if deliveryIn(at, nil).holds(testCreds.AccountSID) {
 		t.Error("nil Secret accepted")
+	}
+	// A status that names another token (a forged status.accountSid) never makes
+	// the Secret's credentials pass for that token's.
+	forged := at.DeepCopy()
+	forged.Status.AccountSID = "TK999"
+	if d := deliveryIn(forged, inDigestForm(renderSecret(at, testCreds))); d.intact || d.holds("TK999") {
+		t.Error("a Secret of TK123 accepted as holding TK999")
+	}
+}
+
+// TestSecretCacheTransform: the cache keeps an ApiToken's Secret with its data as
+// digests, and of any other labelled Secret only the metadata.
+func TestSecretCacheTransform(t *testing.T) {
+	at := apiToken(nil)
+	owned := renderSecret(at, testCreds)
+	owned.OwnerReferences = []metav1.OwnerReference{{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "ApiToken", Name: at.Name, UID: "u1", Controller: ptr.To(true)}}
+	owned.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "x"}}
+	out, err := secretCacheTransform(owned.DeepCopy())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*corev1.Secret)
+	if !bytes.Equal(got.Data["authToken"], digest([]byte(testCreds.AuthToken.Reveal()))) || got.ManagedFields != nil {
+		t.Errorf("owned Secret not kept as digests: %v", got.Data)
+	}
+	if got.Annotations[credentialsHashAnnotation] == "" {
+		t.Error("owned Secret lost its annotations")
+	}
+	for name, refs := range map[string][]metav1.OwnerReference{
+		"no owner":                {},
+		"owned by a Deployment":   {{APIVersion: "apps/v1", Kind: "Deployment", Name: "d", UID: "u2", Controller: ptr.To(true)}},
+		"ApiToken of another API": {{APIVersion: "example.com/v1", Kind: "ApiToken", Name: "x", UID: "u3", Controller: ptr.To(true)}},
+		"not the controller":      {{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "ApiToken", Name: "x", UID: "u4"}},
+	} {
+		foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "big", Labels: map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue},
+			Annotations: map[string]string{"a": strings.Repeat("x", 1000)}, OwnerReferences: refs},
+			Data: map[string][]byte{"blob": make([]byte, 1<<20)}}
+		out, _ := secretCacheTransform(foreign)
+		if s := out.(*corev1.Secret); s.Data != nil || s.Annotations != nil {
+			t.Errorf("%s: a labelled Secret no ApiToken controls keeps data or annotations in the cache", name)
+		}
 	}
 }
 
@@ -118,12 +163,12 @@ func TestSecretUpToDate(t *testing.T) {
 		"extra label from someone":      {func(s *corev1.Secret) { s.Labels["x"] = "y" }, true},
 		"extra annotation from kubectl": {func(s *corev1.Secret) { s.Annotations["kubectl.kubernetes.io/last-applied-configuration"] = "{}" }, true},
 		"our label removed":             {func(s *corev1.Secret) { delete(s.Labels, tokensv1alpha1.ApiTokenLabel) }, false},
-		"data edited":                   {func(s *corev1.Secret) { s.Data["authToken"] = []byte("x") }, false},
-		"extra data key":                {func(s *corev1.Secret) { s.Data["extra"] = []byte("x") }, false},
+		"data edited":                   {func(s *corev1.Secret) { s.Data["authToken"] = digest([]byte("x")) }, false},
+		"extra data key":                {func(s *corev1.Secret) { s.Data["extra"] = digest([]byte("x")) }, false},
 		"type differs":                  {func(s *corev1.Secret) { s.Type = corev1.SecretTypeBasicAuth }, false},
 	}
 	for name, tc := range tests {
-		existing := renderSecret(at, testCreds)
+		existing := inDigestForm(renderSecret(at, testCreds))
 		tc.edit(existing)
 		if got := secretUpToDate(existing, desired); got != tc.want {
 			t.Errorf("%s: secretUpToDate = %v, want %v", name, got, tc.want)
@@ -156,14 +201,15 @@ func FuzzRenderSecret(f *testing.F) {
 				}
 			}
 		}
-		got, ok := credentialsInSecret(at, s)
+		at.Status.AccountSID = sid
+		got := deliveryIn(at, inDigestForm(s))
 		// With equal keys (which admission refuses) the token overwrites the SID,
 		// so they round-trip only when they are equal too.
-		wantOK := sid != "" && token != "" && (basic || effectiveKeysDiffer(sidKey, tokenKey) || sid == token)
-		if ok != wantOK {
-			t.Fatalf("credentialsInSecret ok = %v, want %v", ok, wantOK)
+		wantOK := sid != "" && (basic || effectiveKeysDiffer(sidKey, tokenKey) || sid == token)
+		if ok := got.holds(sid); ok != wantOK {
+			t.Fatalf("deliveryIn holds = %v, want %v", ok, wantOK)
 		}
-		if ok && (got.AccountSID != sid || got.AuthToken.Reveal() != token || got.Generation != generation) {
+		if got.holds(sid) && (got.generation != generation || !bytes.Equal(got.tokenDigest, digest([]byte(token)))) {
 			t.Fatalf("round trip lost credentials")
 		}
 	})

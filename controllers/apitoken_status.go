@@ -210,6 +210,18 @@ func markReady(at *tokensv1alpha1.ApiToken) {
 	setCondition(at, tokensv1alpha1.ConditionStalled, metav1.ConditionFalse, tokensv1alpha1.ReasonReady, "Up to date")
 }
 
+// markReadyOrDeferred marks a pass that ended with the token as declared: Ready,
+// or, while a rotation waits for a retiring token to be deleted, Ready with
+// Reconciling True, reason RotationDeferred (the credentials work; a change is
+// pending).
+func markReadyOrDeferred(at *tokensv1alpha1.ApiToken, now time.Time) {
+	markReady(at)
+	if rotationDeferred(at, now) {
+		message := fmt.Sprintf("A rotation waits: %d old tokens are retiring, the most an ApiToken keeps; it runs when the next is deleted", len(at.Status.RetiringTokens))
+		setCondition(at, tokensv1alpha1.ConditionReconciling, metav1.ConditionTrue, tokensv1alpha1.ReasonRotationDeferred, message)
+	}
+}
+
 func markReconciling(at *tokensv1alpha1.ApiToken, reason, message string) {
 	setCondition(at, tokensv1alpha1.ConditionReady, metav1.ConditionFalse, reason, message)
 	setCondition(at, tokensv1alpha1.ConditionReconciling, metav1.ConditionTrue, reason, message)
@@ -225,6 +237,8 @@ func markStalled(at *tokensv1alpha1.ApiToken, reason, message string) {
 // patchStatus writes the status once, only when it changed, against the object
 // as it was read.
 func (r *ApiTokenReconciler) patchStatus(ctx context.Context, original, at *tokensv1alpha1.ApiToken) error {
+	known, _ := r.owned.known(at.UID)
+	trackKnownTokens(&at.Status, known, r.Clock.Now(), rotationOverlap(at))
 	if apiequality.Semantic.DeepEqual(original.Status, at.Status) {
 		return nil
 	}

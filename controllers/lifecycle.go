@@ -47,21 +47,56 @@ func nonceHandled(nonce, lastHandled string, history []tokensv1alpha1.Credential
 
 // dueCredentialChange decides which change of credentials is due, if any: the
 // reset annotation first (always in place: a leaked token must stop working now),
-// then the rotate annotation, then the rotation schedule.
+// then the rotate annotation, then the rotation schedule. A rotation with overlap
+// waits while the ApiToken has maxRetiringTokens retiring (rotationDeferred); a
+// reset never waits.
 func dueCredentialChange(at *tokensv1alpha1.ApiToken, now time.Time) (credentialChange, bool) {
+	c, ok := requestedCredentialChange(at, now)
+	if ok && c.overlap > 0 && len(at.Status.RetiringTokens) >= maxRetiringTokens {
+		return credentialChange{}, false
+	}
+	return c, ok
+}
+
+// rotationDeferred reports a rotation that is asked for but waits for a
+// retiring token to be deleted.
+func rotationDeferred(at *tokensv1alpha1.ApiToken, now time.Time) bool {
+	c, ok := requestedCredentialChange(at, now)
+	return ok && c.overlap > 0 && len(at.Status.RetiringTokens) >= maxRetiringTokens
+}
+
+// requestedCredentialChange is the change of credentials the annotations and the
+// schedule ask for. Nonces are compared in their recorded form (recordedNonce).
+func requestedCredentialChange(at *tokensv1alpha1.ApiToken, now time.Time) (credentialChange, bool) {
 	uid := string(at.UID)
-	if nonce := at.Annotations[tokensv1alpha1.ResetAnnotation]; !nonceHandled(nonce, at.Status.LastHandledReset, at.Status.History, tokensv1alpha1.CredentialsReset) {
-		return credentialChange{kind: tokensv1alpha1.CredentialsReset, nonce: nonce, key: resetKey(at, nonce)}, true
+	if raw := at.Annotations[tokensv1alpha1.ResetAnnotation]; !nonceHandled(recordedNonce(raw), at.Status.LastHandledReset, at.Status.History, tokensv1alpha1.CredentialsReset) {
+		return credentialChange{kind: tokensv1alpha1.CredentialsReset, nonce: recordedNonce(raw), key: resetKey(at, raw)}, true
 	}
 	overlap := rotationOverlap(at)
-	if nonce := at.Annotations[tokensv1alpha1.RotateAnnotation]; !nonceHandled(nonce, at.Status.LastHandledRotate, at.Status.History, tokensv1alpha1.CredentialsRotated) {
-		return credentialChange{kind: tokensv1alpha1.CredentialsRotated, nonce: nonce, key: "rotate/" + uid + "/nonce/" + shortHash(nonce), overlap: overlap}, true
+	if raw := at.Annotations[tokensv1alpha1.RotateAnnotation]; !nonceHandled(recordedNonce(raw), at.Status.LastHandledRotate, at.Status.History, tokensv1alpha1.CredentialsRotated) {
+		return credentialChange{kind: tokensv1alpha1.CredentialsRotated, nonce: recordedNonce(raw), key: "rotate/" + uid + "/nonce/" + shortHash(raw), overlap: overlap}, true
 	}
 	if next := nextRotationTime(at); next != nil && !now.Before(next.Time) {
 		return credentialChange{kind: tokensv1alpha1.CredentialsRotated, key: "rotate/" + uid + "/at/" + strconv.FormatInt(next.Unix(), 10), overlap: overlap}, true
 	}
 	return credentialChange{}, false
 }
+
+// maxRecordedNonce is the longest nonce the status keeps as it is; a longer one
+// is kept (and compared) as "sha256:" and the first 32 hex digits of its hash,
+// so that a nonce of any length fits the status and acts exactly once.
+const maxRecordedNonce = 128
+
+// recordedNonce is the form a nonce takes in status.history and lastHandled*.
+func recordedNonce(nonce string) string {
+	if len(nonce) <= maxRecordedNonce {
+		return nonce
+	}
+	return "sha256:" + shortHash(nonce)
+}
+
+// displayNonce is a nonce as events quote it (its recorded form).
+func displayNonce(nonce string) string { return recordedNonce(nonce) }
 
 // rotationOverlap is spec.rotation.overlap, 0 when unset.
 func rotationOverlap(at *tokensv1alpha1.ApiToken) time.Duration {
@@ -105,12 +140,14 @@ func latestGeneration(history []tokensv1alpha1.CredentialChange, sid string) int
 }
 
 // staleCredentials reports whether credentials returned by a reset or rotation
-// are older than what was already delivered for the same token: a replayed reply
-// whose auth token a later reset revoked. Such credentials are never written.
-func staleCredentials(creds backend.Credentials, delivered backend.Credentials, haveDelivered bool, history []tokensv1alpha1.CredentialChange) bool {
+// are older than what was already delivered for the same token (delivered: the
+// Secret holds intact credentials of creds' token, of that generation): a
+// replayed reply whose auth token a later reset revoked. Such credentials are
+// never written.
+func staleCredentials(creds backend.Credentials, deliveredGeneration int64, delivered bool, history []tokensv1alpha1.CredentialChange) bool {
 	known := latestGeneration(history, creds.AccountSID)
-	if haveDelivered && delivered.AccountSID == creds.AccountSID {
-		known = max(known, delivered.Generation)
+	if delivered {
+		known = max(known, deliveredGeneration)
 	}
 	return creds.Generation < known
 }

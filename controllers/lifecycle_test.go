@@ -141,7 +141,8 @@ func TestStaleCredentials(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if got := staleCredentials(tc.reply, tc.delivered, tc.haveDelivered, history); got != tc.want {
+			holds := tc.haveDelivered && tc.delivered.AccountSID == tc.reply.AccountSID
+			if got := staleCredentials(tc.reply, tc.delivered.Generation, holds, history); got != tc.want {
 				t.Errorf("stale = %v, want %v", got, tc.want)
 			}
 		})

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -77,17 +76,39 @@ func scopeAllowed(scope string, patterns []string) bool {
 	return false
 }
 
+// deletionAllowed reports whether a TokenBackend's policy allows a deletion
+// policy: a nil policy or an empty list allows all three.
+func deletionAllowed(policy *tokensv1alpha1.TokenBackendPolicy, p tokensv1alpha1.DeletionPolicy) bool {
+	return policy == nil || len(policy.AllowedDeletionPolicies) == 0 || slices.Contains(policy.AllowedDeletionPolicies, p)
+}
+
+// effectiveDeletionPolicy is the deletion policy carried out: the requested one
+// (Delete when empty) where the TokenBackend allows it, otherwise the first it
+// allows of Delete, Disable, Orphan. A paused ApiToken asks for Orphan; a policy
+// tightened after the ApiToken was admitted is honoured: nothing a tenant writes
+// widens what deletion leaves behind.
+func effectiveDeletionPolicy(requested tokensv1alpha1.DeletionPolicy, policy *tokensv1alpha1.TokenBackendPolicy) tokensv1alpha1.DeletionPolicy {
+	if requested == "" {
+		requested = tokensv1alpha1.DeletionPolicyDelete
+	}
+	if deletionAllowed(policy, requested) {
+		return requested
+	}
+	for _, p := range []tokensv1alpha1.DeletionPolicy{tokensv1alpha1.DeletionPolicyDelete, tokensv1alpha1.DeletionPolicyDisable, tokensv1alpha1.DeletionPolicyOrphan} {
+		if deletionAllowed(policy, p) {
+			return p
+		}
+	}
+	return requested
+}
+
 // checkPolicy stalls an ApiToken whose spec its TokenBackend does not allow,
 // before anything is asked of the backend: a new token is not created, and a live
 // one that a tightened policy no longer allows is left as it is (never narrowed
-// silently) until the spec or the policy changes.
-func (r *ApiTokenReconciler) checkPolicy(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
-	name := backendName(at)
-	tb := &tokensv1alpha1.TokenBackend{}
-	if err := r.Get(ctx, types.NamespacedName{Name: name}, tb); err != nil {
-		return fmt.Errorf("get TokenBackend %s: %w", name, err)
-	}
-	if violations := policyViolations(&at.Spec, name, tb.Spec.Policy, tb.Status.Catalog); len(violations) > 0 {
+// silently) until the spec or the policy changes. Incident response (reset,
+// rotation, disable, narrower scopes) still goes on: respondWhileBlocked.
+func checkPolicy(at *tokensv1alpha1.ApiToken, tb *tokensv1alpha1.TokenBackend) error {
+	if violations := policyViolations(&at.Spec, tb.Name, tb.Spec.Policy, tb.Status.Catalog); len(violations) > 0 {
 		return stalled(tokensv1alpha1.ReasonPolicyViolation, "%s", strings.Join(violations, "; "))
 	}
 	return nil

@@ -173,14 +173,19 @@ func stripForCache(in any) (any, error) {
 }
 
 // cacheOptions configures the manager's cache: Secrets only with the operator's
-// label, so that tens of thousands of unrelated Secrets cost nothing, Namespaces
+// label, so that tens of thousands of unrelated Secrets cost nothing, and those
+// without credentials (secretCacheTransform: data as digests, and nothing but
+// metadata of a Secret no ApiToken controls), Namespaces
 // as metadata only, no managed fields on any cached object, and no last-applied
 // annotation on ApiTokens.
 func cacheOptions() cache.Options {
 	return cache.Options{
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}:           {Label: labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue})},
+			&corev1.Secret{}: {
+				Label:     labels.SelectorFromSet(labels.Set{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue}),
+				Transform: secretCacheTransform,
+			},
 			&tokensv1alpha1.ApiToken{}: {Transform: stripForCache},
 		},
 	}

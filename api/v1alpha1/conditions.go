@@ -53,6 +53,16 @@ const (
 	// ReasonPolicyViolation: the spec asks for what the TokenBackend's catalog or
 	// policy does not allow; nothing is created or changed in the backend.
 	ReasonPolicyViolation = "PolicyViolation"
+	// ReasonForeignToken (a Warning event): the status named a backend token whose
+	// externalId is not the ApiToken's UID; it was never used, and the status was
+	// rebuilt from a lookup by externalId.
+	ReasonForeignToken = "ForeignToken"
+	// ReasonRotationDeferred (Reconciling): a rotation with overlap waits because
+	// the ApiToken already has the most retiring tokens it may keep (8).
+	ReasonRotationDeferred = "RotationDeferred"
+	// ReasonRestartTargetNotConsumer (a Warning event): a restart target's pod
+	// template does not use the ApiToken's Secret, so it was not rolled.
+	ReasonRestartTargetNotConsumer = "RestartTargetNotConsumer"
 )
 
 // Well-known names.

@@ -195,7 +195,9 @@ func runBaseline(t *testing.T, n int, admin, operator client.Client, be *backend
 
 // baselineSecret is the Secret as the operator writes it.
 func baselineSecret(at *tokensv1alpha1.ApiToken, sid string, creds backend.Credentials) *corev1.Secret {
-	sum := sha256.Sum256([]byte(sid + "\x00" + creds.AuthToken.Reveal() + "\x00" + strconv.FormatInt(creds.Generation, 10)))
+	// The operator's credentials hash: over the SID, the token's SHA-256 and the generation.
+	tokenSum := sha256.Sum256([]byte(creds.AuthToken.Reveal()))
+	sum := sha256.Sum256([]byte(sid + "\x00" + hex.EncodeToString(tokenSum[:]) + "\x00" + strconv.FormatInt(creds.Generation, 10)))
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: at.Name, Namespace: at.Namespace,
 			Labels: map[string]string{tokensv1alpha1.ManagedByLabel: "bench-baseline", tokensv1alpha1.ApiTokenLabel: at.Name},

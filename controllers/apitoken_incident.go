@@ -1,0 +1,106 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// Incident response while an ApiToken is blocked (docs/design.md, "Trust
+// boundary": incident response is never blocked). A leaked token must stop
+// working now, whatever else is wrong with the ApiToken: a reset, a rotation,
+// disabled: true and narrower scopes are carried out on the ApiToken's own token
+// even when its namespace lost access to the TokenBackend, the policy was
+// tightened, or the backend refuses a value of the spec. Nothing else of the
+// spec is applied: the token keeps the settings it has in the backend.
+
+// respondToIncident reads the ApiToken's current token in full (which confirms
+// that it is the ApiToken's), narrows it as the spec asks (fewer scopes,
+// disabled), and carries out a due reset or rotation. A rotation with overlap
+// copies the token's settings as they are in the backend, never the blocked
+// spec's. It returns new credentials and the token when anything was done.
+func (r *ApiTokenReconciler) respondToIncident(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend) (*backend.Credentials, *backend.Token, error) {
+	sid := at.Status.AccountSID
+	observed, _, err := be.Get(ctx, sid, "")
+	if errors.Is(err, backend.ErrNotFound) {
+		return nil, nil, nil // gone: nothing to respond with until the ApiToken may be applied
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("read token %s: %w", sid, err)
+	}
+	if err := r.checkOwner(at, observed); err != nil {
+		has, err := r.rebuildFromOwnTokens(ctx, at, be, sid)
+		if err != nil || !has {
+			return nil, nil, err
+		}
+		if observed, _, err = be.Get(ctx, at.Status.AccountSID, ""); err != nil {
+			return nil, nil, fmt.Errorf("read token %s: %w", at.Status.AccountSID, err)
+		}
+	}
+	desired := desiredToken(at)
+	if patch := narrowingPatch(desired, observed); !patch.IsEmpty() {
+		updated, err := be.Update(ctx, observed.SID, observed.ETag, patch)
+		if err != nil {
+			return nil, nil, fmt.Errorf("update token %s: %w", observed.SID, err)
+		}
+		if patch.State != nil {
+			r.event(at, corev1.EventTypeNormal, "Disabled", "Disabled token %s", observed.SID)
+		}
+		if patch.Scopes != nil {
+			r.event(at, corev1.EventTypeNormal, "Updated", "Removed scopes from token %s", observed.SID)
+		}
+		observed = updated
+	}
+	r.recordObserved(at, observed)
+	change, due := dueCredentialChange(at, r.Clock.Now())
+	if !due {
+		return nil, observed, nil
+	}
+	creds, tok, err := r.changeCredentials(ctx, at, be, settingsOf(observed, at), change)
+	if tok == nil {
+		tok = observed
+	}
+	return creds, tok, err
+}
+
+// narrowingPatch is the part of the spec's changes that only takes access away:
+// scopes the token has and the spec dropped, and disabling. It never adds a
+// scope nor enables a token.
+func narrowingPatch(desired backend.CreateRequest, observed *backend.Token) backend.TokenPatch {
+	var patch backend.TokenPatch
+	observedScopes := normalizedSet(observed.Scopes)
+	kept := slices.DeleteFunc(slices.Clone(observedScopes), func(s string) bool { return !slices.Contains(desired.Scopes, s) })
+	if len(kept) < len(observedScopes) {
+		patch.Scopes = &kept
+	}
+	if desired.State == backend.StateDisabled && observed.State != backend.StateDisabled {
+		state := backend.StateDisabled
+		patch.State = &state
+	}
+	return patch
+}
+
+// settingsOf is a create request with a token's settings as they are in the
+// backend: the successor of a rotation made while the spec is blocked.
+func settingsOf(tok *backend.Token, at *tokensv1alpha1.ApiToken) backend.CreateRequest {
+	version := tok.APIVersion
+	return backend.CreateRequest{
+		Name: tok.Name, Description: tok.Description, APIVersion: &version, PrimaryContact: tok.PrimaryContact,
+		DeveloperEmails: normalizedSet(tok.DeveloperEmails), Scopes: normalizedSet(tok.Scopes), State: tok.State,
+		ExternalID: string(at.UID),
+	}
+}
+
+// isStall reports an error that retrying cannot cure (the user must act).
+// It sorts as stallOrWait does.
+func isStall(err error) bool {
+	var stall *stalledError
+	return errors.As(err, &stall) || errors.As(err, new(secretConflictError)) ||
+		(errors.Is(err, backend.ErrInvalid) && errors.As(err, new(*backend.APIError)))
+}
