@@ -30,6 +30,12 @@ import (
 
 var binary string
 
+// The admin keys of the tests: the binary refuses keys under 32 bytes.
+const (
+	binaryKey = "binary-admin-key-0123456789abcdef"
+	slowKey   = "slow-admin-key-0123456789abcdef0123"
+)
+
 // TestMain builds the binary once: these tests run tokenservice as users do.
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "tokenservice-bin")
@@ -75,7 +81,7 @@ func start(t *testing.T, scheme string, client *http.Client, env []string, args 
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		resp, err := client.Get(p.url + "/v1/catalog")
+		resp, err := client.Get(p.url + "/v1/verify") // not a management call: spends no failed authentication
 		if err == nil {
 			resp.Body.Close()
 			return p
@@ -115,19 +121,19 @@ func writeFile(t *testing.T, name, content string) string {
 }
 
 func TestBinaryConformance(t *testing.T) {
-	keyFile := writeFile(t, "admin-key", "binary-key\n")
+	keyFile := writeFile(t, "admin-key", binaryKey+"\n")
 	data := filepath.Join(t.TempDir(), "tokens.db")
 	p := start(t, "http", nil, nil, "--admin-key-file", keyFile, "--data", data)
-	p.adminKey = "binary-key"
-	limited := start(t, "http", nil, []string{"TOKENSERVICE_ADMIN_KEY=binary-key"}, "--rate-limit", "2")
-	conformance.Run(t, conformance.Target{URL: p.url, AdminKey: "binary-key", RateLimitedURL: limited.url})
-	if strings.Contains(p.logs.String(), "binary-key") {
+	p.adminKey = binaryKey
+	limited := start(t, "http", nil, []string{"TOKENSERVICE_ADMIN_KEY=" + binaryKey}, "--rate-limit", "2")
+	conformance.Run(t, conformance.Target{URL: p.url, AdminKey: binaryKey, RateLimitedURL: limited.url})
+	if strings.Contains(p.logs.String(), binaryKey) {
 		t.Error("the logs hold the admin key")
 	}
 }
 
 func TestBinaryKeepsDataAcrossRestart(t *testing.T) {
-	env := []string{"TOKENSERVICE_ADMIN_KEY=restart-key"}
+	env := []string{"TOKENSERVICE_ADMIN_KEY=restart-admin-key-0123456789abcdef"}
 	data := filepath.Join(t.TempDir(), "tokens.db")
 	p := start(t, "http", nil, env, "--data", data)
 	created := call(t, p, http.MethodPost, "/v1/tokens", `{"name":"durable","primaryContact":"ops@example.com","scopes":["reports:read"],"externalId":"uid"}`, "create-1")
@@ -155,6 +161,87 @@ func TestBinaryRefusesToStartWithoutKey(t *testing.T) {
 	}
 }
 
+// TestBinaryRefusesShortKey: a key under 32 bytes, from the file or the
+// environment (white space trimmed), stops the binary with an error that names
+// the minimum and never shows the key.
+func TestBinaryRefusesShortKey(t *testing.T) {
+	const short = "short-admin-key-0123456789abcde" // 31 bytes
+	if len(short) != 31 {
+		t.Fatalf("the short key is %d bytes", len(short))
+	}
+	cases := map[string]struct {
+		env  []string
+		args []string
+	}{
+		"--admin-key-file":       {args: []string{"--admin-key-file", writeFile(t, "admin-key", short+"\n")}},
+		"TOKENSERVICE_ADMIN_KEY": {env: []string{"TOKENSERVICE_ADMIN_KEY= " + short + "\n"}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a binary that starts is killed
+			defer cancel()
+			cmd := exec.CommandContext(ctx, binary, append([]string{"--listen", framework.FreeAddr()}, tc.args...)...)
+			cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, tc.env...)
+			out, err := cmd.CombinedOutput()
+			if exit, ok := errors.AsType[*exec.ExitError](err); !ok || exit.ExitCode() == 0 {
+				t.Fatalf("with a 31-byte key: %v, output %q; want a non-zero exit", err, out)
+			}
+			if !strings.Contains(string(out), "admin key") || !strings.Contains(string(out), "32 bytes") {
+				t.Errorf("output %q; want a refusal naming the admin key and the minimum of 32 bytes", out)
+			}
+			if strings.Contains(string(out), short) || strings.Contains(string(out), "0123456789") {
+				t.Errorf("the output shows the key: %q", out)
+			}
+		})
+	}
+}
+
+// TestBinaryLimitsFailedAuthentication: by default (--auth-failure-limit 1, a
+// burst of 10) the 11th wrong key in a row from one address is answered 429 with
+// Retry-After, the right key too, until a second has passed; with
+// --auth-failure-limit 0 every wrong key is answered 401.
+func TestBinaryLimitsFailedAuthentication(t *testing.T) {
+	env := []string{"TOKENSERVICE_ADMIN_KEY=" + binaryKey}
+	get := func(p *process, key string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, p.url+"/v1/tokens", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+
+	p := start(t, "http", nil, env)
+	for i := range 10 {
+		if resp := get(p, "wrong"); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("wrong key %d: %d, want 401", i+1, resp.StatusCode)
+		}
+	}
+	for _, key := range []string{"wrong", binaryKey} {
+		resp := get(p, key)
+		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "1" ||
+			!strings.HasPrefix(resp.Header.Get("Content-Type"), "application/problem+json") {
+			t.Errorf("after 10 wrong keys: %d, Retry-After %q, Content-Type %q; want 429, 1, problem+json",
+				resp.StatusCode, resp.Header.Get("Retry-After"), resp.Header.Get("Content-Type"))
+		}
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if resp := get(p, binaryKey); resp.StatusCode != http.StatusOK {
+		t.Errorf("the admin key after Retry-After: %d, want 200", resp.StatusCode)
+	}
+
+	unlimited := start(t, "http", nil, env, "--auth-failure-limit", "0")
+	for i := range 30 {
+		if resp := get(unlimited, "wrong"); resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("with --auth-failure-limit 0, wrong key %d: %d, want 401", i+1, resp.StatusCode)
+		}
+	}
+}
+
 func TestBinaryCustomCatalog(t *testing.T) {
 	catalog := writeFile(t, "catalog.yaml", `
 apiVersions: [1, 2]
@@ -164,12 +251,12 @@ scopes:
   - {name: "widgets:write", category: widgets, description: Change widgets}
 contacts: [{email: owner@example.com, name: Owner}]
 `)
-	p := start(t, "http", nil, []string{"TOKENSERVICE_ADMIN_KEY=catalog-admin-key"}, "--catalog", catalog)
+	p := start(t, "http", nil, []string{"TOKENSERVICE_ADMIN_KEY=catalog-admin-key-0123456789abcdef"}, "--catalog", catalog)
 	got := call(t, p, http.MethodGet, "/v1/catalog", "", "")
 	if got["latestApiVersion"] != float64(2) || len(got["scopes"].([]any)) != 2 {
 		t.Errorf("catalog %v", got)
 	}
-	conformance.Run(t, conformance.Target{URL: p.url, AdminKey: "catalog-admin-key"})
+	conformance.Run(t, conformance.Target{URL: p.url, AdminKey: "catalog-admin-key-0123456789abcdef"})
 }
 
 func TestBinaryServesTLS(t *testing.T) {
@@ -177,9 +264,9 @@ func TestBinaryServesTLS(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(certPEM)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	p := start(t, "https", client, []string{"TOKENSERVICE_ADMIN_KEY=tls-key"},
+	p := start(t, "https", client, []string{"TOKENSERVICE_ADMIN_KEY=tls-admin-key-0123456789abcdef0123"},
 		"--tls-cert-file", writeFile(t, "tls.crt", string(certPEM)), "--tls-key-file", writeFile(t, "tls.key", string(keyPEM)))
-	conformance.Run(t, conformance.Target{URL: p.url, AdminKey: "tls-key", HTTPClient: client})
+	conformance.Run(t, conformance.Target{URL: p.url, AdminKey: "tls-admin-key-0123456789abcdef0123", HTTPClient: client})
 }
 
 func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
@@ -226,7 +313,7 @@ func call(t *testing.T, p *process, method, path, body, idempotencyKey string) m
 // headers: the server must close it after its header timeout (10s), not hold it
 // for as long as the client likes, and keep serving everyone else.
 func TestBinaryCutsOffSlowHeaders(t *testing.T) {
-	p := start(t, "http", nil, []string{"TOKENSERVICE_ADMIN_KEY=slow-key"})
+	p := start(t, "http", nil, []string{"TOKENSERVICE_ADMIN_KEY=" + slowKey})
 	conn, err := net.Dial("tcp", strings.TrimPrefix(p.url, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +331,7 @@ func TestBinaryCutsOffSlowHeaders(t *testing.T) {
 	if held := time.Since(opened); held < 5*time.Second {
 		t.Errorf("the connection was closed after %v, before the header timeout", held)
 	}
-	p.adminKey = "slow-key"
+	p.adminKey = slowKey
 	if got := call(t, p, http.MethodGet, "/v1/catalog", "", ""); got["latestApiVersion"] == nil {
 		t.Errorf("after cutting off a slow client the server answered %v", got)
 	}

@@ -4,8 +4,9 @@
 //
 // The package owns three things:
 //   - the HTTP API (server.go, handlers.go, problem.go, ratelimit.go): routing, the
-//     admin key, the per-client rate limits (applied after authentication), the body
-//     limit and the server's timeouts, request decoding and the responses, errors as
+//     admin key, the per-client rate limits (applied after authentication) and the
+//     limit on failed admin-key authentications per client IP, the body limit and
+//     the server's timeouts, request decoding and the responses, errors as
 //     RFC 9457 problems;
 //   - the durable store (store.go, store_tokens.go): tokens and 24 h idempotency records
 //     in memory, written through to a bbolt file. Its methods are the only code that

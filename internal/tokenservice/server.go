@@ -11,7 +11,9 @@ import (
 
 // Config configures a Server.
 type Config struct {
-	// AdminKey authorises management calls (Authorization: Bearer <AdminKey>). Required.
+	// AdminKey authorises management calls (Authorization: Bearer <AdminKey>).
+	// Required; New takes any length (the tests' keys are short), the binary
+	// refuses keys under 32 bytes.
 	AdminKey string
 	// DataPath is the database file; empty keeps everything in memory.
 	DataPath string
@@ -21,6 +23,11 @@ type Config struct {
 	// key, each account SID), counted once a request is authenticated; the requests
 	// that fail authentication share ten times that. 0 means no limit.
 	RateLimit float64
+	// AuthFailureLimit is the number of failed admin-key authentications (missing
+	// or wrong key) per second per client IP, after a burst of AuthFailureBurst;
+	// beyond it the IP is answered 429 with Retry-After without its key being
+	// checked. 0 means no limit; the binary's default is DefaultAuthFailureLimit.
+	AuthFailureLimit float64
 	// Logger receives one line per request; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -33,10 +40,13 @@ type Server struct {
 	catalog  Catalog
 	store    *store
 	limits   *rateLimits
-	timeouts timeouts
-	log      *slog.Logger
-	now      func() time.Time
-	mux      *http.ServeMux
+	// authFailures are the buckets of failed admin-key authentications by client
+	// IP; nil means no limit.
+	authFailures *limiters
+	timeouts     timeouts
+	log          *slog.Logger
+	now          func() time.Time
+	mux          *http.ServeMux
 }
 
 // New opens the store and builds the server. Close releases the database.
@@ -64,6 +74,7 @@ func New(cfg Config) (*Server, error) {
 		s.now = time.Now
 	}
 	s.limits = newRateLimits(cfg.RateLimit)
+	s.authFailures = newAuthFailureLimits(cfg.AuthFailureLimit)
 	st, err := openStore(cfg.DataPath, s.catalog, s.now())
 	if err != nil {
 		return nil, err
@@ -148,11 +159,16 @@ func (r *statusRecorder) WriteHeader(status int) {
 	r.ResponseWriter.WriteHeader(status)
 }
 
+// requireAdmin serves next to the admin key only. An IP that has spent its failed
+// authentications (ratelimit.go) is answered 429 before its key is checked.
 func (s *Server) requireAdmin(next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.authFailuresSpent(w, r) {
+			return
+		}
 		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(key), s.adminKey) != 1 {
-			if s.admit(w, "") {
+			if s.spendAuthFailure(w, r) && s.admit(w, "") {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="tokenservice"`)
 				writeProblem(w, problem(http.StatusUnauthorized, ProblemUnauthorized, "A valid admin key is required."))
 			}

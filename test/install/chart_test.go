@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -101,9 +102,74 @@ var renderCases = map[string]struct {
 			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1},
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			wantArg(t, ofKind(objs, "Deployment")[0], "--metrics-secure=false")
+			wantMetricsCert(t, ofKind(objs, "Deployment")[0], "")
 			if got := toYAML(ofKind(objs, "ServiceMonitor")[0].Object["spec"]); !strings.Contains(got, "scheme: http\n") || strings.Contains(got, "bearerTokenFile") {
 				t.Errorf("ServiceMonitor for plain HTTP:\n%s", got)
 			}
+		},
+	},
+	"ServiceMonitor verifies the metrics certificate by default": {
+		values: "metrics: {serviceMonitor: {enabled: true}}",
+		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
+			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1},
+		check: func(t *testing.T, objs []*unstructured.Unstructured) {
+			wantVerifiedMetrics(t, objs, fullname+"-metrics-cert")
+		},
+	},
+	"cert-manager issues the metrics certificate, self-signed": {
+		values: "metrics: {certificate: {certManager: {enabled: true}}, serviceMonitor: {enabled: true}}",
+		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
+			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1, "Certificate": 1, "Issuer": 1},
+		check: func(t *testing.T, objs []*unstructured.Unstructured) {
+			wantVerifiedMetrics(t, objs, fullname+"-metrics-cert")
+			issuer := ofKind(objs, "Issuer")[0]
+			if toYAML(issuer.Object["spec"]) != "selfSigned: {}\n" {
+				t.Errorf("Issuer %s spec:\n%s", issuer.GetName(), toYAML(issuer.Object["spec"]))
+			}
+			ref, _, _ := unstructured.NestedStringMap(ofKind(objs, "Certificate")[0].Object, "spec", "issuerRef")
+			if want := map[string]string{"name": issuer.GetName(), "kind": "Issuer", "group": "cert-manager.io"}; !maps.Equal(ref, want) {
+				t.Errorf("Certificate issuerRef %v, want %v", ref, want)
+			}
+		},
+	},
+	"cert-manager issues the metrics certificate from your issuer, no ServiceMonitor": {
+		values: "metrics: {certificate: {certManager: {enabled: true, issuerRef: {name: corp-ca, kind: ClusterIssuer}}}}",
+		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
+			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "Certificate": 1},
+		check: func(t *testing.T, objs []*unstructured.Unstructured) {
+			wantMetricsCert(t, ofKind(objs, "Deployment")[0], fullname+"-metrics-cert")
+			ref, _, _ := unstructured.NestedStringMap(ofKind(objs, "Certificate")[0].Object, "spec", "issuerRef")
+			if want := map[string]string{"name": "corp-ca", "kind": "ClusterIssuer"}; !maps.Equal(ref, want) {
+				t.Errorf("Certificate issuerRef %v, want %v", ref, want)
+			}
+		},
+	},
+	"metrics certificate from a Secret of yours": {
+		values: "metrics: {certificate: {secretName: corp-metrics-tls}, serviceMonitor: {enabled: true}}",
+		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
+			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1},
+		check: func(t *testing.T, objs []*unstructured.Unstructured) {
+			wantVerifiedMetrics(t, objs, "corp-metrics-tls")
+		},
+	},
+	"ServiceMonitor opts out of verification": {
+		values: "metrics: {serviceMonitor: {enabled: true, insecureSkipVerify: true}}",
+		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
+			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1},
+		check: func(t *testing.T, objs []*unstructured.Unstructured) {
+			tls, _, _ := unstructured.NestedMap(ofKind(objs, "ServiceMonitor")[0].Object["spec"].(map[string]any)["endpoints"].([]any)[0].(map[string]any), "tlsConfig")
+			if got := toYAML(tls); got != "insecureSkipVerify: true\n" {
+				t.Errorf("tlsConfig with insecureSkipVerify:\n%s", got)
+			}
+			wantMetricsCert(t, ofKind(objs, "Deployment")[0], "") // the operator's own self-signed certificate
+		},
+	},
+	"ServiceMonitor opts out the older way, tlsConfig.insecureSkipVerify": {
+		values: "metrics: {serviceMonitor: {enabled: true, tlsConfig: {insecureSkipVerify: true}}}",
+		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
+			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1},
+		check: func(t *testing.T, objs []*unstructured.Unstructured) {
+			wantMetricsCert(t, ofKind(objs, "Deployment")[0], "") // no Secret to wait for
 		},
 	},
 	"monitoring asked for, CRDs missing, renderMode ifCRDExists": {
@@ -131,7 +197,7 @@ var renderCases = map[string]struct {
 			"Role": 1, "RoleBinding": 1, "Deployment": 2, "Service": 2},
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			d := findNamed(t, ofKind(objs, "Deployment"), "apitoken-system", fullname+"-tokenservice")
-			wantArgs(t, d, []string{"--listen=:8080", "--rate-limit=0"})
+			wantArgs(t, d, []string{"--listen=:8080", "--rate-limit=0", "--auth-failure-limit=1"})
 			wantContainer(t, d, "image", "apitoken-tokenservice:0.1.0")
 			wantRestricted(t, d)
 		},
@@ -140,11 +206,12 @@ var renderCases = map[string]struct {
 		valuesFile: "values-full.yaml",
 		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
 			"Role": 4, "RoleBinding": 4, "Deployment": 2, "Service": 2, "PodDisruptionBudget": 1, "ServiceMonitor": 1,
-			"PrometheusRule": 1, "ConfigMap": 1, "PersistentVolumeClaim": 1},
+			"PrometheusRule": 1, "ConfigMap": 1, "PersistentVolumeClaim": 1, "Certificate": 1, "Issuer": 1},
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			for _, d := range ofKind(objs, "Deployment") {
 				wantRestricted(t, d)
 			}
+			wantVerifiedMetrics(t, objs, "tokens-metrics-cert")
 		},
 	},
 }
@@ -254,6 +321,10 @@ func TestValuesSchemaRejectsTypos(t *testing.T) {
 		"tokenservice typo":                "tokenservice: {enabeld: true}",
 		"kubeAPI.qps zero":                 "kubeAPI: {qps: 0}",
 		"kubeAPI.compression as a string":  "kubeAPI: {compression: \"no\"}",
+		"insecureSkipVerify as a string":   "metrics: {serviceMonitor: {insecureSkipVerify: \"yes\"}}",
+		"certManager misspelt":             "metrics: {certificate: {certmanager: {enabled: true}}}",
+		"issuerRef without a name":         "metrics: {certificate: {certManager: {enabled: true, issuerRef: {kind: ClusterIssuer}}}}",
+		"authFailureLimit negative":        "tokenservice: {authFailureLimit: -1}",
 	}
 	for name, values := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -408,6 +479,65 @@ func wantRestricted(t *testing.T, d *unstructured.Unstructured) {
 	for what, ok := range checks {
 		if !ok {
 			t.Errorf("Deployment %s: not %s", d.GetName(), what)
+		}
+	}
+}
+
+// metricsCertPath is where the chart mounts the metrics certificate's Secret.
+const metricsCertPath = "/tmp/k8s-metrics-server/metrics-certs"
+
+// wantMetricsCert checks that the operator serves its metrics certificate from
+// secret (--metrics-cert-path, the Secret mounted there), or, for "", that it
+// makes its own (no flag, no volume).
+func wantMetricsCert(t *testing.T, d *unstructured.Unstructured, secret string) {
+	t.Helper()
+	args, _, _ := unstructured.NestedStringSlice(container(t, d), "args")
+	mounts, _, _ := unstructured.NestedSlice(container(t, d), "volumeMounts")
+	volumes, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "volumes")
+	if secret == "" {
+		if slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--metrics-cert-path") }) || len(mounts) > 0 || len(volumes) > 0 {
+			t.Errorf("the operator gets a metrics certificate: args %v, mounts %v, volumes %v", args, mounts, volumes)
+		}
+		return
+	}
+	if !slices.Contains(args, "--metrics-cert-path="+metricsCertPath) {
+		t.Errorf("args %v lack --metrics-cert-path=%s", args, metricsCertPath)
+	}
+	wantMounts := "- mountPath: " + metricsCertPath + "\n  name: metrics-cert\n  readOnly: true\n"
+	wantVolumes := "- name: metrics-cert\n  secret:\n    secretName: " + secret + "\n"
+	if toYAML(mounts) != wantMounts || toYAML(volumes) != wantVolumes {
+		t.Errorf("volumeMounts:\n%svolumes:\n%swant the Secret %s at %s", toYAML(mounts), toYAML(volumes), secret, metricsCertPath)
+	}
+}
+
+// wantVerifiedMetrics checks that the ServiceMonitor verifies the metrics
+// certificate with ca.crt of secret and the metrics Service's DNS name, that
+// the operator serves from that Secret, and that a cert-manager Certificate, if
+// any, writes it for that name.
+func wantVerifiedMetrics(t *testing.T, objs []*unstructured.Unstructured, secret string) {
+	t.Helper()
+	svc := ofKind(objs, "Service")[0]
+	for _, s := range ofKind(objs, "Service") {
+		if strings.HasSuffix(s.GetName(), "-metrics") {
+			svc = s
+		}
+	}
+	serverName := svc.GetName() + "." + svc.GetNamespace() + ".svc"
+	endpoints, _, _ := unstructured.NestedSlice(ofKind(objs, "ServiceMonitor")[0].Object, "spec", "endpoints")
+	tls, _, _ := unstructured.NestedMap(endpoints[0].(map[string]any), "tlsConfig")
+	want := map[string]any{"ca": map[string]any{"secret": map[string]any{"name": secret, "key": "ca.crt"}}, "serverName": serverName}
+	if diff := cmp.Diff(want, tls); diff != "" {
+		t.Errorf("ServiceMonitor tlsConfig (-want +got), no insecureSkipVerify:\n%s", diff)
+	}
+	if scheme := endpoints[0].(map[string]any)["scheme"]; scheme != "https" {
+		t.Errorf("ServiceMonitor scheme %v, want https", scheme)
+	}
+	wantMetricsCert(t, findNamed(t, ofKind(objs, "Deployment"), svc.GetNamespace(), strings.TrimSuffix(svc.GetName(), "-metrics")+"-controller-manager"), secret)
+	for _, c := range ofKind(objs, "Certificate") {
+		spec := c.Object["spec"].(map[string]any)
+		dns, _, _ := unstructured.NestedStringSlice(spec, "dnsNames")
+		if spec["secretName"] != secret || !slices.Contains(dns, serverName) {
+			t.Errorf("Certificate %s: secretName %v, dnsNames %v; want %s, %s", c.GetName(), spec["secretName"], dns, secret, serverName)
 		}
 	}
 }

@@ -17,13 +17,16 @@ import (
 var monitoringCRDs sync.Once
 
 // installMonitoringCRDs installs the stand-in ServiceMonitor and PrometheusRule
-// CRDs once, and waits until they are served.
+// CRDs, and cert-manager's Certificate and Issuer, once, and waits until they are
+// served.
 func installMonitoringCRDs(t *testing.T) {
 	t.Helper()
 	monitoringCRDs.Do(func() {
-		mustKubectl(t, "", "apply", "--server-side", "-f", filepath.Join("testdata", "monitoring-crds.yaml"))
+		mustKubectl(t, "", "apply", "--server-side", "-f", filepath.Join("testdata", "monitoring-crds.yaml"),
+			"-f", filepath.Join("testdata", "certmanager-crds.yaml"))
 		mustKubectl(t, "", "wait", "--for=condition=Established", "--timeout=30s",
-			"crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com")
+			"crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com",
+			"crd/certificates.cert-manager.io", "crd/issuers.cert-manager.io")
 	})
 }
 
@@ -69,7 +72,8 @@ func TestServerSideDryRun(t *testing.T) {
 			want: []string{"deployment.apps/tokens-controller-manager serverside-applied", "deployment.apps/tokens-tokenservice serverside-applied",
 				"role.rbac.authorization.k8s.io/tokens-manager-role serverside-applied", "servicemonitor.monitoring.coreos.com/tokens-metrics serverside-applied",
 				"prometheusrule.monitoring.coreos.com/tokens serverside-applied", "poddisruptionbudget.policy/tokens-controller-manager serverside-applied",
-				"configmap/tokens-dashboard serverside-applied", "persistentvolumeclaim/tokens-tokenservice-data serverside-applied"},
+				"configmap/tokens-dashboard serverside-applied", "persistentvolumeclaim/tokens-tokenservice-data serverside-applied",
+				"certificate.cert-manager.io/tokens-metrics serverside-applied", "issuer.cert-manager.io/tokens-selfsigned serverside-applied"},
 		},
 		"dist/install.yaml (make build-installer)": {
 			manifest: func(t *testing.T) string { return buildInstaller(t, "registry.example.com/apitoken-operator:v0.1.0") },

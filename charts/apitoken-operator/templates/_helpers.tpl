@@ -54,3 +54,31 @@ app.kubernetes.io/component: controller-manager
 {{- define "apitoken-operator.renders" -}}
 {{- if and .values.enabled (or (eq .values.renderMode "always") (.root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind))) }}true{{ end }}
 {{- end }}
+
+{{/* metricsServerName is the metrics Service's DNS name: the name its certificate
+carries and the ServiceMonitor verifies. */}}
+{{- define "apitoken-operator.metricsServerName" -}}
+{{- printf "%s-metrics.%s.svc" (include "apitoken-operator.fullname" .) .Release.Namespace }}
+{{- end }}
+
+{{/* metricsInsecure reports whether the ServiceMonitor skips verifying the metrics
+certificate: metrics.serviceMonitor.insecureSkipVerify, or the same field in its
+tlsConfig (where older values set it). */}}
+{{- define "apitoken-operator.metricsInsecure" -}}
+{{- $sm := .Values.metrics.serviceMonitor }}
+{{- if or $sm.insecureSkipVerify (dig "insecureSkipVerify" false (default dict $sm.tlsConfig)) }}true{{ end }}
+{{- end }}
+
+{{/* metricsCertSecret is the Secret the operator serves its metrics certificate
+from (with metrics.secure): metrics.certificate.secretName, else
+<fullname>-metrics-cert when cert-manager writes it or a rendered ServiceMonitor
+verifies the certificate. Empty: the operator's own self-signed certificate. */}}
+{{- define "apitoken-operator.metricsCertSecret" -}}
+{{- $m := .Values.metrics }}
+{{- if $m.secure }}
+{{- $verifies := and (include "apitoken-operator.renders" (dict "values" $m.serviceMonitor "kind" "ServiceMonitor" "root" .)) (not (include "apitoken-operator.metricsInsecure" .)) }}
+{{- if or $m.certificate.secretName $m.certificate.certManager.enabled $verifies }}
+{{- default (printf "%s-metrics-cert" (include "apitoken-operator.fullname" .)) $m.certificate.secretName }}
+{{- end }}
+{{- end }}
+{{- end }}
