@@ -226,6 +226,18 @@ func TestAdmissionCostAtTheLargestSizes(t *testing.T) {
 			at.Spec.Scopes, at.Spec.Secret.RestartTargets = withLastScope("c200:read"), targets
 		}, client.DryRunAll), metav1.StatusReasonInvalid, want)
 	})
+	t.Run("a user: the sixteenth restart target, after every check of the scopes", func(t *testing.T) {
+		patchable := make([]string, 15)
+		for i := range patchable {
+			patchable[i] = targets[i].Name
+		}
+		tenant := restartTenant(t, ns, "largest-tenant", patchable...)
+		fresh := withTargets(onBackend(newApiToken(ns, "largest-user"), tb.Name, scopes...), targets...)
+		expectRefusedBy(t, tenant.Create(t.Context(), fresh, client.DryRunAll), metav1.StatusReasonForbidden, "restartTargets: user may not patch Deployment w15")
+		expectRefusedBy(t, tryUpdate(t, tenant, at, func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.RestartTargets = targets
+		}, client.DryRunAll), metav1.StatusReasonForbidden, "restartTargets: user may not patch Deployment w15")
+	})
 }
 
 // restartTenant is a user of its own namespace who may write ApiTokens, get
@@ -300,7 +312,7 @@ func TestAdmissionRefusesRestartTargetsTheUserMayNotPatch(t *testing.T) {
 	}
 	for name, tc := range refused {
 		t.Run("refused: "+name, func(t *testing.T) {
-			expectRefusedBy(t, tenant.Create(t.Context(), tc.at), metav1.StatusReasonForbidden, tc.want)
+			expectRefusedBy(t, tenant.Create(t.Context(), tc.at, client.DryRunAll), metav1.StatusReasonForbidden, tc.want)
 		})
 	}
 	t.Run("admitted: sixteen targets it may patch", func(t *testing.T) {

@@ -280,7 +280,7 @@ func TestForeignSIDInTheStatusIsNeverUsed(t *testing.T) {
 	at.Status.AccountSID, at.Status.BackendETag = foreign.SID, ""
 	g.Expect(k8s.Status().Patch(t.Context(), at, patch)).To(Succeed())
 	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = "wake up" })
-	g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, "ForeignTokenIgnored") }, wait, tick).Should(BeTrue())
+	g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, tokensv1alpha1.ReasonForeignToken) }, wait, tick).Should(BeTrue())
 	at = waitReady(t, at)
 	g.Expect(at.Status.AccountSID).To(Equal(own), "the ApiToken's own token is found again")
 	g.Expect(secretCredentials(t, getSecret(t, ns, "tampered"), "accountSid", "authToken").AccountSID).To(Equal(own))

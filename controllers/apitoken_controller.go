@@ -201,7 +201,12 @@ func (r *ApiTokenReconciler) respondWhileBlocked(ctx context.Context, at *tokens
 		return r.classify(at, blocked, resync)
 	}
 	original := at.DeepCopy()
-	creds, observed, err := r.respondToIncident(ctx, at, be)
+	var creds *backend.Credentials
+	var observed *backend.Token
+	var err error
+	if incidentDue(at, r.Clock.Now()) {
+		creds, observed, err = r.respondToIncident(ctx, at, be)
+	}
 	if err == nil && (creds != nil || observed != nil) {
 		var delivered deliveredCredentials
 		if delivered, err = r.reconcileSecret(ctx, at, be, secretLookup{}, creds, observed); err == nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -19,6 +20,16 @@ import (
 // even when its namespace lost access to the TokenBackend, the policy was
 // tightened, or the backend refuses a value of the spec. Nothing else of the
 // spec is applied: the token keeps the settings it has in the backend.
+
+// incidentDue reports whether a blocked ApiToken asks for something incident
+// response carries out: a reset or rotation, disabling, or a spec changed since
+// the last pass (fewer scopes, perhaps). A blocked ApiToken that asks for
+// nothing costs no backend call on its retries.
+func incidentDue(at *tokensv1alpha1.ApiToken, now time.Time) bool {
+	_, due := dueCredentialChange(at, now)
+	return due || (at.Spec.Disabled && at.Status.State != tokensv1alpha1.TokenState(backend.StateDisabled)) ||
+		at.Generation != at.Status.ObservedGeneration
+}
 
 // respondToIncident reads the ApiToken's current token in full (which confirms
 // that it is the ApiToken's), narrows it as the spec asks (fewer scopes,

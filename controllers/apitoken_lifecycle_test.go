@@ -180,8 +180,14 @@ func TestDisablingEndsOverlapAndDeletionReleasesRetiringTokens(t *testing.T) {
 	g.Expect(found).To(BeEmpty(), "deletion releases the current and the retiring token")
 }
 
-func newDeployment(ns, name string) *appsv1.Deployment {
+// newDeployment is a Deployment whose containers read the Secret named secret
+// (envFrom), or no Secret when it is empty.
+func newDeployment(ns, name, secret string) *appsv1.Deployment {
 	labels := map[string]string{"app": name}
+	container := corev1.Container{Name: "app", Image: "example.com/app:1"}
+	if secret != "" {
+		container.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret}}}}
+	}
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
 		Spec: appsv1.DeploymentSpec{
@@ -189,7 +195,7 @@ func newDeployment(ns, name string) *appsv1.Deployment {
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{container}},
 			},
 		},
 	}
@@ -207,7 +213,7 @@ func templateAnnotation(t *testing.T, ns, name string) (string, string) {
 func TestRestartTargetsRollOncePerCredentialChange(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t, nil)
-	g.Expect(k8s.Create(t.Context(), newDeployment(ns, "consumer"))).To(Succeed())
+	g.Expect(k8s.Create(t.Context(), newDeployment(ns, "consumer", "restarts"))).To(Succeed())
 	at := newApiToken(ns, "restarts")
 	at.Spec.Secret.RestartTargets = []tokensv1alpha1.RestartTarget{
 		{Kind: tokensv1alpha1.RestartTargetDeployment, Name: "consumer"},

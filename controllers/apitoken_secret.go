@@ -391,12 +391,9 @@ func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1al
 		return deliveredCredentials{accountSID: sid, generation: current.generation}, nil
 	}
 	if creds == nil {
-		if _, err := r.confirmOwned(ctx, at, be, sid); err != nil {
-			return deliveredCredentials{}, err
-		}
-		fetched, err := be.Credentials(ctx, sid)
+		fetched, err := r.ownCredentials(ctx, at, be)
 		if err != nil {
-			return deliveredCredentials{}, fmt.Errorf("read credentials of %s: %w", sid, err)
+			return deliveredCredentials{}, err
 		}
 		creds = &fetched
 	}
@@ -415,6 +412,34 @@ func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1al
 	}
 	at.Status.SecretName = name
 	return deliveredCredentials{accountSID: creds.AccountSID, generation: creds.Generation}, nil
+}
+
+// ownCredentials reads the credentials of the status's token once it is
+// confirmed as the ApiToken's. A foreign one is never read: the status is
+// rebuilt from the lookup by externalId, and the credentials are those of the
+// ApiToken's own current token (or, when it has none, the pass fails and the next
+// one makes it).
+func (r *ApiTokenReconciler) ownCredentials(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend) (backend.Credentials, error) {
+	sid := at.Status.AccountSID
+	_, err := r.confirmOwned(ctx, at, be, sid)
+	if isForeign(err) {
+		has, rebuildErr := r.rebuildFromOwnTokens(ctx, at, be, sid)
+		if rebuildErr != nil {
+			return backend.Credentials{}, rebuildErr
+		}
+		if !has {
+			return backend.Credentials{}, fmt.Errorf("token %s is not this ApiToken's, and it has none: the next pass makes one", sid)
+		}
+		sid, err = at.Status.AccountSID, nil
+	}
+	if err != nil {
+		return backend.Credentials{}, err
+	}
+	creds, err := be.Credentials(ctx, sid)
+	if err != nil {
+		return backend.Credentials{}, fmt.Errorf("read credentials of %s: %w", sid, err)
+	}
+	return creds, nil
 }
 
 // secretMetadataUpToDate reports whether a Secret that holds the current

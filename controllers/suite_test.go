@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -40,8 +41,10 @@ var (
 	// controlPlane is the suite's envtest, for tests that create TokenBackends.
 	controlPlane *framework.ControlPlane
 	faultPlan    = &faults.Rules{}
-	testScope    = NewScheme()
-	logSink      = &framework.SyncBuffer{}
+	// operatorCache is the manager's cache: what the operator holds in memory.
+	operatorCache cache.Cache
+	testScope     = NewScheme()
+	logSink       = &framework.SyncBuffer{}
 )
 
 func TestMain(m *testing.M) {
@@ -77,6 +80,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	operatorCache = mgr.GetCache()
 	defer framework.RunManager(mgr)()
 	ctx := context.Background()
 	if err := cp.CreateAdminKey(ctx, testAdminKey); err != nil {

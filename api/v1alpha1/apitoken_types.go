@@ -80,9 +80,11 @@ type Adoption struct {
 	// accountSid of the backend token (made by hand, e.g. in the platform's web
 	// UI) that this ApiToken takes over without a reset: the operator claims it
 	// (sets its externalId to the ApiToken's UID), applies the spec, and writes its
-	// current credentials to the Secret. Immutable.
+	// current credentials to the Secret. Immutable. Letters, digits, '-' and '_',
+	// starting with a letter or digit.
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][-A-Za-z0-9_]*$`
 	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="adopt.accountSid is immutable"
 	// +required
 	AccountSID string `json:"accountSid"`
@@ -291,6 +293,7 @@ type CredentialChange struct {
 
 	// accountSid of the token that holds the new credentials.
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][-A-Za-z0-9_]*$`
 	// +required
 	AccountSID string `json:"accountSid"`
 
@@ -303,6 +306,7 @@ type CredentialChange struct {
 type RetiringToken struct {
 	// accountSid of the old token.
 	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][-A-Za-z0-9_]*$`
 	// +required
 	AccountSID string `json:"accountSid"`
 
@@ -324,6 +328,8 @@ type ApiTokenStatus struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 
 	// accountSid identifies the backend token. It is not secret.
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9][-A-Za-z0-9_]*$`
 	// +optional
 	AccountSID string `json:"accountSid,omitempty"`
 
@@ -389,6 +395,7 @@ type ApiTokenStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 63",message="metadata.name must be at most 63 characters: it is the value of the Secret's label tokens.apitoken.dev/apitoken"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.spec.adopt) || (has(self.spec.adopt) && self.spec.adopt == oldSelf.spec.adopt) || (has(oldSelf.status) && has(oldSelf.status.accountSid) && oldSelf.status.accountSid != '')",message="spec.adopt cannot be removed or changed until the ApiToken owns a token (status.accountSid)"
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.apiVersion) || (has(oldSelf.spec.apiVersion) && self.spec.apiVersion == oldSelf.spec.apiVersion) || !has(oldSelf.status) || !has(oldSelf.status.apiVersion) || self.spec.apiVersion >= oldSelf.status.apiVersion",message="spec.apiVersion may not be below the token's effective API version (status.apiVersion): a token cannot be moved to an older API version"
 
 // ApiToken is an API access token in a token backend, declared in Kubernetes. The
@@ -398,7 +405,9 @@ type ApiTokenStatus struct {
 // The name is also the value of the Secret's label tokens.apitoken.dev/apitoken,
 // hence at most 63 characters. spec.apiVersion may not be set below the token's
 // effective version (status.apiVersion), also when it is set for the first time
-// or again after its removal: the backend cannot downgrade a token.
+// or again after its removal: the backend cannot downgrade a token. spec.adopt
+// cannot be removed or changed until the ApiToken owns a token
+// (status.accountSid): until then it is what decides which token it gets.
 type ApiToken struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -538,7 +538,9 @@ func deployment(ns, name string) *appsv1.Deployment {
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/consumer:1"}}},
+				// It reads the Secret of the same name: only a consumer is rolled.
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/consumer:1",
+					EnvFrom: []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}}}}}}},
 			},
 		},
 	}

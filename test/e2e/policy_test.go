@@ -13,7 +13,7 @@ import (
 // policy's message and stores nothing; within the policy it becomes Ready.
 func TestPolicyRefusedAtKubectlApply(t *testing.T) {
 	e := startCluster(t)
-	// config/default keeps the names DESIGN gives (no name prefix).
+	// config/default keeps the names docs/design.md gives (no name prefix).
 	e.kubectl("get", "validatingadmissionpolicy/apitoken-policy", "validatingadmissionpolicybinding/apitoken-policy")
 	e.applySample("", "tokens_v1alpha1_tokenbackend_tenants.yaml")
 	e.kubectl("wait", "--for=condition=Ready", "tokenbackend/team-analytics", "tokenbackend/team-partners", "--timeout=60s")

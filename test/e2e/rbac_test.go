@@ -1,6 +1,6 @@
 package e2e
 
-// DESIGN §5 invariant 7: the operator runs with the RBAC that its markers
+// docs/design.md, invariant 7: the operator runs with the RBAC that its markers
 // generate and nothing more. This test compares the requests the API server's
 // audit log saw from the operator with config/rbac.
 
@@ -52,7 +52,7 @@ spec:
   selector: {matchLabels: {app: consumer}}
   template:
     metadata: {labels: {app: consumer}}
-    spec: {containers: [{name: consumer, image: registry.k8s.io/pause:3.10}]}
+    spec: {containers: [{name: consumer, image: registry.k8s.io/pause:3.10, envFrom: [{secretRef: {name: etl}}]}]}
 ---
 apiVersion: apps/v1
 kind: StatefulSet
@@ -62,7 +62,7 @@ spec:
   selector: {matchLabels: {app: consumer}}
   template:
     metadata: {labels: {app: consumer}}
-    spec: {containers: [{name: consumer, image: registry.k8s.io/pause:3.10}]}
+    spec: {containers: [{name: consumer, image: registry.k8s.io/pause:3.10, envFrom: [{secretRef: {name: etl}}]}]}
 ---
 apiVersion: apps/v1
 kind: DaemonSet
@@ -71,7 +71,7 @@ spec:
   selector: {matchLabels: {app: consumer}}
   template:
     metadata: {labels: {app: consumer}}
-    spec: {containers: [{name: consumer, image: registry.k8s.io/pause:3.10}]}
+    spec: {containers: [{name: consumer, image: registry.k8s.io/pause:3.10, envFrom: [{secretRef: {name: etl}}]}]}
 `
 
 const rbacApiTokens = `apiVersion: tokens.apitoken.dev/v1alpha1

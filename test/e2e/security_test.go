@@ -1,6 +1,6 @@
 package e2e
 
-// DESIGN §5 invariant 7: the operator's metrics only for authenticated,
+// docs/design.md, invariant 7: the operator's metrics only for authenticated,
 // authorized clients; admin keys read only from its own namespace.
 
 import (

@@ -248,7 +248,7 @@ func newApiToken(name, backend string) *tokensv1alpha1.ApiToken {
 	}
 }
 
-// paused is at as the pause feature leaves it (DESIGN §3): the annotation, the
+// paused is at as the pause feature leaves it (docs/design.md, "Adoption and pause"): the annotation, the
 // condition Paused=True, Reconciling False and Ready as it was. With
 // annotated false, the annotation has been removed and the operator has not
 // resumed yet.

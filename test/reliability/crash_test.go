@@ -2,6 +2,8 @@ package reliability
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -36,8 +38,10 @@ var allScopes = []string{"reports:read", "reports:write", "actions:read", "deals
 // rotations (in place and with overlap, with and without a restart target),
 // disable/enable and delete under every deletion policy, with the operator crashed
 // at random steps (before and after each backend call and Kubernetes write) and
-// responses lost, 5xx'd and 429'd by the transport. After each trial settles it
-// checks the invariants of DESIGN section 5.
+// responses lost, 5xx'd and 429'd by the transport, and a hostile tenant
+// (forged statuses naming another tenant's token, nonces longer than the status
+// holds, rotate storms). After each trial settles it checks the invariants of
+// docs/design.md (1-9).
 //
 // Replay a failure: go test ./test/reliability -run TestCrashConsistency -seed N -trials M
 func TestCrashConsistency(t *testing.T) {
@@ -128,6 +132,13 @@ type trialState struct {
 	adopted     *backend.Credentials // the credentials of a hand-made token the ApiToken adopted
 	// pausedDelete: the ApiToken was paused before it was deleted.
 	pausedDelete bool
+	// victim is another tenant's token (externalId of no ApiToken): the hostile
+	// operations name it in the status; it must come out untouched (invariant 9).
+	victim      *backend.Token
+	victimCreds backend.Credentials
+	// stormed: a rotate storm coalesces nonces, so the number of changes is known
+	// only within bounds (minChanges..maxChanges since the storm began).
+	stormed bool
 }
 
 // trialOverlap is short, so that retiring tokens are deleted within a trial.
@@ -147,6 +158,13 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		return []string{err.Error()}
 	}
 	s.foreignRV = foreign.ResourceVersion
+	victim, victimCreds, err := w.service.Admin.Create(ctx, "victim-"+s.ns, backend.CreateRequest{
+		Name: "another tenant's", PrimaryContact: "ops@example.com", Scopes: []string{"reports:read"}, State: backend.StateEnabled, ExternalID: "victim-" + s.ns,
+	})
+	if err != nil {
+		return []string{"victim token: " + err.Error()}
+	}
+	s.victim, s.victimCreds = victim, victimCreds
 
 	armMaybe := func() {
 		if rng.Float64() < 0.7 {
@@ -173,7 +191,7 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		at.Spec.Rotation.Overlap = &metav1.Duration{Duration: trialOverlap}
 	}
 	if s.restarts = rng.IntN(2) == 0; s.restarts {
-		if err := k8s.Create(ctx, consumerDeployment(s.ns)); err != nil {
+		if err := k8s.Create(ctx, consumerDeployment(s.ns, secretNameOf(at))); err != nil {
 			return []string{err.Error()}
 		}
 		at.Spec.Secret.RestartTargets = []tokensv1alpha1.RestartTarget{{Kind: tokensv1alpha1.RestartTargetDeployment, Name: "consumer"}}
@@ -199,7 +217,9 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		w.crasher.Arm(0)
 		armMaybe()
 		var err error
-		switch rng.IntN(5) {
+		switch rng.IntN(6) {
+		case 5:
+			err = hostileTenant(w, s, rng, i, op)
 		case 4:
 			err = pauseAndResume(s)
 		case 0:
@@ -298,10 +318,10 @@ func settle(s *trialState) error {
 		switch {
 		case ready == nil || ready.Status != metav1.ConditionTrue || at.Status.ObservedGeneration != at.Generation:
 			return fmt.Errorf("not ready: %+v", at.Status.Conditions)
-		case at.Status.LastHandledReset != s.nonce:
-			return fmt.Errorf("reset %q not handled (last %q)", s.nonce, at.Status.LastHandledReset)
-		case at.Status.LastHandledRotate != s.rotateNonce:
-			return fmt.Errorf("rotate %q not handled (last %q)", s.rotateNonce, at.Status.LastHandledRotate)
+		case at.Status.LastHandledReset != recordedNonce(s.nonce):
+			return fmt.Errorf("reset %q not handled (last %q)", recordedNonce(s.nonce), at.Status.LastHandledReset)
+		case at.Status.LastHandledRotate != recordedNonce(s.rotateNonce):
+			return fmt.Errorf("rotate %q not handled (last %q)", recordedNonce(s.rotateNonce), at.Status.LastHandledRotate)
 		}
 		s.sid = at.Status.AccountSID
 		return nil
@@ -321,11 +341,16 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 	}
 	secret := &corev1.Secret{}
 	secretErr := k8s.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: s.name}, secret)
+	v = append(v, checkVictim(ctx, w, s, secret)...)
 
 	if s.deleted && s.pausedDelete {
-		// The backend is left as it is (retiring tokens too), the Secret kept.
+		// Orphan is allowed: the current token is left as it is, the retiring
+		// ones deleted, the Secret kept.
 		if !slices.ContainsFunc(tokens, func(t backend.Token) bool { return t.SID == s.sid }) {
 			v = append(v, "the token of an ApiToken deleted while paused was touched")
+		}
+		if len(tokens) != 1 {
+			v = append(v, fmt.Sprintf("%d backend tokens after a paused deletion (as Orphan), want 1: retiring tokens leaked", len(tokens)))
 		}
 		if secretErr != nil || metav1.GetControllerOf(secret) != nil {
 			v = append(v, "the Secret of an ApiToken deleted while paused was not kept without its owner")
@@ -411,7 +436,16 @@ func setAnnotation(at *tokensv1alpha1.ApiToken, key, value string) {
 	at.Annotations[key] = value
 }
 
-func consumerDeployment(ns string) *appsv1.Deployment {
+// secretNameOf is the Secret an ApiToken's credentials go to.
+func secretNameOf(at *tokensv1alpha1.ApiToken) string {
+	if at.Spec.Secret.Name != "" {
+		return at.Spec.Secret.Name
+	}
+	return at.Name
+}
+
+// consumerDeployment reads the Secret (envFrom): only a consumer is rolled.
+func consumerDeployment(ns, secret string) *appsv1.Deployment {
 	labels := map[string]string{"app": "consumer"}
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Name: "consumer", Namespace: ns},
@@ -419,7 +453,8 @@ func consumerDeployment(ns string) *appsv1.Deployment {
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1"}}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1",
+					EnvFrom: []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret}}}}}}},
 			},
 		},
 	}
@@ -460,13 +495,13 @@ func currentToken(tokens []backend.Token, at *tokensv1alpha1.ApiToken) (*backend
 // target was rolled once per change, to the current credentials.
 func checkLifecycle(ctx context.Context, s *trialState, at *tokensv1alpha1.ApiToken, tok *backend.Token) []string {
 	var v []string
-	if tok.Generation != s.generation {
+	if tok.Generation != s.generation && !s.stormed {
 		v = append(v, fmt.Sprintf("current token at generation %d, want %d", tok.Generation, s.generation))
 	}
 	for _, nonce := range s.nonces {
 		n := 0
 		for _, c := range at.Status.History {
-			if c.Nonce == nonce {
+			if c.Nonce == recordedNonce(nonce) {
 				n++
 			}
 		}
@@ -481,8 +516,11 @@ func checkLifecycle(ctx context.Context, s *trialState, at *tokensv1alpha1.ApiTo
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: "consumer"}, d); err != nil {
 		return append(v, err.Error())
 	}
-	if d.Generation != 1+s.rolls {
+	if d.Generation != 1+s.rolls && !s.stormed {
 		v = append(v, fmt.Sprintf("restart target rolled %d times for %d credential changes", d.Generation-1, s.rolls))
+	}
+	if s.stormed && d.Generation-1 > s.rolls {
+		v = append(v, fmt.Sprintf("restart target rolled %d times for at most %d credential changes", d.Generation-1, s.rolls))
 	}
 	if want := fmt.Sprintf("%s/%d", tok.SID, tok.Generation); s.rolls > 0 && d.Spec.Template.Annotations[tokensv1alpha1.CredentialsAnnotation] != want {
 		v = append(v, fmt.Sprintf("restart target annotated %q, want %q", d.Spec.Template.Annotations[tokensv1alpha1.CredentialsAnnotation], want))
@@ -528,4 +566,100 @@ func pauseAndResume(s *trialState) error {
 		return err
 	}
 	return mutate(s, func(at *tokensv1alpha1.ApiToken) { delete(at.Annotations, tokensv1alpha1.PausedAnnotation) })
+}
+
+// hostileTenant is the hostile-tenant fault: what a tenant with write access to
+// its ApiToken and its status can try (invariant 9). One of: a status naming
+// another tenant's token then a reset; another tenant's token listed as a due
+// retiring token; a nonce far longer than the status can hold; a storm of
+// rotate nonces.
+func hostileTenant(w *world, s *trialState, rng *rand.Rand, i, op int) error {
+	switch rng.IntN(4) {
+	case 0:
+		if err := forgeStatus(s, func(st *tokensv1alpha1.ApiTokenStatus) { st.AccountSID, st.BackendETag = s.victim.SID, "" }); err != nil {
+			return err
+		}
+		s.nonce = fmt.Sprintf("forged-%d-%d", i, op)
+		s.resets++
+		s.generation++
+		s.rolls++
+		s.nonces = append(s.nonces, s.nonce)
+		return mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.ResetAnnotation, s.nonce) })
+	case 1:
+		if err := forgeStatus(s, func(st *tokensv1alpha1.ApiTokenStatus) {
+			st.RetiringTokens = append(st.RetiringTokens, tokensv1alpha1.RetiringToken{AccountSID: s.victim.SID, DeleteAfter: metav1.NewTime(time.Now().Add(-time.Minute))})
+		}); err != nil {
+			return err
+		}
+		s.description = fmt.Sprintf("forged retiring %d", op)
+		return mutate(s, func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = s.description })
+	case 2:
+		s.nonce = fmt.Sprintf("long-%d-%d-%s", i, op, strings.Repeat("n", 300+rng.IntN(4000)))
+		s.resets++
+		s.generation++
+		s.rolls++
+		s.nonces = append(s.nonces, s.nonce)
+		return mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.ResetAnnotation, s.nonce) })
+	}
+	// A rotate storm: several nonces in a row; the operator may coalesce some
+	// (the last one is always handled) but never leaves a token untracked.
+	n := 3 + rng.IntN(8)
+	for k := range n {
+		s.rotateNonce = fmt.Sprintf("storm-%d-%d-%d", i, op, k)
+		if err := mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.RotateAnnotation, s.rotateNonce) }); err != nil {
+			return err
+		}
+	}
+	s.stormed = true
+	s.rolls += int64(n)
+	s.nonces = append(s.nonces, s.rotateNonce)
+	return nil
+}
+
+// forgeStatus writes the ApiToken's status as a tenant with access to the status
+// subresource can.
+func forgeStatus(s *trialState, change func(*tokensv1alpha1.ApiTokenStatus)) error {
+	return framework.Poll(30*time.Second, func() error {
+		at := &tokensv1alpha1.ApiToken{}
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: s.ns, Name: s.name}, at); err != nil {
+			return err
+		}
+		patch := client.MergeFrom(at.DeepCopy())
+		change(&at.Status)
+		return k8s.Status().Patch(context.Background(), at, patch)
+	})
+}
+
+// checkVictim checks invariant 9: the other tenant's token that the hostile
+// operations named is untouched (not reset, disabled, changed or deleted), and
+// its credentials never reached this ApiToken's Secret.
+func checkVictim(ctx context.Context, w *world, s *trialState, secret *corev1.Secret) []string {
+	var v []string
+	tok, _, err := w.service.Admin.Get(ctx, s.victim.SID, "")
+	switch {
+	case err != nil:
+		return []string{"another tenant's token named in a forged status is gone: " + err.Error()}
+	case tok.Generation != 1 || tok.State != backend.StateEnabled || tok.ExternalID != s.victim.ExternalID || tok.Name != s.victim.Name:
+		v = append(v, "another tenant's token named in a forged status was changed")
+	}
+	if w.service.VerifyStatus(ctx, s.victimCreds, "reports:read") != 200 {
+		v = append(v, "another tenant's consumers were refused")
+	}
+	for _, value := range secret.Data {
+		if string(value) == s.victimCreds.AuthToken.Reveal() {
+			v = append(v, "another tenant's auth token was written into this ApiToken's Secret")
+		}
+	}
+	return v
+}
+
+// recordedNonce is the form the status keeps a nonce in (docs/design.md, Trust
+// boundary): as it is up to 128 characters, else "sha256:" and the first 32 hex
+// digits of its SHA-256.
+func recordedNonce(nonce string) string {
+	if len(nonce) <= 128 {
+		return nonce
+	}
+	sum := sha256.Sum256([]byte(nonce))
+	return "sha256:" + hex.EncodeToString(sum[:16])
 }

@@ -1,4 +1,4 @@
-// Package reliability proves DESIGN section 5 under faults: crashes at every step,
+// Package reliability proves the invariants of docs/design.md under faults: crashes at every step,
 // lost responses, 5xx and 429 from the backend, a backend that is down, canary
 // secrets, and bad input. It runs against envtest (real etcd + kube-apiserver) and
 // tokenservice over HTTP, with the operator's manager restarted after each crash.

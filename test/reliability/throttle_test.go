@@ -18,7 +18,7 @@ import (
 )
 
 // One tenant's throttling backend never delays another backend's ApiTokens
-// (DESIGN §5, invariant 6): a backend answering every token call 429 with a
+// (docs/design.md, invariant 6): a backend answering every token call 429 with a
 // two-minute Retry-After, and more of its ApiTokens than the operator has
 // workers, must not hold the workers; the healthy backend's ApiTokens converge
 // as fast as without it, and the throttled ones say why they wait.
