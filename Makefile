@@ -95,7 +95,7 @@ test-install: ## Only the install tests: chart, dist/install.yaml, scoped instal
 .PHONY: crash-trials
 crash-trials: ## The long randomized crash-consistency run (CRASH_TRIALS, CRASH_SEED to replay).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/reliability -run TestCrashConsistency -count=1 -timeout 60m -v \
-		-trials $(CRASH_TRIALS) -seed $(CRASH_SEED) 2>&1 | grep --line-buffered -E "crash-consistency|crash points|transport faults|trial [0-9]+:|^(ok|FAIL|---)"
+		-trials $(CRASH_TRIALS) -seed $(CRASH_SEED) 2>&1 | grep --line-buffered -E "crash-consistency|crash points|transport faults|hostile tenant|trial [0-9]+:|^(ok|FAIL|---)"
 
 # -fuzzminimizetime bounds the minimization of new interesting inputs: a long one
 # can outlast -fuzztime and fail the run with "context deadline exceeded".

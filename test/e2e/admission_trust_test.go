@@ -219,6 +219,20 @@ spec:
 		if out, err := e.kubectlAs(analyticsDev, "", "-n", "analytics", "annotate", "apitoken", "etl", "tokens.apitoken.dev/reset=incident-1"); err != nil {
 			t.Fatalf("kubectl annotate reset was refused: %v (%s)", err, out)
 		}
+		// And the operator carries them out while the ApiToken is Stalled
+		// (PolicyViolation): the token is disabled, narrowed and reset.
+		sid := e.kubectl("-n", "analytics", "get", "apitoken", "etl", "-o", "jsonpath={.status.accountSid}")
+		e.eventually("the reset, disable and narrowing reach the backend", 60*time.Second, func() error {
+			tok, _, err := e.admin().Get(e.ctx, sid, "")
+			if err != nil {
+				return err
+			}
+			handled := e.kubectl("-n", "analytics", "get", "apitoken", "etl", "-o", "jsonpath={.status.lastHandledReset}")
+			if tok.State != "Disabled" || tok.Generation != 2 || strings.Join(tok.Scopes, ",") != "deals:read,reports:read" || handled != "incident-1" {
+				return fmt.Errorf("backend token %s generation %d scopes %v; lastHandledReset %q", tok.State, tok.Generation, tok.Scopes, handled)
+			}
+			return nil
+		})
 		got := e.kubectl("-n", "analytics", "get", "apitoken", "etl", "-o",
 			`jsonpath={.spec.disabled} {.spec.scopes} {.metadata.annotations.tokens\.apitoken\.dev/reset}`)
 		if want := `true ["reports:read","deals:read"] incident-1`; got != want {

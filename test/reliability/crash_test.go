@@ -77,6 +77,7 @@ func TestCrashConsistency(t *testing.T) {
 	}
 	t.Logf("crash points hit: %s", formatCounts(crashes))
 	t.Logf("transport faults: %s", formatCounts(injected))
+	t.Logf("hostile tenant: %s", formatCounts(hostileOps))
 	// Retry-After is checked by TestRetryAfterIsHonoured; here restarts, which
 	// forget it by nature, would count against it.
 	summary := fmt.Sprintf("crash-consistency: seed %d, %d trials, %d faults injected (%d crashes, %d operator restarts), %d violations, %s",
@@ -574,7 +575,9 @@ func pauseAndResume(s *trialState) error {
 // retiring token; a nonce far longer than the status can hold; a storm of
 // rotate nonces.
 func hostileTenant(w *world, s *trialState, rng *rand.Rand, i, op int) error {
-	switch rng.IntN(4) {
+	kind := rng.IntN(4)
+	hostileOps[[]string{"forged-sid", "forged-retiring", "long-nonce", "rotate-storm"}[kind]]++
+	switch kind {
 	case 0:
 		if err := forgeStatus(s, func(st *tokensv1alpha1.ApiTokenStatus) { st.AccountSID, st.BackendETag = s.victim.SID, "" }); err != nil {
 			return err
@@ -615,6 +618,9 @@ func hostileTenant(w *world, s *trialState, rng *rand.Rand, i, op int) error {
 	s.nonces = append(s.nonces, s.rotateNonce)
 	return nil
 }
+
+// hostileOps counts the hostile-tenant operations the trials made, by kind.
+var hostileOps = map[string]int{}
 
 // forgeStatus writes the ApiToken's status as a tenant with access to the status
 // subresource can.
