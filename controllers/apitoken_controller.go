@@ -52,9 +52,11 @@ type ApiTokenReconciler struct {
 	client.Client
 	// APIReader finds Secrets that the label-filtered cache does not hold.
 	APIReader client.Reader
-	Scheme    *runtime.Scheme
-	Recorder  events.EventRecorder
-	Registry  *Registry
+	// SecretWriter creates and updates Secrets (secret_writer.go); nil: Client.
+	SecretWriter client.Writer
+	Scheme       *runtime.Scheme
+	Recorder     events.EventRecorder
+	Registry     *Registry
 	// Clock is the time source, timers included (the drift checker's).
 	Clock clock.Clock
 	// MaxConcurrentReconciles bounds the workers; default 10.
@@ -380,6 +382,9 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MaxConcurrentReconciles <= 0 {
 		r.MaxConcurrentReconciles = 10
 	}
+	if r.SecretWriter == nil {
+		r.SecretWriter = r.Client
+	}
 	r.owned = newOwnedTokens()
 	r.drift = newDriftChecker(r.Registry, r.Clock, &r.checked, r.MaxConcurrentReconciles)
 	err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.ApiToken{}, backendRefIndex,
@@ -397,7 +402,7 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionPredicate()))).
-		Owns(&corev1.Secret{}, builder.WithPredicates(notCreated())).
+		Owns(&corev1.Secret{}, builder.OnlyMetadata, builder.WithPredicates(notCreated())).
 		Watches(&tokensv1alpha1.TokenBackend{}, enqueueBehindOthers(func(ctx context.Context, o client.Object) []reconcile.Request {
 			return tokensOfBackend(ctx, o.(*tokensv1alpha1.TokenBackend))
 		}), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, readinessChangedPredicate(), catalogChangedPredicate()))).

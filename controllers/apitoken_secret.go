@@ -1,10 +1,7 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -23,13 +20,6 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
-)
-
-// Annotations the operator keeps on the Secret to know, without asking the backend,
-// that the credentials in it are current and unedited.
-const (
-	credentialsGenerationAnnotation = "tokens.apitoken.dev/credentials-generation"
-	credentialsHashAnnotation       = "tokens.apitoken.dev/credentials-hash"
 )
 
 // secretName is where the spec wants the credentials.
@@ -62,23 +52,6 @@ func secretKeys(at *tokensv1alpha1.ApiToken) (sidKey, tokenKey string) {
 	return sidKey, tokenKey
 }
 
-// credentialsHash fingerprints credentials so that an edited Secret is noticed.
-// It is computed from the SHA-256 digest of the auth token, not the token itself,
-// so that it can be checked against the operator's cache, which holds Secrets'
-// data only as digests (secretCacheTransform). The auth token is high-entropy,
-// so the hash reveals nothing useful; it is kept only on the Secret, which
-// already holds the token itself.
-func credentialsHash(sid string, tokenDigest []byte, generation int64) string {
-	sum := sha256.Sum256([]byte(sid + "\x00" + hex.EncodeToString(tokenDigest) + "\x00" + strconv.FormatInt(generation, 10)))
-	return hex.EncodeToString(sum[:16])
-}
-
-// digest is the SHA-256 of a Secret value, the form the cache keeps it in.
-func digest(value []byte) []byte {
-	sum := sha256.Sum256(value)
-	return sum[:]
-}
-
 // renderSecret is the Secret that the spec and the credentials call for. The owner
 // reference is set by the caller, which knows the scheme.
 func renderSecret(at *tokensv1alpha1.ApiToken, creds backend.Credentials) *corev1.Secret {
@@ -90,16 +63,15 @@ func renderSecret(at *tokensv1alpha1.ApiToken, creds backend.Credentials) *corev
 	labels[tokensv1alpha1.ApiTokenLabel] = at.Name
 	annotations := map[string]string{}
 	maps.Copy(annotations, at.Spec.Secret.Annotations)
-	token := []byte(creds.AuthToken.Reveal())
-	annotations[credentialsGenerationAnnotation] = strconv.FormatInt(creds.Generation, 10)
-	annotations[credentialsHashAnnotation] = credentialsHash(creds.AccountSID, digest(token), creds.Generation)
 	sidKey, tokenKey := secretKeys(at)
+	annotations[credentialsGenerationAnnotation] = strconv.FormatInt(creds.Generation, 10)
+	annotations[credentialsHashAnnotation] = credentialsHash(creds.AccountSID, creds.Generation, secretType(at), sidKey, tokenKey)
 	return &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: secretName(at), Namespace: at.Namespace, Labels: labels, Annotations: annotations,
 		},
 		Type: secretType(at),
-		Data: map[string][]byte{sidKey: []byte(creds.AccountSID), tokenKey: token},
+		Data: map[string][]byte{sidKey: []byte(creds.AccountSID), tokenKey: []byte(creds.AuthToken.Reveal())},
 	}
 }
 
@@ -107,104 +79,6 @@ func renderSecret(at *tokensv1alpha1.ApiToken, creds backend.Credentials) *corev
 type deliveredCredentials struct {
 	accountSID string
 	generation int64
-}
-
-// secretDelivery is what a Secret in digest form says it holds: the digests of
-// the SID and the auth token under the keys the spec names, and the generation,
-// when they match the hash the operator wrote (intact).
-type secretDelivery struct {
-	sidDigest, tokenDigest []byte
-	generation             int64
-	intact                 bool
-}
-
-// deliveryIn reads a Secret in digest form (as cached, or as getOwnSecret
-// returns it).
-func deliveryIn(at *tokensv1alpha1.ApiToken, s *corev1.Secret) secretDelivery {
-	if s == nil {
-		return secretDelivery{}
-	}
-	sidKey, tokenKey := secretKeys(at)
-	generation, err := strconv.ParseInt(s.Annotations[credentialsGenerationAnnotation], 10, 64)
-	if err != nil {
-		return secretDelivery{}
-	}
-	d := secretDelivery{sidDigest: s.Data[sidKey], tokenDigest: s.Data[tokenKey], generation: generation}
-	d.intact = len(d.tokenDigest) == sha256.Size && len(d.sidDigest) == sha256.Size && at.Status.AccountSID != "" &&
-		s.Annotations[credentialsHashAnnotation] == credentialsHash(at.Status.AccountSID, d.tokenDigest, generation) &&
-		bytes.Equal(d.sidDigest, digest([]byte(at.Status.AccountSID)))
-	return d
-}
-
-// holds reports whether the Secret holds intact credentials of sid.
-func (d secretDelivery) holds(sid string) bool {
-	return d.intact && bytes.Equal(d.sidDigest, digest([]byte(sid)))
-}
-
-// inDigestForm is a Secret as the cache keeps it: its data as SHA-256 digests.
-func inDigestForm(s *corev1.Secret) *corev1.Secret {
-	out := s.DeepCopy()
-	out.Data = digestData(s.Data)
-	out.StringData = nil
-	return out
-}
-
-func digestData(data map[string][]byte) map[string][]byte {
-	if data == nil {
-		return nil
-	}
-	out := make(map[string][]byte, len(data))
-	for k, v := range data {
-		out[k] = digest(v)
-	}
-	return out
-}
-
-// secretCacheTransform is how the cache keeps the Secrets that carry the
-// operator's label: a Secret an ApiToken controls with its data as SHA-256
-// digests (compared with what the operator would write, never read back), any
-// other one (the label alone gives nothing) as bare metadata. The operator then
-// holds no credentials at rest, and a tenant's large labelled Secrets cost it
-// nothing (docs/security.md).
-func secretCacheTransform(in any) (any, error) {
-	s, ok := in.(*corev1.Secret)
-	if !ok {
-		return in, nil
-	}
-	s.ManagedFields = nil
-	s.StringData = nil
-	if ref := metav1.GetControllerOf(s); ref == nil || ref.Kind != "ApiToken" || !strings.HasPrefix(ref.APIVersion, tokensv1alpha1.GroupVersion.Group+"/") {
-		s.Data, s.Annotations = nil, nil
-		return s, nil
-	}
-	for k, v := range s.Data {
-		s.Data[k] = digest(v)
-	}
-	return s, nil
-}
-
-// secretUpToDate reports whether existing (in digest form) already holds what
-// desired declares. Labels and annotations added by others are left alone.
-func secretUpToDate(existing, desired *corev1.Secret) bool {
-	if existing.Type != desired.Type || len(existing.Data) != len(desired.Data) {
-		return false
-	}
-	for k, v := range desired.Data {
-		if !bytes.Equal(existing.Data[k], digest(v)) {
-			return false
-		}
-	}
-	for k, v := range desired.Labels {
-		if existing.Labels[k] != v {
-			return false
-		}
-	}
-	for k, v := range desired.Annotations {
-		if existing.Annotations[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 // isControlledBy reports whether obj's controller reference is the ApiToken.
@@ -220,45 +94,30 @@ func (e secretConflictError) Error() string {
 	return fmt.Sprintf("Secret %q exists and is not controlled by this ApiToken; choose another spec.secret.name or delete that Secret", e.name)
 }
 
-// getOwnSecret reads the Secret named name, in digest form. The cache holds
-// only Secrets with the operator's label; one without it is looked up through
-// the API by its metadata alone (a foreign Secret's data is never read), and read
-// in full only when this ApiToken controls it. It returns nil when no Secret has
-// the name, and secretConflictError when the ApiToken does not control it.
-func (r *ApiTokenReconciler) getOwnSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*corev1.Secret, error) {
+// getOwnSecret reads the metadata of the Secret named name: from the cache,
+// which holds the operator's labelled Secrets, or else through the API (a Secret
+// without the label: its metadata alone, so a foreign Secret's data is never
+// read). It returns nil when no Secret has the name, and secretConflictError
+// when the ApiToken does not control it.
+func (r *ApiTokenReconciler) getOwnSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*metav1.PartialObjectMetadata, error) {
 	if s, err := r.cachedSecret(ctx, at, name); s != nil || err != nil {
 		return s, err
 	}
-	key := types.NamespacedName{Namespace: at.Namespace, Name: name}
-	head := &metav1.PartialObjectMetadata{}
-	head.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	if err := r.APIReader.Get(ctx, key, head); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("get Secret %s: %w", name, err)
-	}
-	if !isControlledBy(head, at) {
-		return nil, secretConflictError{name: name}
-	}
-	s, err := readSecret(ctx, r.APIReader, at, name)
-	if s == nil || err != nil {
-		return s, err
-	}
-	return inDigestForm(s), nil
+	return readSecret(ctx, r.APIReader, at, name)
 }
 
 // cachedSecret reads the Secret named name from the cache, which holds only the
 // operator's Secrets: nil means that no Secret of the operator has the name, and a
 // foreign one, if any, is found when creating it.
-func (r *ApiTokenReconciler) cachedSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*corev1.Secret, error) {
+func (r *ApiTokenReconciler) cachedSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*metav1.PartialObjectMetadata, error) {
 	return readSecret(ctx, r.Client, at, name)
 }
 
-// readSecret reads the Secret named name in the ApiToken's namespace: nil when
-// there is none, secretConflictError when the ApiToken does not control it.
-func readSecret(ctx context.Context, reader client.Reader, at *tokensv1alpha1.ApiToken, name string) (*corev1.Secret, error) {
-	s := &corev1.Secret{}
+// readSecret reads the metadata of the Secret named name in the ApiToken's
+// namespace: nil when there is none, secretConflictError when the ApiToken does
+// not control it.
+func readSecret(ctx context.Context, reader client.Reader, at *tokensv1alpha1.ApiToken, name string) (*metav1.PartialObjectMetadata, error) {
+	s := secretHead()
 	err := reader.Get(ctx, types.NamespacedName{Namespace: at.Namespace, Name: name}, s)
 	switch {
 	case apierrors.IsNotFound(err):
@@ -276,7 +135,7 @@ func readSecret(ctx context.Context, reader client.Reader, at *tokensv1alpha1.Ap
 // again).
 type secretLookup struct {
 	done     bool
-	existing *corev1.Secret
+	existing *metav1.PartialObjectMetadata
 }
 
 // checkSecretAvailable stops an ApiToken whose Secret name was taken in an earlier
@@ -378,15 +237,16 @@ func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1al
 			return deliveredCredentials{}, err
 		}
 	}
-	current := deliveryIn(at, existing)
-	if creds != nil && staleCredentials(*creds, current.generation, current.holds(creds.AccountSID), at.Status.History) {
+	current := deliveryIn(existing)
+	if creds != nil && staleCredentials(*creds, current.generation, current.holds(at, creds.AccountSID), at.Status.History) {
 		logf.FromContext(ctx).Info("ignored credentials older than those delivered; reading the current ones", "sid", creds.AccountSID, "generation", creds.Generation)
 		creds, observed = nil, nil
 	}
 	sid := at.Status.AccountSID
-	if creds == nil && current.holds(sid) && (observed == nil || observed.Generation == current.generation) &&
-		current.generation >= latestGeneration(at.Status.History, sid) && existing.Type == secretType(at) &&
-		secretMetadataUpToDate(existing, at, sid, current) && (at.Status.SecretName == name || at.Status.SecretName == "") {
+	if creds == nil && current.holds(at, sid) && (observed == nil || observed.Generation == current.generation) &&
+		current.generation >= latestGeneration(at.Status.History, sid) &&
+		secretUpToDate(existing, renderSecret(at, backend.Credentials{AccountSID: sid, Generation: current.generation})) &&
+		(at.Status.SecretName == name || at.Status.SecretName == "") {
 		at.Status.SecretName = name
 		return deliveredCredentials{accountSID: sid, generation: current.generation}, nil
 	}
@@ -442,42 +302,18 @@ func (r *ApiTokenReconciler) ownCredentials(ctx context.Context, at *tokensv1alp
 	return creds, nil
 }
 
-// secretMetadataUpToDate reports whether a Secret that holds the current
-// credentials also carries the labels, annotations and owner the spec wants, so
-// that it needs no write (which would need the auth token).
-func secretMetadataUpToDate(existing *corev1.Secret, at *tokensv1alpha1.ApiToken, sid string, d secretDelivery) bool {
-	desired := renderSecret(at, backend.Credentials{AccountSID: sid, Generation: d.generation})
-	desired.Annotations[credentialsHashAnnotation] = credentialsHash(sid, d.tokenDigest, d.generation)
-	for k, v := range desired.Labels {
-		if existing.Labels[k] != v {
-			return false
-		}
-	}
-	for k, v := range desired.Annotations {
-		if existing.Annotations[k] != v {
-			return false
-		}
-	}
-	return len(existing.Data) == 2
-}
-
-// writeSecret creates, updates or (when its type must change, which the API server
-// forbids in place) replaces the Secret; it writes nothing when it is up to date.
-// A create that finds the name taken reads the Secret through the API: it is the
+// writeSecret creates or updates the Secret (existing is its metadata, nil when
+// there is none), or replaces it when its type must change (the API server
+// forbids that in place); it writes nothing when it is up to date. A create that
+// finds the name taken reads the Secret's metadata through the API: it is the
 // ApiToken's own when the cache lags behind an earlier write, and a conflict
 // otherwise.
-func (r *ApiTokenReconciler) writeSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, existing, desired *corev1.Secret) error {
+func (r *ApiTokenReconciler) writeSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, existing *metav1.PartialObjectMetadata, desired *corev1.Secret) error {
 	if existing != nil && secretUpToDate(existing, desired) {
 		return nil
 	}
-	if existing != nil && existing.Type != desired.Type {
-		if err := r.Delete(ctx, existing, client.Preconditions{UID: &existing.UID}); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("replace Secret %s: %w", existing.Name, err)
-		}
-		existing = nil
-	}
 	if existing == nil {
-		err := r.Create(ctx, desired)
+		err := r.SecretWriter.Create(ctx, desired)
 		if apierrors.IsInvalid(err) {
 			return secretRejected(desired.Name, err)
 		}
@@ -495,9 +331,8 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, at *tokensv1alpha1
 		}
 		return r.writeSecret(ctx, at, existing, desired)
 	}
-	updated := existing.DeepCopy()
-	updated.Type = desired.Type
-	updated.Data = desired.Data
+	updated := &corev1.Secret{ObjectMeta: *existing.ObjectMeta.DeepCopy(), Type: desired.Type, Data: desired.Data}
+	updated.ManagedFields = nil // an update without them keeps the API server's
 	updated.OwnerReferences = desired.OwnerReferences
 	if updated.Labels == nil {
 		updated.Labels = map[string]string{}
@@ -507,13 +342,31 @@ func (r *ApiTokenReconciler) writeSecret(ctx context.Context, at *tokensv1alpha1
 	}
 	maps.Copy(updated.Labels, desired.Labels)
 	maps.Copy(updated.Annotations, desired.Annotations)
-	if err := r.Update(ctx, updated); err != nil {
-		if apierrors.IsInvalid(err) {
-			return secretRejected(desired.Name, err)
+	err := r.SecretWriter.Update(ctx, updated)
+	if typeChanged(err) {
+		// The type is immutable: replace the Secret (its consumers see it
+		// vanish for a moment, which a change of type implies anyway).
+		if err := r.Delete(ctx, existing, client.Preconditions{UID: &existing.UID}); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("replace Secret %s: %w", existing.Name, err)
 		}
+		return r.writeSecret(ctx, at, nil, desired)
+	}
+	if apierrors.IsInvalid(err) {
+		return secretRejected(desired.Name, err)
+	}
+	if err != nil {
 		return fmt.Errorf("update Secret %s: %w", desired.Name, err)
 	}
 	return nil
+}
+
+// typeChanged reports the API server's refusal to change a Secret's type.
+func typeChanged(err error) bool {
+	status, ok := err.(apierrors.APIStatus)
+	if !ok || !apierrors.IsInvalid(err) || status.Status().Details == nil {
+		return false
+	}
+	return slices.ContainsFunc(status.Status().Details.Causes, func(c metav1.StatusCause) bool { return c.Field == "type" })
 }
 
 // deleteOwnSecret deletes the named Secret if this ApiToken controls it.

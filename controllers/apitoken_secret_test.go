@@ -1,7 +1,9 @@
 package controllers
 
 import (
-	"bytes"
+	"encoding/json"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -74,9 +76,8 @@ func TestRenderSecret(t *testing.T) {
 			if s.Labels["team"] != tc.wantTeam {
 				t.Errorf("team label %q, want %q", s.Labels["team"], tc.wantTeam)
 			}
-			at.Status.AccountSID = testCreds.AccountSID
-			d := deliveryIn(at, inDigestForm(s))
-			if !d.holds(testCreds.AccountSID) || d.generation != 3 || !bytes.Equal(d.tokenDigest, digest([]byte(testCreds.AuthToken.Reveal()))) {
+			d := deliveryIn(headOf(s, FieldManager))
+			if !d.holds(at, testCreds.AccountSID) || d.generation != 3 {
 				t.Errorf("deliveryIn of a rendered Secret: %+v", d)
 			}
 			for k, v := range s.Annotations {
@@ -88,53 +89,93 @@ func TestRenderSecret(t *testing.T) {
 	}
 }
 
+// headOf is the metadata the API server keeps of a Secret written by manager:
+// managedFields name the data keys and annotations it set.
+func headOf(s *corev1.Secret, manager string) *metav1.PartialObjectMetadata {
+	head := secretHead()
+	head.ObjectMeta = *s.ObjectMeta.DeepCopy()
+	head.ManagedFields = []metav1.ManagedFieldsEntry{managed(manager, slices.Collect(maps.Keys(s.Data)), slices.Collect(maps.Keys(s.Annotations))...)}
+	return head
+}
+
+func managed(manager string, dataKeys []string, annotations ...string) metav1.ManagedFieldsEntry {
+	data, notes := map[string]any{}, map[string]any{}
+	for _, k := range dataKeys {
+		data["f:"+k] = map[string]any{}
+	}
+	for _, k := range annotations {
+		notes["f:"+k] = map[string]any{}
+	}
+	raw, _ := json.Marshal(map[string]any{"f:data": data, "f:metadata": map[string]any{"f:annotations": notes}, "f:type": map[string]any{}})
+	return metav1.ManagedFieldsEntry{Manager: manager, Operation: metav1.ManagedFieldsOperationUpdate, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: raw}}
+}
+
 func TestDeliveryInDetectsEdits(t *testing.T) {
 	at := apiToken(nil)
-	at.Status.AccountSID = testCreds.AccountSID
-	tests := map[string]func(*corev1.Secret){
-		"token edited":          func(s *corev1.Secret) { s.Data["authToken"] = []byte("tampered") },
-		"sid edited":            func(s *corev1.Secret) { s.Data["accountSid"] = []byte("TK999") },
-		"key removed":           func(s *corev1.Secret) { delete(s.Data, "authToken") },
-		"generation edited":     func(s *corev1.Secret) { s.Annotations[credentialsGenerationAnnotation] = "4" },
-		"hash removed":          func(s *corev1.Secret) { delete(s.Annotations, credentialsHashAnnotation) },
-		"generation not number": func(s *corev1.Secret) { s.Annotations[credentialsGenerationAnnotation] = "x" },
+	tests := map[string]func(*metav1.PartialObjectMetadata){
+		"token edited by someone": func(s *metav1.PartialObjectMetadata) {
+			s.ManagedFields = append(s.ManagedFields, managed("kubectl-edit", []string{"authToken"}))
+		},
+		"key added by someone": func(s *metav1.PartialObjectMetadata) {
+			s.ManagedFields = append(s.ManagedFields, managed("kubectl-edit", []string{"extra"}))
+		},
+		"key removed": func(s *metav1.PartialObjectMetadata) {
+			s.ManagedFields = []metav1.ManagedFieldsEntry{managed(FieldManager, []string{"accountSid"})}
+		},
+		"generation edited by someone": func(s *metav1.PartialObjectMetadata) {
+			s.ManagedFields = append(s.ManagedFields, managed("kubectl-edit", nil, credentialsGenerationAnnotation))
+		},
+		"generation edited":          func(s *metav1.PartialObjectMetadata) { s.Annotations[credentialsGenerationAnnotation] = "4" },
+		"hash removed":               func(s *metav1.PartialObjectMetadata) { delete(s.Annotations, credentialsHashAnnotation) },
+		"generation not number":      func(s *metav1.PartialObjectMetadata) { s.Annotations[credentialsGenerationAnnotation] = "x" },
+		"written by another manager": func(s *metav1.PartialObjectMetadata) { s.ManagedFields[0].Manager = "someone" },
+		"unreadable managed fields": func(s *metav1.PartialObjectMetadata) {
+			s.ManagedFields = append(s.ManagedFields, metav1.ManagedFieldsEntry{Manager: "x", FieldsV1: &metav1.FieldsV1{Raw: []byte("{")}})
+		},
 	}
 	for name, edit := range tests {
-		s := renderSecret(at, testCreds)
-		edit(s)
-		if deliveryIn(at, inDigestForm(s)).holds(testCreds.AccountSID) {
+		head := headOf(renderSecret(at, testCreds), FieldManager)
+		edit(head)
+		if deliveryIn(head).holds(at, testCreds.AccountSID) {
 			t.Errorf("%s: edited Secret accepted as intact", name)
 		}
 	}
-	if deliveryIn(at, nil).holds(testCreds.AccountSID) {
+	if deliveryIn(nil).holds(at, testCreds.AccountSID) {
 		t.Error("nil Secret accepted")
 	}
 	// A status that names another token (a forged status.accountSid) never makes
-	// the Secret's credentials pass for that token's.
-	forged := at.DeepCopy()
-	forged.Status.AccountSID = "TK999"
-	if d := deliveryIn(forged, inDigestForm(renderSecret(at, testCreds))); d.intact || d.holds("TK999") {
+	// the Secret's credentials pass for that token's, nor does another layout.
+	head := headOf(renderSecret(at, testCreds), FieldManager)
+	if deliveryIn(head).holds(at, "TK999") {
 		t.Error("a Secret of TK123 accepted as holding TK999")
+	}
+	basic := apiToken(func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = corev1.SecretTypeBasicAuth })
+	if deliveryIn(head).holds(basic, testCreds.AccountSID) {
+		t.Error("an Opaque Secret accepted as the basic-auth one the spec asks for")
 	}
 }
 
-// TestSecretCacheTransform: the cache keeps an ApiToken's Secret with its data as
-// digests, and of any other labelled Secret only the metadata.
+// TestSecretCacheTransform: the cache keeps of an ApiToken's Secret only what
+// tells which credentials it holds, and of any other labelled Secret nothing
+// but names and owners.
 func TestSecretCacheTransform(t *testing.T) {
 	at := apiToken(nil)
-	owned := renderSecret(at, testCreds)
+	owned := headOf(renderSecret(at, testCreds), FieldManager)
 	owned.OwnerReferences = []metav1.OwnerReference{{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "ApiToken", Name: at.Name, UID: "u1", Controller: ptr.To(true)}}
-	owned.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "x"}}
-	out, err := secretCacheTransform(owned.DeepCopy())
+	owned.ManagedFields = append(owned.ManagedFields, managed("kube-controller-manager", nil, "other"))
+	out, err := secretCacheTransform(owned.DeepCopyObject())
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := out.(*corev1.Secret)
-	if !bytes.Equal(got.Data["authToken"], digest([]byte(testCreds.AuthToken.Reveal()))) || got.ManagedFields != nil {
-		t.Errorf("owned Secret not kept as digests: %v", got.Data)
+	got := out.(*metav1.PartialObjectMetadata)
+	if len(got.ManagedFields) != 1 || !deliveryIn(got).holds(at, testCreds.AccountSID) {
+		t.Errorf("owned Secret's metadata no longer tells what it holds: %+v", got.ManagedFields)
 	}
-	if got.Annotations[credentialsHashAnnotation] == "" {
-		t.Error("owned Secret lost its annotations")
+	edited := owned.DeepCopy()
+	edited.ManagedFields = append(edited.ManagedFields, managed("kubectl-edit", []string{"authToken"}))
+	out, _ = secretCacheTransform(edited)
+	if deliveryIn(out.(*metav1.PartialObjectMetadata)).holds(at, testCreds.AccountSID) {
+		t.Error("the cache lost the sign of an edit")
 	}
 	for name, refs := range map[string][]metav1.OwnerReference{
 		"no owner":                {},
@@ -142,12 +183,11 @@ func TestSecretCacheTransform(t *testing.T) {
 		"ApiToken of another API": {{APIVersion: "example.com/v1", Kind: "ApiToken", Name: "x", UID: "u3", Controller: ptr.To(true)}},
 		"not the controller":      {{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "ApiToken", Name: "x", UID: "u4"}},
 	} {
-		foreign := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "big", Labels: map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue},
-			Annotations: map[string]string{"a": strings.Repeat("x", 1000)}, OwnerReferences: refs},
-			Data: map[string][]byte{"blob": make([]byte, 1<<20)}}
+		foreign := headOf(&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "big", Labels: map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue},
+			Annotations: map[string]string{"a": strings.Repeat("x", 1000)}, OwnerReferences: refs}, Data: map[string][]byte{"blob": nil}}, "someone")
 		out, _ := secretCacheTransform(foreign)
-		if s := out.(*corev1.Secret); s.Data != nil || s.Annotations != nil {
-			t.Errorf("%s: a labelled Secret no ApiToken controls keeps data or annotations in the cache", name)
+		if s := out.(*metav1.PartialObjectMetadata); s.Annotations != nil || s.ManagedFields != nil {
+			t.Errorf("%s: a labelled Secret no ApiToken controls keeps annotations or managed fields in the cache", name)
 		}
 	}
 }
@@ -156,23 +196,32 @@ func TestSecretUpToDate(t *testing.T) {
 	at := apiToken(nil)
 	desired := renderSecret(at, testCreds)
 	tests := map[string]struct {
-		edit func(*corev1.Secret)
+		edit func(*metav1.PartialObjectMetadata)
 		want bool
 	}{
-		"identical":                     {func(*corev1.Secret) {}, true},
-		"extra label from someone":      {func(s *corev1.Secret) { s.Labels["x"] = "y" }, true},
-		"extra annotation from kubectl": {func(s *corev1.Secret) { s.Annotations["kubectl.kubernetes.io/last-applied-configuration"] = "{}" }, true},
-		"our label removed":             {func(s *corev1.Secret) { delete(s.Labels, tokensv1alpha1.ApiTokenLabel) }, false},
-		"data edited":                   {func(s *corev1.Secret) { s.Data["authToken"] = digest([]byte("x")) }, false},
-		"extra data key":                {func(s *corev1.Secret) { s.Data["extra"] = digest([]byte("x")) }, false},
-		"type differs":                  {func(s *corev1.Secret) { s.Type = corev1.SecretTypeBasicAuth }, false},
+		"identical":                {func(*metav1.PartialObjectMetadata) {}, true},
+		"extra label from someone": {func(s *metav1.PartialObjectMetadata) { s.Labels["x"] = "y" }, true},
+		"extra annotation from kubectl": {func(s *metav1.PartialObjectMetadata) {
+			s.Annotations["kubectl.kubernetes.io/last-applied-configuration"] = "{}"
+		}, true},
+		"our label removed": {func(s *metav1.PartialObjectMetadata) { delete(s.Labels, tokensv1alpha1.ApiTokenLabel) }, false},
+		"data edited": {func(s *metav1.PartialObjectMetadata) {
+			s.ManagedFields = append(s.ManagedFields, managed("kubectl-edit", []string{"authToken"}))
+		}, false},
+		"extra data key": {func(s *metav1.PartialObjectMetadata) {
+			s.ManagedFields = append(s.ManagedFields, managed("kubectl-edit", []string{"extra"}))
+		}, false},
+		"older generation": {func(s *metav1.PartialObjectMetadata) { s.Annotations[credentialsGenerationAnnotation] = "2" }, false},
 	}
 	for name, tc := range tests {
-		existing := inDigestForm(renderSecret(at, testCreds))
+		existing := headOf(renderSecret(at, testCreds), FieldManager)
 		tc.edit(existing)
 		if got := secretUpToDate(existing, desired); got != tc.want {
 			t.Errorf("%s: secretUpToDate = %v, want %v", name, got, tc.want)
 		}
+	}
+	if secretUpToDate(headOf(renderSecret(at, testCreds), FieldManager), renderSecret(apiToken(func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = corev1.SecretTypeBasicAuth }), testCreds)) {
+		t.Error("a change of type is up to date")
 	}
 }
 
@@ -201,16 +250,17 @@ func FuzzRenderSecret(f *testing.F) {
 				}
 			}
 		}
-		at.Status.AccountSID = sid
-		got := deliveryIn(at, inDigestForm(s))
-		// With equal keys (which admission refuses) the token overwrites the SID,
-		// so they round-trip only when they are equal too.
-		wantOK := sid != "" && (basic || effectiveKeysDiffer(sidKey, tokenKey) || sid == token)
-		if ok := got.holds(sid); ok != wantOK {
+		got := deliveryIn(headOf(s, FieldManager))
+		// With equal keys (which admission refuses) the Secret has one key only.
+		wantOK := sid != "" && (basic || effectiveKeysDiffer(sidKey, tokenKey))
+		if ok := got.holds(at, sid); ok != wantOK {
 			t.Fatalf("deliveryIn holds = %v, want %v", ok, wantOK)
 		}
-		if got.holds(sid) && (got.generation != generation || !bytes.Equal(got.tokenDigest, digest([]byte(token)))) {
-			t.Fatalf("round trip lost credentials")
+		if got.holds(at, sid) && got.generation != generation {
+			t.Fatalf("round trip lost the generation")
+		}
+		if string(s.Data[sidKeyOf(at)]) != sid && wantOK {
+			t.Fatalf("the SID is not where the spec says")
 		}
 	})
 }
@@ -347,4 +397,9 @@ func TestForeignSecretRemovedLaterGetsAWorkingToken(t *testing.T) {
 	g.Expect(isControlledBy(s, at)).To(BeTrue())
 	g.Expect(verifyStatus(t, secretCredentials(t, s, "accountSid", "authToken"), "reports:read")).To(Equal(200))
 	g.Expect(backendTokens(t, at)).To(HaveLen(1))
+}
+
+func sidKeyOf(at *tokensv1alpha1.ApiToken) string {
+	k, _ := secretKeys(at)
+	return k
 }

@@ -118,11 +118,18 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("set up the TokenBackend controller: %w", err)
 	}
+	writer, err := newSecretWriter(mgr, mgr.GetClient())
+	if err != nil {
+		return err
+	}
+	var secrets client.Client = client.WithFieldOwner(writer, FieldManager)
 	if o.WrapClient != nil {
 		k = o.WrapClient(k)
+		secrets = o.WrapClient(secrets)
 	}
 	if err := (&ApiTokenReconciler{
 		Client:                  k,
+		SecretWriter:            secrets,
 		APIReader:               mgr.GetAPIReader(),
 		Scheme:                  mgr.GetScheme(),
 		Recorder:                recorder,

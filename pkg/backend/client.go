@@ -146,6 +146,11 @@ type request struct {
 	header  http.Header
 	body    any
 	noAdmin bool
+	// carriesSecret marks a call whose answer holds an auth token: its connection
+	// is closed after the answer instead of going back to the idle pool, so that
+	// the connection's read buffer, which still holds the answer's bytes, is
+	// garbage at once rather than kept (with the token in it) while idle.
+	carriesSecret bool
 }
 
 // response is a successful call.
@@ -257,6 +262,7 @@ func (c *Client) attempt(ctx context.Context, r request, payload []byte) (*respo
 	if !r.noAdmin {
 		req.Header.Set("Authorization", "Bearer "+c.adminKey)
 	}
+	req.Close = r.carriesSecret
 	start := time.Now()
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -412,7 +418,7 @@ func (c *Client) Catalog(ctx context.Context) (*Catalog, error) {
 func (c *Client) Create(ctx context.Context, idempotencyKey string, req CreateRequest) (*Token, Credentials, error) {
 	resp, err := c.do(ctx, request{
 		call: "create", method: http.MethodPost, path: "/v1/tokens",
-		header: http.Header{"Idempotency-Key": {idempotencyKey}}, body: req,
+		header: http.Header{"Idempotency-Key": {idempotencyKey}}, body: req, carriesSecret: true,
 	})
 	if err != nil {
 		return nil, Credentials{}, err
@@ -518,7 +524,7 @@ func (c *Client) Update(ctx context.Context, sid, etag string, patch TokenPatch)
 
 // Credentials implements Backend.
 func (c *Client) Credentials(ctx context.Context, sid string) (Credentials, error) {
-	resp, err := c.do(ctx, request{call: "credentials", method: http.MethodGet, path: tokenPath(sid) + "/credentials"})
+	resp, err := c.do(ctx, request{call: "credentials", method: http.MethodGet, path: tokenPath(sid) + "/credentials", carriesSecret: true})
 	if err != nil {
 		return Credentials{}, err
 	}
@@ -533,7 +539,7 @@ func (c *Client) Credentials(ctx context.Context, sid string) (Credentials, erro
 func (c *Client) Reset(ctx context.Context, sid, idempotencyKey string) (Credentials, error) {
 	resp, err := c.do(ctx, request{
 		call: "reset", method: http.MethodPost, path: tokenPath(sid) + "/reset",
-		header: http.Header{"Idempotency-Key": {idempotencyKey}},
+		header: http.Header{"Idempotency-Key": {idempotencyKey}}, carriesSecret: true,
 	})
 	if err != nil {
 		return Credentials{}, err

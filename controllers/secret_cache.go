@@ -1,0 +1,195 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+)
+
+// The operator keeps no credentials at rest (docs/design.md, "Trust boundary":
+// the cache holds no credentials). It watches and caches Secrets as metadata
+// only (the API server never sends it a Secret's data on the watch), and knows
+// what a Secret of its own holds from three things the metadata carries:
+//   - credentials-generation: the generation of the credentials written;
+//   - credentials-hash: a fingerprint of the SID, generation, type and key names
+//     (never the token), so that a Secret of another token, generation or layout
+//     is told apart;
+//   - managedFields: the API server records who set each data key. A Secret
+//     whose data keys the operator alone set, exactly the two it writes, holds
+//     what the operator wrote; one that anyone else edited (kubectl edit, a
+//     script, a GitOps tool) is rewritten from the backend.
+// Only while a pass writes a Secret does the operator hold its auth token.
+
+// Annotations the operator keeps on the Secret to know, without reading its data,
+// which credentials it holds.
+const (
+	credentialsGenerationAnnotation = "tokens.apitoken.dev/credentials-generation"
+	credentialsHashAnnotation       = "tokens.apitoken.dev/credentials-hash"
+)
+
+// credentialsHash fingerprints what a Secret is meant to hold: the SID, the
+// generation, the Secret type and the two key names. It holds nothing secret.
+func credentialsHash(sid string, generation int64, secretType corev1.SecretType, sidKey, tokenKey string) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{sid, strconv.FormatInt(generation, 10), string(secretType), sidKey, tokenKey}, "\x00")))
+	return hex.EncodeToString(sum[:16])
+}
+
+// secretHead is an empty Secret metadata object, the form the operator reads
+// Secrets in.
+func secretHead() *metav1.PartialObjectMetadata {
+	s := &metav1.PartialObjectMetadata{}
+	s.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	return s
+}
+
+// secretDelivery is what a Secret's metadata says it holds.
+type secretDelivery struct {
+	generation int64
+	hash       string
+	// dataKeys are the data keys the operator alone set; untouched is false when
+	// anyone else set a data key or one of the operator's annotations.
+	dataKeys  []string
+	untouched bool
+}
+
+// deliveryIn reads a Secret's metadata (nil: no Secret).
+func deliveryIn(s *metav1.PartialObjectMetadata) secretDelivery {
+	if s == nil {
+		return secretDelivery{}
+	}
+	generation, err := strconv.ParseInt(s.Annotations[credentialsGenerationAnnotation], 10, 64)
+	if err != nil {
+		return secretDelivery{}
+	}
+	ours, others := dataOwnership(s.ManagedFields)
+	return secretDelivery{generation: generation, hash: s.Annotations[credentialsHashAnnotation], dataKeys: ours, untouched: !others}
+}
+
+// holds reports whether the Secret holds, untouched, the credentials of sid at
+// its generation, in the layout the ApiToken's spec asks for.
+func (d secretDelivery) holds(at *tokensv1alpha1.ApiToken, sid string) bool {
+	sidKey, tokenKey := secretKeys(at)
+	want := []string{sidKey, tokenKey}
+	slices.Sort(want)
+	return d.untouched && sid != "" && slices.Equal(d.dataKeys, want) &&
+		d.hash == credentialsHash(sid, d.generation, secretType(at), sidKey, tokenKey)
+}
+
+// secretUpToDate reports whether the Secret whose metadata is existing already
+// holds what desired declares: the same credentials (generation and hash, data
+// set by the operator alone with exactly desired's keys), labels and
+// annotations. Labels and annotations added by others are left alone.
+func secretUpToDate(existing *metav1.PartialObjectMetadata, desired *corev1.Secret) bool {
+	d := deliveryIn(existing)
+	if !d.untouched || !slices.Equal(d.dataKeys, slices.Sorted(maps.Keys(desired.Data))) {
+		return false
+	}
+	for k, v := range desired.Labels {
+		if existing.Labels[k] != v {
+			return false
+		}
+	}
+	for k, v := range desired.Annotations {
+		if existing.Annotations[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// dataOwnership reads managedFields: the data keys that the operator's field
+// manager alone set (sorted), and whether any other manager set a data key or
+// one of the operator's annotations.
+func dataOwnership(entries []metav1.ManagedFieldsEntry) (ours []string, others bool) {
+	for _, e := range entries {
+		keys, annotations := touchedFields(e.FieldsV1)
+		if e.Manager == FieldManager {
+			ours = append(ours, keys...)
+			continue
+		}
+		if len(keys) > 0 || annotations {
+			others = true
+		}
+	}
+	slices.Sort(ours)
+	return slices.Compact(ours), others
+}
+
+// touchedFields parses one managedFields entry: the data keys it set, and
+// whether it set one of the operator's credentials annotations.
+func touchedFields(f *metav1.FieldsV1) (dataKeys []string, credentialsAnnotations bool) {
+	if f == nil {
+		return nil, false
+	}
+	var fields struct {
+		Data     map[string]json.RawMessage `json:"f:data"`
+		Metadata struct {
+			Annotations map[string]json.RawMessage `json:"f:annotations"`
+		} `json:"f:metadata"`
+	}
+	if err := json.Unmarshal(f.Raw, &fields); err != nil {
+		return nil, true // unreadable: as if someone else had set it
+	}
+	for k := range fields.Data {
+		if key, ok := strings.CutPrefix(k, "f:"); ok {
+			dataKeys = append(dataKeys, key)
+		}
+	}
+	for k := range fields.Metadata.Annotations {
+		if k == "f:"+credentialsGenerationAnnotation || k == "f:"+credentialsHashAnnotation {
+			credentialsAnnotations = true
+		}
+	}
+	return dataKeys, credentialsAnnotations
+}
+
+// secretCacheTransform is how the cache keeps the Secrets that carry the
+// operator's label (as metadata: they are watched without their data). A Secret
+// an ApiToken controls keeps its labels, annotations and, of its managedFields,
+// only what dataOwnership reads; any other one (the label alone gives nothing)
+// keeps neither annotations nor managedFields, so that a tenant's labelled
+// Secrets cost the operator next to nothing.
+func secretCacheTransform(in any) (any, error) {
+	s, ok := in.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return in, nil
+	}
+	if ref := metav1.GetControllerOf(s); ref == nil || ref.Kind != "ApiToken" || !strings.HasPrefix(ref.APIVersion, tokensv1alpha1.GroupVersion.Group+"/") {
+		s.Annotations, s.ManagedFields = nil, nil
+		return s, nil
+	}
+	s.ManagedFields = compactManagedFields(s.ManagedFields)
+	return s, nil
+}
+
+// compactManagedFields keeps of each entry only the manager and what
+// touchedFields reads, in the same format.
+func compactManagedFields(entries []metav1.ManagedFieldsEntry) []metav1.ManagedFieldsEntry {
+	var out []metav1.ManagedFieldsEntry
+	for _, e := range entries {
+		keys, annotations := touchedFields(e.FieldsV1)
+		if len(keys) == 0 && !annotations {
+			continue
+		}
+		data := map[string]struct{}{}
+		for _, k := range keys {
+			data["f:"+k] = struct{}{}
+		}
+		fields := map[string]any{"f:data": data}
+		if annotations {
+			fields["f:metadata"] = map[string]any{"f:annotations": map[string]struct{}{"f:" + credentialsHashAnnotation: {}}}
+		}
+		raw, _ := json.Marshal(fields)
+		out = append(out, metav1.ManagedFieldsEntry{Manager: e.Manager, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: raw}})
+	}
+	return out
+}
