@@ -4,10 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -33,8 +31,7 @@ const secretWriterIdle = time.Second
 type secretWriter struct {
 	client.Client // the manager's, for everything but Secret creates and updates
 	writer        client.Client
-	http          *http.Client
-	versionURL    string
+	transport     *http.Transport
 
 	mu   sync.Mutex
 	idle *time.Timer
@@ -58,7 +55,7 @@ func newSecretWriter(mgr manager.Manager, managerClient client.Client) (*secretW
 		TLSClientConfig:     tlsConfig,
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: maxIdleSecretConns,
-		IdleConnTimeout:     90 * time.Second,
+		IdleConnTimeout:     0, // closeConnections closes them; see there
 		DisableCompression:  cfg.DisableCompression,
 		// A non-nil, empty map: no HTTP/2.
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
@@ -67,12 +64,11 @@ func newSecretWriter(mgr manager.Manager, managerClient client.Client) (*secretW
 	if err != nil {
 		return nil, fmt.Errorf("Secret writer: %w", err)
 	}
-	httpClient := &http.Client{Transport: rt, Timeout: cfg.Timeout}
-	writer, err := client.New(cfg, client.Options{HTTPClient: httpClient, Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	writer, err := client.New(cfg, client.Options{HTTPClient: &http.Client{Transport: rt, Timeout: cfg.Timeout}, Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 	if err != nil {
 		return nil, fmt.Errorf("Secret writer: %w", err)
 	}
-	return &secretWriter{Client: managerClient, writer: writer, http: httpClient, versionURL: strings.TrimSuffix(cfg.Host, "/") + "/version"}, nil
+	return &secretWriter{Client: managerClient, writer: writer, transport: transport}, nil
 }
 
 // Create writes a new Secret.
@@ -99,26 +95,11 @@ func (w *secretWriter) closeWhenIdle() {
 	w.idle.Reset(secretWriterIdle)
 }
 
-// maxIdleSecretConns bounds the writer's idle connections; a burst's others are
-// closed as soon as they are done.
-const maxIdleSecretConns = 2
+// maxIdleSecretConns is how many of the writer's connections stay open between
+// writes: about the number of workers, so that a burst reuses them.
+const maxIdleSecretConns = 16
 
-// closeConnections closes the writer's idle connections by sending one last
-// request on each, GET /version with Connection: close, whose answer replaces
-// the last Secret in the connection's buffers before it is closed. (Closing an
-// idle connection from the pool leaves its read buffer, answer included,
-// reachable for as long as the transport lives; a request that closes its
-// connection does not.)
-func (w *secretWriter) closeConnections() {
-	for range maxIdleSecretConns {
-		req, err := http.NewRequest(http.MethodGet, w.versionURL, nil)
-		if err != nil {
-			return
-		}
-		req.Close = true
-		if resp, err := w.http.Do(req); err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			_ = resp.Body.Close()
-		}
-	}
-}
+// closeConnections closes the writer's idle connections. The transport sets no
+// idle timeout of its own: a connection's idle timer would keep it, and the last
+// Secret in its buffers, reachable for that long even after it is closed.
+func (w *secretWriter) closeConnections() { w.transport.CloseIdleConnections() }

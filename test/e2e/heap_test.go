@@ -2,11 +2,13 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,8 +53,26 @@ func TestOperatorHeapHoldsNoAuthToken(t *testing.T) {
 		return nil
 	})
 
-	// At rest: the connections that carried Secret writes close a second after
-	// the last one (controllers/secret_writer.go); give them twice that.
+	// At rest: no pass running or queued for a while, then the connections that
+	// carried Secret writes close a second after the last one
+	// (controllers/secret_writer.go); give them twice that.
+	idleSince := time.Time{}
+	e.eventually("the operator at rest", 60*time.Second, func() error {
+		busy, err := operatorBusy()
+		switch {
+		case err != nil:
+			return err
+		case busy:
+			idleSince = time.Time{}
+			return errors.New("passes running or queued")
+		case idleSince.IsZero():
+			idleSince = time.Now()
+		}
+		if time.Since(idleSince) < 2*time.Second {
+			return errors.New("idle for less than 2 s")
+		}
+		return nil
+	})
 	time.Sleep(2 * time.Second)
 	dump := filepath.Join(t.TempDir(), "heap.dump")
 	f, err := os.Create(dump)
@@ -94,4 +114,30 @@ func TestOperatorHeapHoldsNoAuthToken(t *testing.T) {
 		t.Errorf("%d of %d SIDs found in the heap dump: the dump does not show the operator's cache", sids, n)
 	}
 	t.Logf("heap dump of %d KiB searched for %d auth tokens: %d found", len(heap)>>10, n, found)
+}
+
+// operatorBusy reports whether the in-process operator's ApiToken controller
+// has a pass running or queued (controller-runtime's own metrics).
+func operatorBusy() (bool, error) {
+	text, err := framework.InProcessMetrics()
+	if err != nil {
+		return false, err
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(text, "\n") {
+		// The priority queue labels its depth by priority: every series counts.
+		for _, metric := range []string{`controller_runtime_active_workers{controller="apitoken"`, `workqueue_depth{controller="apitoken",name="apitoken"`} {
+			if !strings.HasPrefix(line, metric) {
+				continue
+			}
+			seen[metric] = true
+			if _, value, _ := strings.Cut(line, "} "); strings.TrimSpace(value) != "0" {
+				return true, nil
+			}
+		}
+	}
+	if len(seen) != 2 {
+		return false, fmt.Errorf("the operator's work-queue metrics were not found (%d of 2)", len(seen))
+	}
+	return false, nil
 }
