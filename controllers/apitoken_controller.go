@@ -207,7 +207,7 @@ func (r *ApiTokenReconciler) respondWhileBlocked(ctx context.Context, at *tokens
 	var observed *backend.Token
 	var err error
 	if incidentDue(at, r.Clock.Now()) {
-		creds, observed, err = r.respondToIncident(ctx, at, be)
+		creds, observed, err = r.respondToIncident(ctx, at, be, narrowsScopes(blocked))
 	}
 	if err == nil && (creds != nil || observed != nil) {
 		var delivered deliveredCredentials

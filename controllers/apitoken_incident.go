@@ -36,7 +36,7 @@ func incidentDue(at *tokensv1alpha1.ApiToken, now time.Time) bool {
 // disabled), and carries out a due reset or rotation. A rotation with overlap
 // copies the token's settings as they are in the backend, never the blocked
 // spec's. It returns new credentials and the token when anything was done.
-func (r *ApiTokenReconciler) respondToIncident(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend) (*backend.Credentials, *backend.Token, error) {
+func (r *ApiTokenReconciler) respondToIncident(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, narrowScopes bool) (*backend.Credentials, *backend.Token, error) {
 	sid := at.Status.AccountSID
 	observed, _, err := be.Get(ctx, sid, "")
 	if errors.Is(err, backend.ErrNotFound) {
@@ -55,7 +55,11 @@ func (r *ApiTokenReconciler) respondToIncident(ctx context.Context, at *tokensv1
 		}
 	}
 	desired := desiredToken(at)
-	if patch := narrowingPatch(desired, observed); !patch.IsEmpty() {
+	patch := narrowingPatch(desired, observed)
+	if !narrowScopes {
+		patch.Scopes = nil
+	}
+	if !patch.IsEmpty() {
 		updated, err := be.Update(ctx, observed.SID, observed.ETag, patch)
 		if err != nil {
 			return nil, nil, fmt.Errorf("update token %s: %w", observed.SID, err)
@@ -78,6 +82,14 @@ func (r *ApiTokenReconciler) respondToIncident(ctx context.Context, at *tokensv1
 		tok = observed
 	}
 	return creds, tok, err
+}
+
+// narrowsScopes reports whether a blocked pass applies fewer scopes: when the
+// TokenBackend does not admit the ApiToken (policy, namespace access), not when
+// the backend refused a value of the spec (bad input changes nothing).
+func narrowsScopes(blocked error) bool {
+	var stall *stalledError
+	return errors.As(blocked, &stall) && (stall.reason == tokensv1alpha1.ReasonPolicyViolation || stall.reason == tokensv1alpha1.ReasonNamespaceNotAllowed)
 }
 
 // narrowingPatch is the part of the spec's changes that only takes access away:

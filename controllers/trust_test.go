@@ -244,3 +244,20 @@ func TestOwnedTokens(t *testing.T) {
 		t.Error("forgotten")
 	}
 }
+
+func TestNarrowsScopesOnlyWhenTheBackendDoesNotAdmit(t *testing.T) {
+	tests := map[string]struct {
+		blocked error
+		want    bool
+	}{
+		"policy tightened":    {stalled(tokensv1alpha1.ReasonPolicyViolation, "x"), true},
+		"namespace lost":      {stalled(tokensv1alpha1.ReasonNamespaceNotAllowed, "x"), true},
+		"backend refused 422": {stalled(tokensv1alpha1.ReasonBackendRejected, "x"), false},
+		"Secret conflict":     {secretConflictError{name: "s"}, false},
+	}
+	for name, tc := range tests {
+		if got := narrowsScopes(tc.blocked); got != tc.want {
+			t.Errorf("%s: narrowsScopes = %v, want %v", name, got, tc.want)
+		}
+	}
+}
