@@ -22,7 +22,7 @@ import (
 // The token it resets or rotates away from is confirmed as the ApiToken's first.
 func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, c credentialChange) (*backend.Credentials, *backend.Token, error) {
 	sid := at.Status.AccountSID
-	if _, err := r.confirmOwned(ctx, at, be, sid); err != nil {
+	if err := r.confirmOwned(ctx, at, be, sid); err != nil {
 		return nil, nil, err
 	}
 	if c.overlap > 0 {
@@ -129,7 +129,7 @@ func (r *ApiTokenReconciler) retireTokens(ctx context.Context, at *tokensv1alpha
 // ApiToken's. A token already gone, or another owner's (a Warning
 // ForeignToken, nothing deleted), is done with.
 func (r *ApiTokenReconciler) deleteOwnToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, sid string) error {
-	_, err := r.confirmOwned(ctx, at, be, sid)
+	err := r.confirmOwned(ctx, at, be, sid)
 	switch {
 	case errors.Is(err, backend.ErrNotFound):
 		r.owned.remove(at.UID, sid)

@@ -171,7 +171,7 @@ func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv
 	if wasAdopted(at, sid) && !deletionAllowed(tb.Spec.Policy, tokensv1alpha1.DeletionPolicyDelete) {
 		return nil
 	}
-	if _, err := r.confirmOwned(ctx, at, be, sid); err != nil {
+	if err := r.confirmOwned(ctx, at, be, sid); err != nil {
 		if isForeign(err) || errors.Is(err, backend.ErrNotFound) {
 			return nil // not this ApiToken's, or gone: nothing to discard
 		}
@@ -281,7 +281,7 @@ func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1al
 // one makes it).
 func (r *ApiTokenReconciler) ownCredentials(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend) (backend.Credentials, error) {
 	sid := at.Status.AccountSID
-	_, err := r.confirmOwned(ctx, at, be, sid)
+	err := r.confirmOwned(ctx, at, be, sid)
 	if isForeign(err) {
 		has, rebuildErr := r.rebuildFromOwnTokens(ctx, at, be, sid)
 		if rebuildErr != nil {

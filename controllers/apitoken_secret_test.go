@@ -107,7 +107,7 @@ func managed(manager string, dataKeys []string, annotations ...string) metav1.Ma
 		notes["f:"+k] = map[string]any{}
 	}
 	raw, _ := json.Marshal(map[string]any{"f:data": data, "f:metadata": map[string]any{"f:annotations": notes}, "f:type": map[string]any{}})
-	return metav1.ManagedFieldsEntry{Manager: manager, Operation: metav1.ManagedFieldsOperationUpdate, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: raw}}
+	return metav1.ManagedFieldsEntry{Manager: manager, Operation: metav1.ManagedFieldsOperationUpdate, FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(string(raw))}
 }
 
 func TestDeliveryInDetectsEdits(t *testing.T) {
@@ -130,7 +130,7 @@ func TestDeliveryInDetectsEdits(t *testing.T) {
 		"generation not number":      func(s *metav1.PartialObjectMetadata) { s.Annotations[credentialsGenerationAnnotation] = "x" },
 		"written by another manager": func(s *metav1.PartialObjectMetadata) { s.ManagedFields[0].Manager = "someone" },
 		"unreadable managed fields": func(s *metav1.PartialObjectMetadata) {
-			s.ManagedFields = append(s.ManagedFields, metav1.ManagedFieldsEntry{Manager: "x", FieldsV1: &metav1.FieldsV1{Raw: []byte("{")}})
+			s.ManagedFields = append(s.ManagedFields, metav1.ManagedFieldsEntry{Manager: "x", FieldsV1: metav1.NewFieldsV1("{")})
 		},
 	}
 	for name, edit := range tests {

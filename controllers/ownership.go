@@ -136,19 +136,16 @@ func (e foreignTokenError) Error() string {
 // confirmOwned returns nil when sid is the ApiToken's token: confirmed earlier
 // in this process, or now by a fresh, unconditional read of its externalId. A
 // token of another owner is a foreignTokenError; one that is gone is
-// backend.ErrNotFound. The token read is returned when a read was made.
-func (r *ApiTokenReconciler) confirmOwned(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, sid string) (*backend.Token, error) {
+// backend.ErrNotFound.
+func (r *ApiTokenReconciler) confirmOwned(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, sid string) error {
 	if r.owned.confirmed(at.UID, sid) {
-		return nil, nil
+		return nil
 	}
 	tok, _, err := be.Get(ctx, sid, "")
 	if err != nil {
-		return nil, fmt.Errorf("read token %s: %w", sid, err)
+		return fmt.Errorf("read token %s: %w", sid, err)
 	}
-	if err := r.checkOwner(at, tok); err != nil {
-		return nil, err
-	}
-	return tok, nil
+	return r.checkOwner(at, tok)
 }
 
 // checkOwner confirms a token read in full: its externalId is the ApiToken's

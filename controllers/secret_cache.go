@@ -136,7 +136,7 @@ func touchedFields(f *metav1.FieldsV1) (dataKeys []string, credentialsAnnotation
 			Annotations map[string]json.RawMessage `json:"f:annotations"`
 		} `json:"f:metadata"`
 	}
-	if err := json.Unmarshal(f.Raw, &fields); err != nil {
+	if err := json.Unmarshal(f.GetRawBytes(), &fields); err != nil {
 		return nil, true // unreadable: as if someone else had set it
 	}
 	for k := range fields.Data {
@@ -189,7 +189,7 @@ func compactManagedFields(entries []metav1.ManagedFieldsEntry) []metav1.ManagedF
 			fields["f:metadata"] = map[string]any{"f:annotations": map[string]struct{}{"f:" + credentialsHashAnnotation: {}}}
 		}
 		raw, _ := json.Marshal(fields)
-		out = append(out, metav1.ManagedFieldsEntry{Manager: e.Manager, FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: raw}})
+		out = append(out, metav1.ManagedFieldsEntry{Manager: e.Manager, FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(string(raw))})
 	}
 	return out
 }

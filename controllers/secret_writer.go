@@ -43,7 +43,7 @@ func newSecretWriter(mgr manager.Manager, managerClient client.Client) (*secretW
 	cfg := rest.CopyConfig(mgr.GetConfig())
 	tlsConfig, err := rest.TLSConfigFor(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("Secret writer: %w", err)
+		return nil, fmt.Errorf("secret writer: %w", err)
 	}
 	if tlsConfig != nil {
 		tlsConfig.NextProtos = []string{"http/1.1"}
@@ -62,11 +62,11 @@ func newSecretWriter(mgr manager.Manager, managerClient client.Client) (*secretW
 	}
 	rt, err := rest.HTTPWrappersForConfig(cfg, transport)
 	if err != nil {
-		return nil, fmt.Errorf("Secret writer: %w", err)
+		return nil, fmt.Errorf("secret writer: %w", err)
 	}
 	writer, err := client.New(cfg, client.Options{HTTPClient: &http.Client{Transport: rt, Timeout: cfg.Timeout}, Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
 	if err != nil {
-		return nil, fmt.Errorf("Secret writer: %w", err)
+		return nil, fmt.Errorf("secret writer: %w", err)
 	}
 	return &secretWriter{Client: managerClient, writer: writer, transport: transport}, nil
 }

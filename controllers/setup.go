@@ -122,7 +122,7 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	if err != nil {
 		return err
 	}
-	var secrets client.Client = client.WithFieldOwner(writer, FieldManager)
+	secrets := client.WithFieldOwner(writer, FieldManager)
 	if o.WrapClient != nil {
 		k = o.WrapClient(k)
 		secrets = o.WrapClient(secrets)

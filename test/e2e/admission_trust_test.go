@@ -88,7 +88,7 @@ func (e *env) waitCanI(user, ns, question string) {
 	e.eventually(user+" may "+question, 30*time.Second, func() error {
 		out, err := e.kubectlAs(user, "", append([]string{"-n", ns, "auth", "can-i"}, strings.Fields(question)...)...)
 		if strings.TrimSpace(out) != "yes" {
-			return fmt.Errorf("%q: %v", out, err)
+			return fmt.Errorf("%q: %w", out, err)
 		}
 		return nil
 	})
