@@ -38,7 +38,7 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 	now := r.Clock.Now()
 	change, changeDue := dueCredentialChange(at, now)
 	var observed *backend.Token
-	if backendReadDue(at, r.lastRead(at, resync), now, resync) || !r.owned.confirmed(at.UID, at.Status.AccountSID) && changeDue {
+	if backendReadDue(at, r.lastRead(at, resync), now, resync) {
 		var lost bool
 		var err error
 		if observed, lost, err = r.readBackendToken(ctx, at, be, desired); err != nil || lost {

@@ -134,12 +134,21 @@ func (e foreignTokenError) Error() string {
 }
 
 // confirmOwned returns nil when sid is the ApiToken's token: confirmed earlier
-// in this process, or now by a fresh, unconditional read of its externalId. A
-// token of another owner is a foreignTokenError; one that is gone is
-// backend.ErrNotFound.
+// in this process, or now by a fresh lookup of the ApiToken's tokens by
+// externalId (one call that confirms the current and the retiring tokens alike,
+// and tells the set complete). A SID the lookup does not list is read: gone is
+// backend.ErrNotFound, another owner's a foreignTokenError.
 func (r *ApiTokenReconciler) confirmOwned(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, sid string) error {
 	if r.owned.confirmed(at.UID, sid) {
 		return nil
+	}
+	if _, complete := r.owned.known(at.UID); !complete {
+		if _, err := r.ownTokens(ctx, at, be); err != nil {
+			return err
+		}
+		if r.owned.confirmed(at.UID, sid) {
+			return nil
+		}
 	}
 	tok, _, err := be.Get(ctx, sid, "")
 	if err != nil {
