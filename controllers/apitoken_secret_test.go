@@ -3,6 +3,7 @@ package controllers
 import (
 	"encoding/json"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -250,6 +251,9 @@ func FuzzRenderSecret(f *testing.F) {
 				}
 			}
 		}
+		if !validKey(sidKey) || !validKey(tokenKey) {
+			return // admission refuses the key (and managedFields could not name it)
+		}
 		got := deliveryIn(headOf(s, FieldManager))
 		// With equal keys (which admission refuses) the Secret has one key only.
 		wantOK := sid != "" && (basic || effectiveKeysDiffer(sidKey, tokenKey))
@@ -403,3 +407,10 @@ func sidKeyOf(at *tokensv1alpha1.ApiToken) string {
 	k, _ := secretKeys(at)
 	return k
 }
+
+// secretKeyPattern is the CRD's pattern for the Secret key names.
+var secretKeyPattern = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+
+// validKey reports a key name admission accepts: empty (the default) or one that
+// matches secretKeyPattern.
+func validKey(key string) bool { return key == "" || secretKeyPattern.MatchString(key) }
