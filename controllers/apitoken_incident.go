@@ -50,7 +50,11 @@ func (r *ApiTokenReconciler) respondToIncident(ctx context.Context, at *tokensv1
 		if err != nil || !has {
 			return nil, nil, err
 		}
-		if observed, _, err = be.Get(ctx, at.Status.AccountSID, ""); err != nil {
+		observed, _, err = be.Get(ctx, at.Status.AccountSID, "")
+		if errors.Is(err, backend.ErrNotFound) {
+			return nil, nil, nil // gone meanwhile: as above
+		}
+		if err != nil {
 			return nil, nil, fmt.Errorf("read token %s: %w", at.Status.AccountSID, err)
 		}
 	}

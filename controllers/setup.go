@@ -180,10 +180,10 @@ func stripForCache(in any) (any, error) {
 }
 
 // cacheOptions configures the manager's cache: Secrets only with the operator's
-// label, so that tens of thousands of unrelated Secrets cost nothing, and those
-// without credentials (secretCacheTransform: data as digests, and nothing but
-// metadata of a Secret no ApiToken controls), Namespaces
-// as metadata only, no managed fields on any cached object, and no last-applied
+// label, so that tens of thousands of unrelated Secrets cost nothing, and as
+// metadata only (watched so: no credentials; secretCacheTransform keeps of an
+// ApiToken's Secret what tells an edit, of any other only names), Namespaces
+// as metadata only, no managed fields on other cached objects, and no last-applied
 // annotation on ApiTokens.
 func cacheOptions() cache.Options {
 	return cache.Options{
