@@ -44,7 +44,7 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 		if observed, lost, err = r.readBackendToken(ctx, at, be, desired); err != nil || lost {
 			return r.recreateIfLost(ctx, at, be, desired, lost, err)
 		}
-		if at.Status.AccountSID == "" || (observed == nil && !r.owned.confirmed(at.UID, at.Status.AccountSID)) {
+		if at.Status.AccountSID == "" { // the status named a foreign token, and the ApiToken has none
 			return r.findOrCreate(ctx, at, be, desired, "")
 		}
 	}
@@ -91,14 +91,9 @@ func (r *ApiTokenReconciler) readBackendToken(ctx context.Context, at *tokensv1a
 	if err != nil {
 		return nil, false, fmt.Errorf("read token %s: %w", sid, err)
 	}
-	if observed != nil {
-		if err := r.checkOwner(at, observed); err != nil {
-			ok, err := r.rebuildFromOwnTokens(ctx, at, be, sid)
-			if err != nil || !ok {
-				return nil, false, err
-			}
-			return nil, false, nil
-		}
+	if observed != nil && r.checkOwner(at, observed) != nil {
+		_, err := r.rebuildFromOwnTokens(ctx, at, be, sid)
+		return nil, false, err
 	}
 	r.checked.Store(at.UID, r.Clock.Now())
 	if modified {

@@ -34,7 +34,7 @@ func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, at *tokensv1
 	}
 	if c.kind == tokensv1alpha1.CredentialsReset {
 		tokenResets.Inc()
-		r.event(at, corev1.EventTypeNormal, "Reset", "Reset the auth token of %s for reset request %q", sid, displayNonce(c.nonce))
+		r.event(at, corev1.EventTypeNormal, "Reset", "Reset the auth token of %s for reset request %q", sid, c.nonce) // already in its recorded form
 		now := metav1.NewTime(r.Clock.Now())
 		at.Status.LastResetTime = &now
 	} else {

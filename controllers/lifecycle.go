@@ -95,9 +95,6 @@ func recordedNonce(nonce string) string {
 	return "sha256:" + shortHash(nonce)
 }
 
-// displayNonce is a nonce as events quote it (its recorded form).
-func displayNonce(nonce string) string { return recordedNonce(nonce) }
-
 // rotationOverlap is spec.rotation.overlap, 0 when unset.
 func rotationOverlap(at *tokensv1alpha1.ApiToken) time.Duration {
 	if at.Spec.Rotation.Overlap == nil {
