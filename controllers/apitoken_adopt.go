@@ -7,7 +7,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
@@ -20,16 +19,17 @@ import (
 // the claim and the status write is finished by the next pass, which finds the
 // token claimed by this ApiToken already. Nothing is changed when adoption is not
 // allowed, the token is not found, or another owner holds it.
-func (r *ApiTokenReconciler) adoptExisting(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest) (*backend.Credentials, *backend.Token, error) {
+func (r *ApiTokenReconciler) adoptExisting(ctx context.Context, p *pass, desired backend.CreateRequest) (*backend.Credentials, *backend.Token, error) {
+	at, be := p.at, p.be
 	sid := at.Spec.Adopt.AccountSID
-	if err := r.checkAdoptionAllowed(ctx, at); err != nil {
+	if err := r.checkAdoptionAllowed(ctx, p); err != nil {
 		return nil, nil, err
 	}
 	// A Secret name held by someone else stops the adoption before the claim.
 	if _, err := r.getOwnSecret(ctx, at, secretName(at)); err != nil {
 		return nil, nil, err
 	}
-	tok, err := r.claim(ctx, at, be, sid)
+	tok, err := r.claim(ctx, p, sid)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -38,9 +38,9 @@ func (r *ApiTokenReconciler) adoptExisting(ctx context.Context, at *tokensv1alph
 		return nil, nil, fmt.Errorf("read credentials of %s: %w", sid, err)
 	}
 	r.event(at, corev1.EventTypeNormal, "Adopted", "Adopted token %s without a reset", sid)
-	r.recordToken(at, tok, "")
+	r.recordToken(p, tok, "")
 	r.recordCredentials(at, tokensv1alpha1.CredentialsAdopted, "", sid, creds.Generation)
-	updated, err := r.updateToken(ctx, at, be, desired, tok)
+	updated, err := r.updateToken(ctx, p, desired, tok)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -49,7 +49,8 @@ func (r *ApiTokenReconciler) adoptExisting(ctx context.Context, at *tokensv1alph
 
 // claim sets the token's externalId to the ApiToken's UID unless it holds it
 // already. A token of another owner, or none, is an AdoptionConflict.
-func (r *ApiTokenReconciler) claim(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, sid string) (*backend.Token, error) {
+func (r *ApiTokenReconciler) claim(ctx context.Context, p *pass, sid string) (*backend.Token, error) {
+	at, be := p.at, p.be
 	tok, _, err := be.Get(ctx, sid, "")
 	if errors.Is(err, backend.ErrNotFound) {
 		return nil, stalled(tokensv1alpha1.ReasonAdoptionConflict, "Token %s to adopt does not exist in TokenBackend %q", sid, backendName(at))
@@ -79,12 +80,8 @@ func (r *ApiTokenReconciler) claim(ctx context.Context, at *tokensv1alpha1.ApiTo
 
 // checkAdoptionAllowed refuses an adoption unless the TokenBackend's
 // spec.policy.adoptionNamespaces selects the ApiToken's namespace.
-func (r *ApiTokenReconciler) checkAdoptionAllowed(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
-	name := backendName(at)
-	tb := &tokensv1alpha1.TokenBackend{}
-	if err := r.Get(ctx, types.NamespacedName{Name: name}, tb); err != nil {
-		return fmt.Errorf("get TokenBackend %s: %w", name, err)
-	}
+func (r *ApiTokenReconciler) checkAdoptionAllowed(ctx context.Context, p *pass) error {
+	at, tb, name := p.at, p.tb, p.tb.Name
 	refused := stalled(tokensv1alpha1.ReasonAdoptionNotAllowed, "TokenBackend %q does not allow adoption in namespace %q (spec.policy.adoptionNamespaces)", name, at.Namespace)
 	if tb.Spec.Policy == nil || tb.Spec.Policy.AdoptionNamespaces == nil {
 		return refused

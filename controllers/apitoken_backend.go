@@ -24,28 +24,35 @@ import (
 const replayWindow = 12 * time.Hour
 
 // reconcileBackendToken makes the backend token match the spec and carries out a
-// due reset or rotation. It returns the credentials when a create, reset or
-// rotation produced them, and the backend token when it was read or made in this
-// pass; both are nil when the token was not due a backend check.
-func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, resync time.Duration) (*backend.Credentials, *backend.Token, error) {
+// due reset or rotation. It sets the pass's credentials when a create, reset or
+// rotation produced them, and its observed token when it was read or made in
+// this pass; both stay nil when the token was not due a backend check.
+func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, p *pass) error {
+	var err error
+	p.creds, p.observed, err = r.syncBackendToken(ctx, p)
+	return err
+}
+
+func (r *ApiTokenReconciler) syncBackendToken(ctx context.Context, p *pass) (*backend.Credentials, *backend.Token, error) {
+	at, resync := p.at, p.resync
 	desired := desiredToken(at)
 	if at.Status.AccountSID == "" {
 		if at.Spec.Adopt != nil && !hasOwnedToken(at) {
-			return r.adoptExisting(ctx, at, be, desired)
+			return r.adoptExisting(ctx, p, desired)
 		}
-		return r.findOrCreate(ctx, at, be, desired, "")
+		return r.findOrCreate(ctx, p, desired, "")
 	}
 	now := r.Clock.Now()
 	change, changeDue := dueCredentialChange(at, now)
 	var observed *backend.Token
-	if backendReadDue(at, r.lastRead(at, resync), now, resync) {
+	if backendReadDue(at, p.reads.lastRead(resync), now, resync) {
 		var lost bool
 		var err error
-		if observed, lost, err = r.readBackendToken(ctx, at, be, desired); err != nil || lost {
-			return r.recreateIfLost(ctx, at, be, desired, lost, err)
+		if observed, lost, err = r.readBackendToken(ctx, p, desired); err != nil || lost {
+			return r.recreateIfLost(ctx, p, desired, lost, err)
 		}
 		if at.Status.AccountSID == "" { // the status named a foreign token, and the ApiToken has none
-			return r.findOrCreate(ctx, at, be, desired, "")
+			return r.findOrCreate(ctx, p, desired, "")
 		}
 	}
 	if !changeDue {
@@ -54,19 +61,19 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 	// A reset or rotation does not need the token read first (a token that
 	// vanished answers 404, and is then made again) once this process has
 	// confirmed that the token is the ApiToken's.
-	creds, tok, err := r.changeCredentials(ctx, at, be, desired, change)
+	creds, tok, err := r.changeCredentials(ctx, p, desired, change)
 	if foreign, ok := errors.AsType[foreignTokenError](err); ok {
-		has, rebuildErr := r.rebuildFromOwnTokens(ctx, at, be, foreign.sid)
+		has, rebuildErr := r.rebuildFromOwnTokens(ctx, p, foreign.sid)
 		switch {
 		case rebuildErr != nil:
 			return nil, nil, rebuildErr
 		case !has:
-			return r.findOrCreate(ctx, at, be, desired, "")
+			return r.findOrCreate(ctx, p, desired, "")
 		}
-		creds, tok, err = r.changeCredentials(ctx, at, be, desired, change)
+		creds, tok, err = r.changeCredentials(ctx, p, desired, change)
 	}
 	if errors.Is(err, backend.ErrNotFound) {
-		return r.recreateIfLost(ctx, at, be, desired, true, nil)
+		return r.recreateIfLost(ctx, p, desired, true, nil)
 	}
 	return creds, tok, err
 }
@@ -76,7 +83,8 @@ func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, at *toke
 // it back to the spec when it changed. lost reports a token that is gone. A
 // token of another owner is never used: the status is rebuilt from a lookup by
 // externalId, and observed is then that token, or nil with an empty status SID.
-func (r *ApiTokenReconciler) readBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest) (observed *backend.Token, lost bool, err error) {
+func (r *ApiTokenReconciler) readBackendToken(ctx context.Context, p *pass, desired backend.CreateRequest) (observed *backend.Token, lost bool, err error) {
+	at, be := p.at, p.be
 	sid := at.Status.AccountSID
 	etag := at.Status.BackendETag
 	if specUnconfirmed(at) || !r.owned.confirmed(at.UID, sid) {
@@ -92,12 +100,12 @@ func (r *ApiTokenReconciler) readBackendToken(ctx context.Context, at *tokensv1a
 		return nil, false, fmt.Errorf("read token %s: %w", sid, err)
 	}
 	if observed != nil && r.checkOwner(at, observed) != nil {
-		_, err := r.rebuildFromOwnTokens(ctx, at, be, sid)
+		_, err := r.rebuildFromOwnTokens(ctx, p, sid)
 		return nil, false, err
 	}
-	r.checked.Store(at.UID, r.Clock.Now())
+	p.reads.read()
 	if modified {
-		if observed, err = r.updateToken(ctx, at, be, desired, observed); err != nil {
+		if observed, err = r.updateToken(ctx, p, desired, observed); err != nil {
 			return nil, false, err
 		}
 	}
@@ -106,35 +114,37 @@ func (r *ApiTokenReconciler) readBackendToken(ctx context.Context, at *tokensv1a
 
 // recreateIfLost finds or makes the ApiToken's own token when the one in its
 // status is gone; otherwise it passes err on.
-func (r *ApiTokenReconciler) recreateIfLost(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, lost bool, err error) (*backend.Credentials, *backend.Token, error) {
+func (r *ApiTokenReconciler) recreateIfLost(ctx context.Context, p *pass, desired backend.CreateRequest, lost bool, err error) (*backend.Credentials, *backend.Token, error) {
+	at := p.at
 	if !lost {
 		return nil, nil, err
 	}
 	sid := at.Status.AccountSID
 	r.owned.remove(at.UID, sid)
 	r.event(at, corev1.EventTypeWarning, "TokenRecreated", "Token %s is gone from the backend; making a new one", sid)
-	return r.findOrCreate(ctx, at, be, desired, sid)
+	return r.findOrCreate(ctx, p, desired, sid)
 }
 
 // findOrCreate adopts the token that an earlier, interrupted pass created, or
 // creates one. lostSID names a token that was deleted in the backend.
-func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, lostSID string) (*backend.Credentials, *backend.Token, error) {
+func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, p *pass, desired backend.CreateRequest, lostSID string) (*backend.Credentials, *backend.Token, error) {
+	at, be := p.at, p.be
 	lookup := mayHaveCreated(at, r.Clock.Now()) || lostSID != ""
 	if lookup {
-		found, err := r.findOwnTokens(ctx, at, be, lostSID)
+		found, err := r.findOwnTokens(ctx, p, lostSID)
 		if err != nil {
 			return nil, nil, err
 		}
 		if len(found) > 0 {
-			return r.adopt(ctx, at, be, desired, found, lostSID)
+			return r.adopt(ctx, p, desired, found, lostSID)
 		}
 	}
 	tok, creds, err := be.Create(ctx, createKey(at, lostSID, lookup), desired)
 	if errors.Is(err, backend.ErrInvalid) && !lookup {
 		// The key may be that of a create an interrupted pass made with another
 		// spec (the backend refuses a replay with a different body): adopt it.
-		if found, findErr := r.findOwnTokens(ctx, at, be, lostSID); findErr == nil && len(found) > 0 {
-			return r.adopt(ctx, at, be, desired, found, lostSID)
+		if found, findErr := r.findOwnTokens(ctx, p, lostSID); findErr == nil && len(found) > 0 {
+			return r.adopt(ctx, p, desired, found, lostSID)
 		}
 	}
 	if err != nil {
@@ -145,7 +155,7 @@ func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, at *tokensv1alpha
 	} else {
 		r.owned.addFirst(at.UID, tok.SID)
 	}
-	r.recordToken(at, tok, lostSID)
+	r.recordToken(p, tok, lostSID)
 	r.recordCredentials(at, createdOrRecreated(lostSID), "", tok.SID, creds.Generation)
 	return &creds, tok, nil
 }
@@ -160,8 +170,9 @@ func mayHaveCreated(at *tokensv1alpha1.ApiToken, now time.Time) bool {
 
 // findOwnTokens lists the backend tokens created for this ApiToken that may be its
 // current one, oldest first: neither the lost one nor a retiring one.
-func (r *ApiTokenReconciler) findOwnTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, lostSID string) ([]backend.Token, error) {
-	found, err := r.ownTokens(ctx, at, be)
+func (r *ApiTokenReconciler) findOwnTokens(ctx context.Context, p *pass, lostSID string) ([]backend.Token, error) {
+	at := p.at
+	found, err := r.ownTokens(ctx, p)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +185,8 @@ func (r *ApiTokenReconciler) findOwnTokens(ctx context.Context, at *tokensv1alph
 
 // adopt takes over the oldest token found and deletes any others: one ApiToken
 // owns exactly one current backend token (retiring ones are never found here).
-func (r *ApiTokenReconciler) adopt(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, found []backend.Token, lostSID string) (*backend.Credentials, *backend.Token, error) {
+func (r *ApiTokenReconciler) adopt(ctx context.Context, p *pass, desired backend.CreateRequest, found []backend.Token, lostSID string) (*backend.Credentials, *backend.Token, error) {
+	at, be := p.at, p.be
 	keep := found[0]
 	for _, extra := range found[1:] {
 		if err := be.Delete(ctx, extra.SID); err != nil && !errors.Is(err, backend.ErrNotFound) {
@@ -184,9 +196,9 @@ func (r *ApiTokenReconciler) adopt(ctx context.Context, at *tokensv1alpha1.ApiTo
 		r.event(at, corev1.EventTypeWarning, "DuplicateDeleted", "Deleted duplicate token %s", extra.SID)
 	}
 	logf.FromContext(ctx).Info("adopted backend token created by an earlier attempt", "sid", keep.SID)
-	r.recordToken(at, &keep, lostSID)
+	r.recordToken(p, &keep, lostSID)
 	r.recordCredentials(at, createdOrRecreated(lostSID), "", keep.SID, keep.Generation)
-	updated, err := r.updateToken(ctx, at, be, desired, &keep)
+	updated, err := r.updateToken(ctx, p, desired, &keep)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -196,7 +208,8 @@ func (r *ApiTokenReconciler) adopt(ctx context.Context, at *tokensv1alpha1.ApiTo
 // recordToken notes a new backend token in the status. Reset and rotate
 // annotations present when the token is first created are recorded as handled:
 // the token is new.
-func (r *ApiTokenReconciler) recordToken(at *tokensv1alpha1.ApiToken, tok *backend.Token, lostSID string) {
+func (r *ApiTokenReconciler) recordToken(p *pass, tok *backend.Token, lostSID string) {
+	at := p.at
 	at.Status.AccountSID = tok.SID
 	at.Status.BackendETag = tok.ETag
 	at.Status.APIVersion = int32(tok.APIVersion)
@@ -205,7 +218,7 @@ func (r *ApiTokenReconciler) recordToken(at *tokensv1alpha1.ApiToken, tok *backe
 		at.Status.LastHandledReset = at.Annotations[tokensv1alpha1.ResetAnnotation]
 		at.Status.LastHandledRotate = at.Annotations[tokensv1alpha1.RotateAnnotation]
 	}
-	r.checked.Store(at.UID, r.Clock.Now())
+	p.reads.read()
 }
 
 // createdOrRecreated is the history type of a token made for the first time or
@@ -220,7 +233,8 @@ func createdOrRecreated(lostSID string) tokensv1alpha1.CredentialChangeType {
 // updateToken patches the backend token to the spec, conditionally on the version
 // read. A change that the spec did not ask for is drift made in the backend: it is
 // reverted and reported as a Warning event.
-func (r *ApiTokenReconciler) updateToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, observed *backend.Token) (*backend.Token, error) {
+func (r *ApiTokenReconciler) updateToken(ctx context.Context, p *pass, desired backend.CreateRequest, observed *backend.Token) (*backend.Token, error) {
+	at, be := p.at, p.be
 	patch, widened := tokenPatch(desired, observed)
 	if patch.IsEmpty() {
 		r.recordObserved(at, observed)
@@ -254,63 +268,25 @@ func (r *ApiTokenReconciler) recordObserved(at *tokensv1alpha1.ApiToken, tok *ba
 	at.Status.BackendETag = tok.ETag
 }
 
-// lastRead is when this process last read the ApiToken's backend token; zero
-// when the next pass must read it. A token it has not met yet (it has just
-// started, or the token was made by an earlier process) is given a made-up last
-// read one resync before its first-read slot: the first reads of a restart are
-// spread over one interval instead of all coming at once, and each still comes
-// within that interval.
-func (r *ApiTokenReconciler) lastRead(at *tokensv1alpha1.ApiToken, resync time.Duration) time.Time {
-	if last, ok := r.checked.Load(at.UID); ok {
-		return last.(time.Time)
-	}
-	r.startOnce.Do(func() { r.started = r.Clock.Now() })
-	slot := r.started.Add(firstReadOffset(r.firstReads.Add(1)-1, resync))
-	last, _ := r.checked.LoadOrStore(at.UID, slot.Add(-resync))
-	return last.(time.Time)
-}
-
-// nextRead is when the next routine read of the backend token is due: now when
-// a read was asked for (readAtNextPass).
-func (r *ApiTokenReconciler) nextRead(at *tokensv1alpha1.ApiToken, resync time.Duration) time.Time {
-	last := r.lastRead(at, resync)
-	if last.IsZero() {
-		return r.Clock.Now()
-	}
-	return last.Add(resync)
-}
-
-// readAtNextPass makes the next pass read the backend token, whatever its time.
-func (r *ApiTokenReconciler) readAtNextPass(at *tokensv1alpha1.ApiToken) {
-	r.checked.Store(at.UID, time.Time{})
-}
-
-// forget drops what this process remembers of an ApiToken that is gone.
-func (r *ApiTokenReconciler) forget(at *tokensv1alpha1.ApiToken) {
-	r.drift.stop(client.ObjectKeyFromObject(at))
-	r.checked.Delete(at.UID)
-	r.written.Delete(at.UID)
-	r.owned.forget(at.UID)
-}
-
 // reconcileDelete carries out the deletion policy (as far as the TokenBackend
 // allows it: effectiveDeletionPolicy), then releases the finalizer. Retiring
 // tokens are deleted under every policy.
-func (r *ApiTokenReconciler) reconcileDelete(ctx context.Context, at *tokensv1alpha1.ApiToken) (ctrl.Result, error) {
+func (r *ApiTokenReconciler) reconcileDelete(ctx context.Context, p *pass) (ctrl.Result, error) {
+	at := p.at
 	if !controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
 		return ctrl.Result{}, nil
 	}
-	if err := r.carryOutDeletion(ctx, at, at.Spec.DeletionPolicy); err != nil {
+	if err := r.carryOutDeletion(ctx, p, at.Spec.DeletionPolicy); err != nil {
 		return r.classify(at, err, DefaultResyncInterval)
 	}
-	return ctrl.Result{}, r.releaseFinalizer(ctx, at)
+	return ctrl.Result{}, r.releaseFinalizer(ctx, p)
 }
 
 // carryOutDeletion applies a deletion policy to the ApiToken's backend tokens
 // and Secret.
-func (r *ApiTokenReconciler) carryOutDeletion(ctx context.Context, at *tokensv1alpha1.ApiToken, requested tokensv1alpha1.DeletionPolicy) error {
-	be, tb, err := r.releasingBackend(ctx, at)
-	if err != nil {
+func (r *ApiTokenReconciler) carryOutDeletion(ctx context.Context, p *pass, requested tokensv1alpha1.DeletionPolicy) error {
+	at := p.at
+	if err := r.releasingBackend(ctx, p); err != nil {
 		var stall *stalledError
 		if errors.As(err, &stall) && (at.Status.AccountSID == "" || requested == tokensv1alpha1.DeletionPolicyOrphan) {
 			// The backend was never usable (nothing was created), or it is gone
@@ -319,30 +295,34 @@ func (r *ApiTokenReconciler) carryOutDeletion(ctx context.Context, at *tokensv1a
 		}
 		return err
 	}
-	policy := effectiveDeletionPolicy(requested, tb.Spec.Policy)
+	policy := effectiveDeletionPolicy(requested, p.tb.Spec.Policy)
 	if policy != requested && requested != "" {
-		r.event(at, corev1.EventTypeWarning, "DeletionPolicyNotAllowed", "TokenBackend %q does not allow deletionPolicy %s; applied %s", tb.Name, requested, policy)
+		r.event(at, corev1.EventTypeWarning, "DeletionPolicyNotAllowed", "TokenBackend %q does not allow deletionPolicy %s; applied %s", p.tb.Name, requested, policy)
 	}
 	if policy == tokensv1alpha1.DeletionPolicyOrphan {
-		if err := r.releaseRetiringTokens(ctx, at, be); err != nil {
+		if err := r.releaseRetiringTokens(ctx, p); err != nil {
 			return err
 		}
 		return r.orphanSecrets(ctx, at)
 	}
-	if err := r.releaseBackendToken(ctx, at, be, policy); err != nil {
+	if err := r.releaseBackendToken(ctx, p, policy); err != nil {
 		return err
 	}
 	return r.deleteOwnSecret(ctx, at, secretName(at))
 }
 
-// releaseFinalizer lets the API server remove a deleted ApiToken, and forgets it.
-func (r *ApiTokenReconciler) releaseFinalizer(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+// releaseFinalizer lets the API server remove a deleted ApiToken, and forgets
+// what this process remembers of it.
+func (r *ApiTokenReconciler) releaseFinalizer(ctx context.Context, p *pass) error {
+	at := p.at
 	patch := client.MergeFromWithOptions(at.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	controllerutil.RemoveFinalizer(at, tokensv1alpha1.Finalizer)
 	if err := r.Patch(ctx, at, patch); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("remove finalizer: %w", err)
 	}
-	r.forget(at)
+	p.reads.forget()
+	r.written.Delete(at.UID)
+	r.owned.forget(at.UID)
 	return nil
 }
 
@@ -350,8 +330,9 @@ func (r *ApiTokenReconciler) releaseFinalizer(ctx context.Context, at *tokensv1a
 // (found by its externalId, so only its own), including one an interrupted create
 // may have left unrecorded. Under Disable, retiring tokens are deleted all the
 // same: they were to be deleted anyway.
-func (r *ApiTokenReconciler) releaseBackendToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, policy tokensv1alpha1.DeletionPolicy) error {
-	found, err := r.ownTokens(ctx, at, be) // every token it owns, retiring ones included
+func (r *ApiTokenReconciler) releaseBackendToken(ctx context.Context, p *pass, policy tokensv1alpha1.DeletionPolicy) error {
+	at, be := p.at, p.be
+	found, err := r.ownTokens(ctx, p) // every token it owns, retiring ones included
 	if err != nil {
 		return err
 	}

@@ -14,7 +14,6 @@ import (
 	"maps"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -57,28 +56,17 @@ type ApiTokenReconciler struct {
 	Scheme       *runtime.Scheme
 	Recorder     events.EventRecorder
 	Registry     *Registry
-	// Clock is the time source, timers included (the drift checker's).
+	// Clock is the time source, timers included (the read schedule's).
 	Clock clock.Clock
 	// MaxConcurrentReconciles bounds the workers; default 10.
 	MaxConcurrentReconciles int
 
-	// checked remembers when each token was last read from the backend, so that
-	// events that do not concern the backend (the operator's own Secret writes,
-	// restarts of watches) do not cost a backend call; see backendReadDue. The
-	// zero time asks the next pass to read.
-	checked sync.Map // types.UID -> time.Time
-	// firstReads numbers the tokens this process has not read yet, in the order it
-	// meets them, and started is when it met the first: their first reads are
-	// spread over one resync interval from then (firstReadOffset), so that a
-	// restart does not read every token at once.
-	firstReads atomic.Uint64
-	startOnce  sync.Once
-	started    time.Time
 	// written holds the resourceVersion of each ApiToken's last status write by
 	// this process, until the cache has it (see cacheBehindOwnWrite).
 	written sync.Map // types.UID -> uint64
-	// drift makes the routine backend reads of Ready ApiTokens between passes.
-	drift *driftChecker
+	// reads decides when each backend token is read next, and makes the routine
+	// reads of Ready ApiTokens between passes (read_schedule.go).
+	reads *readSchedule
 	// owned holds the backend tokens confirmed as each ApiToken's (ownership.go).
 	owned *ownedTokens
 }
@@ -102,90 +90,96 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	at := &tokensv1alpha1.ApiToken{}
 	if err := r.Get(ctx, req.NamespacedName, at); err != nil {
 		if apierrors.IsNotFound(err) {
-			r.drift.stop(req.NamespacedName)
+			r.forgetGone(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if r.cacheBehindOwnWrite(at) {
 		return ctrl.Result{RequeueAfter: cacheLagRetry}, nil
 	}
-	if !r.drift.claim(req.NamespacedName) {
-		return ctrl.Result{RequeueAfter: checkInFlightRetry}, nil
+	lease, ok := r.reads.claim(at)
+	if !ok {
+		return ctrl.Result{}, nil // its reader's read is in flight; the read's end queues it
 	}
-	original := at.DeepCopy()
-	var nextCheck time.Time // set when the pass ends Ready: the drift checker's next read
+	p := &pass{at: at, original: at.DeepCopy(), reads: lease}
 	defer func() {
 		if at.DeletionTimestamp.IsZero() || controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
-			retErr = errors.Join(retErr, r.patchStatus(ctx, original, at))
+			retErr = errors.Join(retErr, r.patchStatus(ctx, p.original, at))
 		}
-		r.scheduleDriftCheck(at, nextCheck, retErr)
+		lease.end(at, p.resync, p.ready && retErr == nil)
 	}()
 
 	if isPaused(at) {
-		return r.reconcilePaused(ctx, at)
+		return r.reconcilePaused(ctx, p)
 	}
 	resume(at)
 	if !at.DeletionTimestamp.IsZero() {
-		return r.reconcileDelete(ctx, at)
+		return r.reconcileDelete(ctx, p)
 	}
 	if err := r.ensureFinalizer(ctx, at); err != nil {
 		return ctrl.Result{}, err
 	}
-
-	be, resync, tb, err := r.resolveBackend(ctx, at)
-	if err != nil {
+	if err := r.resolveBackend(ctx, p); err != nil {
 		return r.classify(at, err, DefaultResyncInterval)
 	}
 	// Incident response is never blocked: while the ApiToken may not be applied
 	// (namespace access lost, policy tightened, values the backend refuses), a due
 	// reset, rotation or disable of its own token is still carried out.
-	if err := r.checkAccess(ctx, at, tb); err != nil {
-		return r.respondWhileBlocked(ctx, at, be, resync, err)
+	if err := r.checkAccess(ctx, p); err != nil {
+		return r.respondWhileBlocked(ctx, p, err)
 	}
-	lookup, err := r.checkSecretAvailable(ctx, at)
-	if err != nil {
-		return r.classify(at, err, resync)
+	if err := r.checkSecretAvailable(ctx, p); err != nil {
+		return r.classify(at, err, p.resync)
 	}
-	creds, observed, err := r.reconcileBackendToken(ctx, at, be, resync)
+	err := r.reconcileBackendToken(ctx, p)
 	if isStall(err) {
-		return r.respondWhileBlocked(ctx, at, be, resync, err)
+		return r.respondWhileBlocked(ctx, p, err)
 	}
 	if err != nil {
-		return r.backendFailed(at, err, resync)
+		return r.backendFailed(p, err)
 	}
-	delivered, err := r.reconcileSecret(ctx, at, be, lookup, creds, observed)
-	if err != nil {
-		if discardErr := r.discardUnusedToken(ctx, at, be, tb, err); discardErr != nil {
+	if err := r.reconcileSecret(ctx, p); err != nil {
+		if discardErr := r.discardUnusedToken(ctx, p, err); discardErr != nil {
 			err = discardErr // the token is still in the backend: the retry deletes it
 		}
-		return r.backendFailed(at, err, resync)
+		return r.backendFailed(p, err)
 	}
-	if err := r.rollForNewCredentials(ctx, original, at, delivered); err != nil {
-		return r.classify(at, err, resync)
+	if err := r.rollForNewCredentials(ctx, p); err != nil {
+		return r.classify(at, err, p.resync)
 	}
-	retireAt, err := r.retireTokens(ctx, at, be)
+	retireAt, err := r.retireTokens(ctx, p)
 	if err != nil {
-		return r.backendFailed(at, err, resync)
+		return r.backendFailed(p, err)
 	}
 	markReadyOrDeferred(at, r.Clock.Now())
-	nextCheck = r.nextRead(at, resync)
+	p.ready = true
 	if _, due := dueCredentialChange(at, r.Clock.Now()); due {
 		return ctrl.Result{RequeueAfter: cacheLagRetry}, nil // a deferred rotation whose slot this pass freed
 	}
 	return ctrl.Result{RequeueAfter: nextWake(r.Clock.Now(), at.Status.NextRotationTime, retireAt)}, nil
 }
 
+// forgetGone drops what this process remembers of an ApiToken that no longer
+// exists, deleted without a pass that released it (paused from creation, or
+// never given a finalizer).
+func (r *ApiTokenReconciler) forgetGone(key types.NamespacedName) {
+	if uid, ok := r.reads.forgetName(key); ok {
+		r.written.Delete(uid)
+		r.owned.forget(uid)
+	}
+}
+
 // rollForNewCredentials rolls the restart targets when this pass recorded a
 // credential change that consumers must pick up. On a failure it records nothing
 // of the change: the next pass replays it (same key, same credentials) and rolls
 // the targets then.
-func (r *ApiTokenReconciler) rollForNewCredentials(ctx context.Context, original, at *tokensv1alpha1.ApiToken, delivered deliveredCredentials) error {
-	change, ok := newCredentialChange(original, at)
+func (r *ApiTokenReconciler) rollForNewCredentials(ctx context.Context, p *pass) error {
+	change, ok := newCredentialChange(p.original, p.at)
 	if !ok || !rollsTargets(change.Type) {
 		return nil
 	}
-	if err := r.rollRestartTargets(ctx, at, credentialsRef(delivered.accountSID, delivered.generation)); err != nil {
-		at.Status = *original.Status.DeepCopy()
+	if err := r.rollRestartTargets(ctx, p.at, credentialsRef(p.delivered.accountSID, p.delivered.generation)); err != nil {
+		p.at.Status = *p.original.Status.DeepCopy()
 		return err
 	}
 	return nil
@@ -197,51 +191,40 @@ func (r *ApiTokenReconciler) rollForNewCredentials(ctx context.Context, original
 // disable, narrower scopes, the retirement of old tokens. The token's other
 // settings are left as they are in the backend (never changed to a spec that is
 // not allowed); the ApiToken stays Stalled with blocked's reason. Anything but a
-// stall (an unreachable backend) is classified as usual.
-func (r *ApiTokenReconciler) respondWhileBlocked(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, resync time.Duration, blocked error) (ctrl.Result, error) {
-	if !isStall(blocked) || at.Status.AccountSID == "" || be == nil {
-		return r.classify(at, blocked, resync)
+// stall (an unreachable backend) is classified as usual. The credential change,
+// if any, is told apart from the status as it was at the start of this response.
+func (r *ApiTokenReconciler) respondWhileBlocked(ctx context.Context, p *pass, blocked error) (ctrl.Result, error) {
+	at := p.at
+	if !isStall(blocked) || at.Status.AccountSID == "" || p.be == nil {
+		return r.classify(at, blocked, p.resyncOrDefault())
 	}
-	original := at.DeepCopy()
-	var creds *backend.Credentials
-	var observed *backend.Token
+	response := *p
+	response.original, response.lookup = at.DeepCopy(), secretLookup{}
 	var err error
 	if incidentDue(at, r.Clock.Now()) {
-		creds, observed, err = r.respondToIncident(ctx, at, be, narrowsScopes(blocked))
+		err = r.respondToIncident(ctx, &response, narrowsScopes(blocked))
 	}
-	if err == nil && (creds != nil || observed != nil) {
-		var delivered deliveredCredentials
-		if delivered, err = r.reconcileSecret(ctx, at, be, secretLookup{}, creds, observed); err == nil {
-			err = r.rollForNewCredentials(ctx, original, at, delivered)
+	if err == nil && (response.creds != nil || response.observed != nil) {
+		if err = r.reconcileSecret(ctx, &response); err == nil {
+			err = r.rollForNewCredentials(ctx, &response)
 		}
 	}
 	if err == nil {
-		_, err = r.retireTokens(ctx, at, be)
+		_, err = r.retireTokens(ctx, &response)
 	}
 	if err != nil && !isStall(err) {
-		return r.backendFailed(at, err, resync)
+		return r.backendFailed(p, err)
 	}
-	return r.classify(at, blocked, resync)
-}
-
-// scheduleDriftCheck hands a pass that ended Ready (and saved its status) to the
-// drift checker, which reads the backend token at nextCheck; any other end stops
-// the checks, and the ApiToken's own requeues take over.
-func (r *ApiTokenReconciler) scheduleDriftCheck(at *tokensv1alpha1.ApiToken, nextCheck time.Time, err error) {
-	if nextCheck.IsZero() || err != nil {
-		r.drift.stop(client.ObjectKeyFromObject(at))
-		return
-	}
-	r.drift.schedule(at, nextCheck)
+	return r.classify(at, blocked, p.resync)
 }
 
 // backendFailed reports a backend that could not be reached to the registry, so
 // that the ApiTokens using it wait for its recovery, then classifies the error.
-func (r *ApiTokenReconciler) backendFailed(at *tokensv1alpha1.ApiToken, err error, resync time.Duration) (ctrl.Result, error) {
+func (r *ApiTokenReconciler) backendFailed(p *pass, err error) (ctrl.Result, error) {
 	if unreachable(err) {
-		r.Registry.markDown(backendName(at))
+		r.Registry.markDown(backendName(p.at))
 	}
-	return r.classify(at, err, resync)
+	return r.classify(p.at, err, p.resyncOrDefault())
 }
 
 // unreachable reports a failure that says the backend is down rather than that
@@ -287,49 +270,63 @@ func metadataHandle(at *tokensv1alpha1.ApiToken) *metav1.PartialObjectMetadata {
 // releasingBackend resolves the backend to release the ApiToken's own tokens at
 // deletion: a namespace that lost access may still release what it owns, so that
 // deletion never hangs on it.
-func (r *ApiTokenReconciler) releasingBackend(ctx context.Context, at *tokensv1alpha1.ApiToken) (backend.Backend, *tokensv1alpha1.TokenBackend, error) {
-	be, _, tb, err := r.resolveBackend(ctx, at)
+func (r *ApiTokenReconciler) releasingBackend(ctx context.Context, p *pass) error {
+	err := r.resolveBackend(ctx, p)
 	var stall *stalledError
 	if errors.As(err, &stall) && stall.reason == tokensv1alpha1.ReasonBackendNotFound {
-		return nil, nil, stalled(stall.reason, "TokenBackend %q does not exist: the ApiToken waits for it to release its backend token; set spec.deletionPolicy to Orphan to let it go without", backendName(at))
+		return stalled(stall.reason, "TokenBackend %q does not exist: the ApiToken waits for it to release its backend token; set spec.deletionPolicy to Orphan to let it go without", backendName(p.at))
 	}
-	return be, tb, err
+	return err
 }
 
-// resolveBackend returns the client of the ApiToken's TokenBackend, once the
-// backend exists and is ready, and the TokenBackend itself (read once a pass).
-func (r *ApiTokenReconciler) resolveBackend(ctx context.Context, at *tokensv1alpha1.ApiToken) (backend.Backend, time.Duration, *tokensv1alpha1.TokenBackend, error) {
-	name := backendName(at)
-	tb := &tokensv1alpha1.TokenBackend{}
-	if err := r.Get(ctx, types.NamespacedName{Name: name}, tb); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, 0, nil, stalled(tokensv1alpha1.ReasonBackendNotFound, "TokenBackend %q does not exist", name)
-		}
-		return nil, 0, nil, fmt.Errorf("get TokenBackend %s: %w", name, err)
+// resolveBackend reads the ApiToken's TokenBackend (once a pass) into the pass,
+// and its client and resync interval once the backend exists and is ready.
+func (r *ApiTokenReconciler) resolveBackend(ctx context.Context, p *pass) error {
+	if err := r.readTokenBackend(ctx, p); err != nil {
+		return err
 	}
+	name, tb := p.tb.Name, p.tb
 	be, resync, state := r.Registry.get(name)
 	if state == backendDown {
-		return nil, 0, tb, &waitingError{reason: tokensv1alpha1.ReasonBackendUnavailable,
+		return &waitingError{reason: tokensv1alpha1.ReasonBackendUnavailable,
 			message: fmt.Sprintf("TokenBackend %q is unreachable; waiting for it to answer again", name), after: time.Minute}
 	}
 	if state == backendMissing {
 		// A backend that reports Ready but is not registered yet is one this process
 		// has not reconciled since it started: wait for the registry's notification
 		// without touching the status, so that a restart writes nothing.
-		return nil, 0, tb, &waitingError{reason: tokensv1alpha1.ReasonBackendNotReady, message: fmt.Sprintf("TokenBackend %q is not ready", name),
+		return &waitingError{reason: tokensv1alpha1.ReasonBackendNotReady, message: fmt.Sprintf("TokenBackend %q is not ready", name),
 			after: 30 * time.Second, quiet: isReady(tb.Status.Conditions)}
 	}
-	return be, resync, tb, nil
+	p.be, p.resync = be, resync
+	return nil
+}
+
+// readTokenBackend reads the ApiToken's TokenBackend into the pass, once a pass.
+func (r *ApiTokenReconciler) readTokenBackend(ctx context.Context, p *pass) error {
+	if p.tb != nil {
+		return nil
+	}
+	name := backendName(p.at)
+	tb := &tokensv1alpha1.TokenBackend{}
+	if err := r.Get(ctx, types.NamespacedName{Name: name}, tb); err != nil {
+		if apierrors.IsNotFound(err) {
+			return stalled(tokensv1alpha1.ReasonBackendNotFound, "TokenBackend %q does not exist", name)
+		}
+		return fmt.Errorf("get TokenBackend %s: %w", name, err)
+	}
+	p.tb = tb
+	return nil
 }
 
 // checkAccess stalls an ApiToken that its TokenBackend does not admit: a
 // namespace outside allowedNamespaces, or a spec its catalog or policy does not
 // allow.
-func (r *ApiTokenReconciler) checkAccess(ctx context.Context, at *tokensv1alpha1.ApiToken, tb *tokensv1alpha1.TokenBackend) error {
-	if err := r.checkNamespaceAllowed(ctx, at, tb); err != nil {
+func (r *ApiTokenReconciler) checkAccess(ctx context.Context, p *pass) error {
+	if err := r.checkNamespaceAllowed(ctx, p.at, p.tb); err != nil {
 		return err
 	}
-	return checkPolicy(at, tb)
+	return checkPolicy(p.at, p.tb)
 }
 
 func (r *ApiTokenReconciler) checkNamespaceAllowed(ctx context.Context, at *tokensv1alpha1.ApiToken, tb *tokensv1alpha1.TokenBackend) error {
@@ -386,7 +383,8 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.SecretWriter = r.Client
 	}
 	r.owned = newOwnedTokens()
-	r.drift = newDriftChecker(r.Registry, r.Clock, &r.checked, r.MaxConcurrentReconciles)
+	r.reads = newReadSchedule(r.Registry, r.Clock, r.MaxConcurrentReconciles)
+	r.Registry.onRemove(r.reads.dropBackend)
 	err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.ApiToken{}, backendRefIndex,
 		func(o client.Object) []string { return []string{backendName(o.(*tokensv1alpha1.ApiToken))} })
 	if err != nil {
@@ -408,7 +406,7 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}), builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, readinessChangedPredicate(), catalogChangedPredicate()))).
 		WatchesRawSource(source.Channel(r.Registry.changed, enqueueBehindOthers(tokensOfBackend))).
 		WatchesMetadata(&corev1.Namespace{}, enqueueBehindOthers(tokensInNamespace), builder.WithPredicates(labelsChanged())).
-		WatchesRawSource(source.Func(r.drift.start)).
+		WatchesRawSource(source.Func(r.reads.start)).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: r.MaxConcurrentReconciles,
 			// Failures back off from 500ms to 5 minutes per ApiToken: a backend that is

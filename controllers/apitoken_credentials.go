@@ -20,13 +20,14 @@ import (
 // changeCredentials carries out a due reset or rotation and records it. It
 // returns the new credentials, and the new backend token when one was created.
 // The token it resets or rotates away from is confirmed as the ApiToken's first.
-func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, c credentialChange) (*backend.Credentials, *backend.Token, error) {
+func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, p *pass, desired backend.CreateRequest, c credentialChange) (*backend.Credentials, *backend.Token, error) {
+	at, be := p.at, p.be
 	sid := at.Status.AccountSID
-	if err := r.confirmOwned(ctx, at, be, sid); err != nil {
+	if err := r.confirmOwned(ctx, p, sid); err != nil {
 		return nil, nil, err
 	}
 	if c.overlap > 0 {
-		return r.rotateWithOverlap(ctx, at, be, desired, c)
+		return r.rotateWithOverlap(ctx, p, desired, c)
 	}
 	creds, err := be.Reset(ctx, sid, c.key)
 	if err != nil {
@@ -47,7 +48,7 @@ func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, at *tokensv1
 	// check reads the token in full. The answer is as good as a read: the next
 	// drift check is a resync from now.
 	at.Status.BackendETag = creds.ETag
-	r.checked.Store(at.UID, r.Clock.Now())
+	p.reads.read()
 	return &creds, nil, nil
 }
 
@@ -58,10 +59,11 @@ func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, at *tokensv1
 // create, the ApiToken's tokens are known in full (a lookup by externalId once
 // per process), so that the status written at the end of the pass lists every
 // one of them (trackKnownTokens).
-func (r *ApiTokenReconciler) rotateWithOverlap(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, desired backend.CreateRequest, c credentialChange) (*backend.Credentials, *backend.Token, error) {
+func (r *ApiTokenReconciler) rotateWithOverlap(ctx context.Context, p *pass, desired backend.CreateRequest, c credentialChange) (*backend.Credentials, *backend.Token, error) {
+	at, be := p.at, p.be
 	old := at.Status.AccountSID
 	if _, complete := r.owned.known(at.UID); !complete {
-		if _, err := r.ownTokens(ctx, at, be); err != nil {
+		if _, err := r.ownTokens(ctx, p); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -81,7 +83,7 @@ func (r *ApiTokenReconciler) rotateWithOverlap(ctx context.Context, at *tokensv1
 	}
 	at.Status.AccountSID = tok.SID
 	r.recordObserved(at, tok)
-	r.checked.Store(at.UID, r.Clock.Now()) // the successor was just read back whole
+	p.reads.read() // the successor was just read back whole
 	r.recordCredentials(at, c.kind, c.nonce, tok.SID, creds.Generation)
 	return &creds, tok, nil
 }
@@ -113,10 +115,11 @@ func (r *ApiTokenReconciler) recordCredentials(at *tokensv1alpha1.ApiToken, kind
 // the next one is due. A token already gone is not an error: a repeated pass
 // after a crash deletes again. Each is confirmed as the ApiToken's before it is
 // deleted; a foreign one is dropped from the list and never touched.
-func (r *ApiTokenReconciler) retireTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend) (time.Time, error) {
+func (r *ApiTokenReconciler) retireTokens(ctx context.Context, p *pass) (time.Time, error) {
+	at := p.at
 	due, kept, next := retiringDue(at.Status.RetiringTokens, at.Spec.Disabled, r.Clock.Now())
 	for i, t := range due {
-		if err := r.deleteOwnToken(ctx, at, be, t.AccountSID); err != nil {
+		if err := r.deleteOwnToken(ctx, p, t.AccountSID); err != nil {
 			at.Status.RetiringTokens = slices.Concat(kept, due[i:])
 			return time.Time{}, fmt.Errorf("delete retiring token %s: %w", t.AccountSID, err)
 		}
@@ -128,8 +131,9 @@ func (r *ApiTokenReconciler) retireTokens(ctx context.Context, at *tokensv1alpha
 // deleteOwnToken deletes a retiring token once it is confirmed as the
 // ApiToken's. A token already gone, or another owner's (a Warning
 // ForeignToken, nothing deleted), is done with.
-func (r *ApiTokenReconciler) deleteOwnToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, sid string) error {
-	err := r.confirmOwned(ctx, at, be, sid)
+func (r *ApiTokenReconciler) deleteOwnToken(ctx context.Context, p *pass, sid string) error {
+	at, be := p.at, p.be
+	err := r.confirmOwned(ctx, p, sid)
 	switch {
 	case errors.Is(err, backend.ErrNotFound):
 		r.owned.remove(at.UID, sid)
@@ -151,9 +155,10 @@ func (r *ApiTokenReconciler) deleteOwnToken(ctx context.Context, at *tokensv1alp
 // releaseRetiringTokens deletes every retiring token of an ApiToken deleted under
 // Orphan: the current token is left to the user, but the old ones were to be
 // deleted anyway and nobody would delete them after the ApiToken is gone.
-func (r *ApiTokenReconciler) releaseRetiringTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend) error {
+func (r *ApiTokenReconciler) releaseRetiringTokens(ctx context.Context, p *pass) error {
+	at := p.at
 	for _, t := range at.Status.RetiringTokens {
-		if err := r.deleteOwnToken(ctx, at, be, t.AccountSID); err != nil {
+		if err := r.deleteOwnToken(ctx, p, t.AccountSID); err != nil {
 			return fmt.Errorf("delete retiring token %s: %w", t.AccountSID, err)
 		}
 	}

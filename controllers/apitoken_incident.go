@@ -35,8 +35,16 @@ func incidentDue(at *tokensv1alpha1.ApiToken, now time.Time) bool {
 // that it is the ApiToken's), narrows it as the spec asks (fewer scopes,
 // disabled), and carries out a due reset or rotation. A rotation with overlap
 // copies the token's settings as they are in the backend, never the blocked
-// spec's. It returns new credentials and the token when anything was done.
-func (r *ApiTokenReconciler) respondToIncident(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, narrowScopes bool) (*backend.Credentials, *backend.Token, error) {
+// spec's. It sets the pass's credentials and observed token when anything was
+// done.
+func (r *ApiTokenReconciler) respondToIncident(ctx context.Context, p *pass, narrowScopes bool) error {
+	var err error
+	p.creds, p.observed, err = r.narrowOrChange(ctx, p, narrowScopes)
+	return err
+}
+
+func (r *ApiTokenReconciler) narrowOrChange(ctx context.Context, p *pass, narrowScopes bool) (*backend.Credentials, *backend.Token, error) {
+	at, be := p.at, p.be
 	sid := at.Status.AccountSID
 	observed, _, err := be.Get(ctx, sid, "")
 	if errors.Is(err, backend.ErrNotFound) {
@@ -46,7 +54,7 @@ func (r *ApiTokenReconciler) respondToIncident(ctx context.Context, at *tokensv1
 		return nil, nil, fmt.Errorf("read token %s: %w", sid, err)
 	}
 	if err := r.checkOwner(at, observed); err != nil {
-		has, err := r.rebuildFromOwnTokens(ctx, at, be, sid)
+		has, err := r.rebuildFromOwnTokens(ctx, p, sid)
 		if err != nil || !has {
 			return nil, nil, err
 		}
@@ -81,7 +89,7 @@ func (r *ApiTokenReconciler) respondToIncident(ctx context.Context, at *tokensv1
 	if !due {
 		return nil, observed, nil
 	}
-	creds, tok, err := r.changeCredentials(ctx, at, be, settingsOf(observed, at), change)
+	creds, tok, err := r.changeCredentials(ctx, p, settingsOf(observed, at), change)
 	if tok == nil {
 		tok = observed
 	}

@@ -2,13 +2,10 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -24,11 +21,12 @@ func isPaused(at *tokensv1alpha1.ApiToken) bool {
 // but the Paused condition (Reconciling False, Ready as it was) and one event. A
 // paused ApiToken that is deleted lets go as under Orphan, without calling the
 // backend, so that pausing never makes a namespace deletion hang.
-func (r *ApiTokenReconciler) reconcilePaused(ctx context.Context, at *tokensv1alpha1.ApiToken) (ctrl.Result, error) {
+func (r *ApiTokenReconciler) reconcilePaused(ctx context.Context, p *pass) (ctrl.Result, error) {
+	at := p.at
 	// The next pass after the pause ends checks the backend in full.
-	r.readAtNextPass(at)
+	p.reads.readAtNextPass()
 	if !at.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.releasePaused(ctx, at)
+		return ctrl.Result{}, r.releasePaused(ctx, p)
 	}
 	if meta.IsStatusConditionTrue(at.Status.Conditions, tokensv1alpha1.ConditionPaused) {
 		return ctrl.Result{}, nil // already said: a spec change while paused writes nothing
@@ -47,29 +45,29 @@ func (r *ApiTokenReconciler) reconcilePaused(ctx context.Context, at *tokensv1al
 // ApiToken's own deletion policy applies, as far as the TokenBackend allows it.
 // A TokenBackend that is gone releases the ApiToken as under Orphan: nothing
 // could be deleted, and pausing never makes a namespace deletion hang.
-func (r *ApiTokenReconciler) releasePaused(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+func (r *ApiTokenReconciler) releasePaused(ctx context.Context, p *pass) error {
+	at := p.at
 	if !controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
 		return nil
 	}
 	requested := tokensv1alpha1.DeletionPolicyOrphan
-	tb := &tokensv1alpha1.TokenBackend{}
-	err := r.Get(ctx, types.NamespacedName{Name: backendName(at)}, tb)
+	err := r.readTokenBackend(ctx, p)
 	switch {
-	case apierrors.IsNotFound(err):
+	case p.tb == nil && isStall(err): // gone: released as under Orphan
 	case err != nil:
-		return fmt.Errorf("get TokenBackend %s: %w", backendName(at), err)
-	case !deletionAllowed(tb.Spec.Policy, tokensv1alpha1.DeletionPolicyOrphan):
-		requested = effectiveDeletionPolicy(at.Spec.DeletionPolicy, tb.Spec.Policy)
+		return err
+	case !deletionAllowed(p.tb.Spec.Policy, tokensv1alpha1.DeletionPolicyOrphan):
+		requested = effectiveDeletionPolicy(at.Spec.DeletionPolicy, p.tb.Spec.Policy)
 	}
 	if requested == tokensv1alpha1.DeletionPolicyOrphan && len(at.Status.RetiringTokens) == 0 {
 		if err := r.orphanSecrets(ctx, at); err != nil {
 			return err
 		}
-	} else if err := r.carryOutDeletion(ctx, at, requested); err != nil {
+	} else if err := r.carryOutDeletion(ctx, p, requested); err != nil {
 		return err
 	}
 	r.event(at, corev1.EventTypeNormal, "DeletedWhilePaused", "Deleted while paused: deletion policy %s applied to backend token %s", requested, at.Status.AccountSID)
-	return r.releaseFinalizer(ctx, at)
+	return r.releaseFinalizer(ctx, p)
 }
 
 // resume clears the Paused condition of an ApiToken whose pause ended; the pass

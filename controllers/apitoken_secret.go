@@ -143,18 +143,20 @@ type secretLookup struct {
 // anything is created in the backend again. A fresh ApiToken is not checked here:
 // its Secret create finds a foreign Secret, and discardUnusedToken then deletes the
 // token created for it, which saves an uncached read per new token.
-func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *tokensv1alpha1.ApiToken) (secretLookup, error) {
+func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, p *pass) error {
+	at := p.at
 	if at.Status.AccountSID != "" || !mayHaveCreated(at, r.Clock.Now()) {
-		return secretLookup{}, nil
+		return nil
 	}
 	// A Secret the API server refused stays refused until the spec changes: no
 	// token is made again for it.
 	if c := meta.FindStatusCondition(at.Status.Conditions, tokensv1alpha1.ConditionStalled); c != nil && c.Status == metav1.ConditionTrue &&
 		c.Reason == tokensv1alpha1.ReasonSecretRejected && at.Status.ObservedGeneration == at.Generation {
-		return secretLookup{}, &stalledError{reason: c.Reason, message: c.Message}
+		return &stalledError{reason: c.Reason, message: c.Message}
 	}
 	existing, err := r.getOwnSecret(ctx, at, secretName(at))
-	return secretLookup{done: err == nil, existing: existing}, err
+	p.lookup = secretLookup{done: err == nil, existing: existing}
+	return err
 }
 
 // discardUnusedToken deletes the backend token when its Secret cannot be written
@@ -163,7 +165,8 @@ func (r *ApiTokenReconciler) checkSecretAvailable(ctx context.Context, at *token
 // existed before this ApiToken and is never deleted here unless the TokenBackend
 // allows deletionPolicy Delete. It returns only the failure of that delete;
 // secretErr stays the caller's to report.
-func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, tb *tokensv1alpha1.TokenBackend, secretErr error) error {
+func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, p *pass, secretErr error) error {
+	at, be, tb := p.at, p.be, p.tb
 	sid := at.Status.AccountSID
 	if !secretCannotBeWritten(secretErr) || sid == "" || at.Status.SecretName != "" {
 		return nil
@@ -171,7 +174,7 @@ func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv
 	if wasAdopted(at, sid) && !deletionAllowed(tb.Spec.Policy, tokensv1alpha1.DeletionPolicyDelete) {
 		return nil
 	}
-	if err := r.confirmOwned(ctx, at, be, sid); err != nil {
+	if err := r.confirmOwned(ctx, p, sid); err != nil {
 		if isForeign(err) || errors.Is(err, backend.ErrNotFound) {
 			return nil // not this ApiToken's, or gone: nothing to discard
 		}
@@ -185,7 +188,7 @@ func (r *ApiTokenReconciler) discardUnusedToken(ctx context.Context, at *tokensv
 	at.Status.AccountSID, at.Status.BackendETag, at.Status.APIVersion, at.Status.State = "", "", 0, ""
 	at.Status.History = slices.DeleteFunc(at.Status.History, func(c tokensv1alpha1.CredentialChange) bool { return c.AccountSID == sid })
 	at.Status.CredentialsIssuedAt, at.Status.NextRotationTime = nil, nil
-	r.readAtNextPass(at)
+	p.reads.readAtNextPass()
 	return nil
 }
 
@@ -221,14 +224,21 @@ func secretRejected(name string, err error) error {
 }
 
 // reconcileSecret makes the Secret hold the token's current credentials and
-// says which they are. creds are the credentials just returned by a create, reset
-// or rotation (nil otherwise); observed is the backend token when it was read in
-// this pass (nil when unchanged). Credentials older than those already delivered
+// records which they are in p.delivered. The pass's creds are the credentials
+// just returned by a create, reset or rotation (nil otherwise); its observed is
+// the backend token when it was read in this pass (nil when unchanged). Credentials older than those already delivered
 // (a replayed reply whose auth token a later reset revoked) are never written.
 // When the Secret already holds the current credentials as the spec wants them,
 // nothing is read or written; otherwise they come from the backend, from a token
 // confirmed as the ApiToken's.
-func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, lookup secretLookup, creds *backend.Credentials, observed *backend.Token) (deliveredCredentials, error) {
+func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, p *pass) error {
+	delivered, err := r.deliverCredentials(ctx, p)
+	p.delivered = delivered
+	return err
+}
+
+func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (deliveredCredentials, error) {
+	at, lookup, creds, observed := p.at, p.lookup, p.creds, p.observed
 	name := secretName(at)
 	existing := lookup.existing
 	if !lookup.done {
@@ -251,7 +261,7 @@ func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1al
 		return deliveredCredentials{accountSID: sid, generation: current.generation}, nil
 	}
 	if creds == nil {
-		fetched, err := r.ownCredentials(ctx, at, be)
+		fetched, err := r.ownCredentials(ctx, p)
 		if err != nil {
 			return deliveredCredentials{}, err
 		}
@@ -279,11 +289,12 @@ func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, at *tokensv1al
 // rebuilt from the lookup by externalId, and the credentials are those of the
 // ApiToken's own current token (or, when it has none, the pass fails and the next
 // one makes it).
-func (r *ApiTokenReconciler) ownCredentials(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend) (backend.Credentials, error) {
+func (r *ApiTokenReconciler) ownCredentials(ctx context.Context, p *pass) (backend.Credentials, error) {
+	at, be := p.at, p.be
 	sid := at.Status.AccountSID
-	err := r.confirmOwned(ctx, at, be, sid)
+	err := r.confirmOwned(ctx, p, sid)
 	if isForeign(err) {
-		has, rebuildErr := r.rebuildFromOwnTokens(ctx, at, be, sid)
+		has, rebuildErr := r.rebuildFromOwnTokens(ctx, p, sid)
 		if rebuildErr != nil {
 			return backend.Credentials{}, rebuildErr
 		}

@@ -1,8 +1,6 @@
 package controllers
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"math"
 	"slices"
 	"strconv"
@@ -68,16 +66,15 @@ func rotationDeferred(at *tokensv1alpha1.ApiToken, now time.Time) bool {
 // requestedCredentialChange is the change of credentials the annotations and the
 // schedule ask for. Nonces are compared in their recorded form (recordedNonce).
 func requestedCredentialChange(at *tokensv1alpha1.ApiToken, now time.Time) (credentialChange, bool) {
-	uid := string(at.UID)
 	if raw := at.Annotations[tokensv1alpha1.ResetAnnotation]; !nonceHandled(recordedNonce(raw), at.Status.LastHandledReset, at.Status.History, tokensv1alpha1.CredentialsReset) {
 		return credentialChange{kind: tokensv1alpha1.CredentialsReset, nonce: recordedNonce(raw), key: resetKey(at, raw)}, true
 	}
 	overlap := rotationOverlap(at)
 	if raw := at.Annotations[tokensv1alpha1.RotateAnnotation]; !nonceHandled(recordedNonce(raw), at.Status.LastHandledRotate, at.Status.History, tokensv1alpha1.CredentialsRotated) {
-		return credentialChange{kind: tokensv1alpha1.CredentialsRotated, nonce: recordedNonce(raw), key: "rotate/" + uid + "/nonce/" + shortHash(raw), overlap: overlap}, true
+		return credentialChange{kind: tokensv1alpha1.CredentialsRotated, nonce: recordedNonce(raw), key: rotateKey(at, raw), overlap: overlap}, true
 	}
 	if next := nextRotationTime(at); next != nil && !now.Before(next.Time) {
-		return credentialChange{kind: tokensv1alpha1.CredentialsRotated, key: "rotate/" + uid + "/at/" + strconv.FormatInt(next.Unix(), 10), overlap: overlap}, true
+		return credentialChange{kind: tokensv1alpha1.CredentialsRotated, key: scheduledRotationKey(at, next.Time), overlap: overlap}, true
 	}
 	return credentialChange{}, false
 }
@@ -235,10 +232,4 @@ func timeOf(t *metav1.Time) time.Time {
 		return time.Time{}
 	}
 	return t.Time
-}
-
-// shortHash keeps idempotency keys short whatever the nonce.
-func shortHash(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:16])
 }

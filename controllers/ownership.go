@@ -138,12 +138,13 @@ func (e foreignTokenError) Error() string {
 // externalId (one call that confirms the current and the retiring tokens alike,
 // and tells the set complete). A SID the lookup does not list is read: gone is
 // backend.ErrNotFound, another owner's a foreignTokenError.
-func (r *ApiTokenReconciler) confirmOwned(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, sid string) error {
+func (r *ApiTokenReconciler) confirmOwned(ctx context.Context, p *pass, sid string) error {
+	at, be := p.at, p.be
 	if r.owned.confirmed(at.UID, sid) {
 		return nil
 	}
 	if _, complete := r.owned.known(at.UID); !complete {
-		if _, err := r.ownTokens(ctx, at, be); err != nil {
+		if _, err := r.ownTokens(ctx, p); err != nil {
 			return err
 		}
 		if r.owned.confirmed(at.UID, sid) {
@@ -170,7 +171,8 @@ func (r *ApiTokenReconciler) checkOwner(at *tokensv1alpha1.ApiToken, tok *backen
 // ownTokens looks the ApiToken's tokens up by externalId (every one of them,
 // retiring ones included) and remembers them as its own. Only tokens whose
 // externalId is the UID count, whatever the backend's filter returned.
-func (r *ApiTokenReconciler) ownTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend) ([]backend.Token, error) {
+func (r *ApiTokenReconciler) ownTokens(ctx context.Context, p *pass) ([]backend.Token, error) {
+	at, be := p.at, p.be
 	found, err := be.FindByExternalID(ctx, string(at.UID))
 	if err != nil {
 		return nil, fmt.Errorf("find tokens of %s: %w", at.UID, err)
@@ -191,10 +193,11 @@ func isForeign(err error) bool { return errors.As(err, new(foreignTokenError)) }
 // lookup by externalId finds: a Warning ForeignToken, then the current token and
 // the retiring ones from the backend's answer (rebuildTokens). It reports whether
 // the ApiToken still has a current token; without one, the pass finds or makes one.
-func (r *ApiTokenReconciler) rebuildFromOwnTokens(ctx context.Context, at *tokensv1alpha1.ApiToken, be backend.Backend, foreign string) (bool, error) {
+func (r *ApiTokenReconciler) rebuildFromOwnTokens(ctx context.Context, p *pass, foreign string) (bool, error) {
+	at := p.at
 	r.event(at, corev1.EventTypeWarning, tokensv1alpha1.ReasonForeignToken,
 		"Token %s named in the status is not this ApiToken's: it was not used; the status is rebuilt from the backend", foreign)
-	found, err := r.ownTokens(ctx, at, be)
+	found, err := r.ownTokens(ctx, p)
 	if err != nil {
 		return false, err
 	}
@@ -202,12 +205,12 @@ func (r *ApiTokenReconciler) rebuildFromOwnTokens(ctx context.Context, at *token
 	at.Status.RetiringTokens = retiring
 	if current == nil {
 		at.Status.AccountSID, at.Status.BackendETag = "", ""
-		r.readAtNextPass(at)
+		p.reads.readAtNextPass()
 		return false, nil
 	}
 	at.Status.AccountSID = current.SID
 	r.recordObserved(at, current)
-	r.readAtNextPass(at)
+	p.reads.readAtNextPass()
 	return true, nil
 }
 

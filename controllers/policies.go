@@ -1,8 +1,6 @@
 package controllers
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"slices"
 	"strings"
 	"time"
@@ -125,30 +123,6 @@ func backendReadDue(at *tokensv1alpha1.ApiToken, lastRead, now time.Time, resync
 // annotation does nothing.
 func resetDue(annotation, lastHandled string) bool {
 	return annotation != "" && annotation != lastHandled
-}
-
-// createKey is the idempotency key of the create call. A fresh ApiToken's key is
-// derived from its UID alone, so that a repeat after a crash or a lost response
-// replays the first create. Creates that follow a lookup by external id (an
-// earlier pass ran) must not replay a token that has since been deleted: when the
-// backend token was deleted behind the operator's back, the key names the lost
-// token; otherwise it names the ApiToken version that the pass read, which changes
-// with every status write, so only a pass that recorded nothing repeats it.
-func createKey(at *tokensv1alpha1.ApiToken, lostSID string, afterLookup bool) string {
-	switch {
-	case lostSID != "":
-		return "create/" + string(at.UID) + "/after/" + lostSID
-	case afterLookup:
-		return "create/" + string(at.UID) + "/rv/" + at.ResourceVersion
-	}
-	return "create/" + string(at.UID)
-}
-
-// resetKey is the idempotency key of the reset for one nonce: the same nonce never
-// resets twice, even across crashes. The nonce is hashed because keys are short.
-func resetKey(at *tokensv1alpha1.ApiToken, nonce string) string {
-	sum := sha256.Sum256([]byte(nonce))
-	return "reset/" + string(at.UID) + "/" + hex.EncodeToString(sum[:16])
 }
 
 func normalizedSet(in []string) []string {

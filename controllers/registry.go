@@ -21,6 +21,9 @@ type Registry struct {
 	changed chan event.TypedGenericEvent[*tokensv1alpha1.TokenBackend]
 	// recheck asks the TokenBackend controller to probe a backend reported down.
 	recheck chan event.TypedGenericEvent[*tokensv1alpha1.TokenBackend]
+	// removed are told the name of each backend the registry forgets (the read
+	// schedule stops its reader).
+	removed []func(name string)
 }
 
 type registryEntry struct {
@@ -85,6 +88,23 @@ func (r *Registry) markDown(name string) {
 	}
 }
 
+// resyncOf is a backend's resync interval, down or not; the default when it is
+// not registered.
+func (r *Registry) resyncOf(name string) time.Duration {
+	if e, ok := r.entry(name); ok && e.resync > 0 {
+		return e.resync
+	}
+	return DefaultResyncInterval
+}
+
+// onRemove registers f to be told each backend the registry forgets. Call it
+// before the controllers start.
+func (r *Registry) onRemove(f func(name string)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.removed = append(r.removed, f)
+}
+
 func (r *Registry) entry(name string) (registryEntry, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
@@ -119,8 +139,12 @@ func (r *Registry) remove(tb *tokensv1alpha1.TokenBackend) {
 	r.mu.Lock()
 	_, existed := r.entries[tb.Name]
 	delete(r.entries, tb.Name)
+	removed := r.removed
 	r.mu.Unlock()
 	if existed {
+		for _, f := range removed {
+			f(tb.Name)
+		}
 		r.notify(tb)
 	}
 }

@@ -84,7 +84,7 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	opts, err := r.clientOptions(ctx, tb)
 	if err != nil {
 		r.Registry.remove(tb)
-		setBackendReady(tb, metav1.ConditionFalse, clientFailureReason(err), clientFailureMessage(err))
+		setBackendConditions(tb, clientFailureReason(err), clientFailureMessage(err))
 		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
 	}
 	hash := optionsHash(opts)
@@ -102,7 +102,7 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	be, err := r.NewBackend(opts)
 	if err != nil {
 		r.Registry.remove(tb)
-		setBackendReady(tb, metav1.ConditionFalse, clientFailureReason(err), clientFailureMessage(err))
+		setBackendConditions(tb, clientFailureReason(err), clientFailureMessage(err))
 		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
 	}
 	catalog, err := be.Catalog(ctx)
@@ -120,14 +120,14 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			// A requeue after Retry-After, never a worker waiting it out.
 			reason, after = tokensv1alpha1.ReasonBackendThrottled, max(after, backend.RetryAfterOf(err))
 		}
-		setBackendReady(tb, metav1.ConditionFalse, reason, "Fetching the catalog failed: "+failureKind(err))
+		setBackendConditions(tb, reason, "Fetching the catalog failed: "+failureKind(err))
 		logf.FromContext(ctx).Info("backend not ready", "reason", reason, "error", err.Error())
 		return ctrl.Result{RequeueAfter: after}, nil
 	}
 	r.Registry.set(tb, registryEntry{configHash: hash, client: be, resync: resync, catalogAt: now})
 	tb.Status.LatestAPIVersion = int32(catalog.LatestAPIVersion)
 	tb.Status.Catalog = catalogStatus(ctx, catalog)
-	setBackendReady(tb, metav1.ConditionTrue, tokensv1alpha1.ReasonCatalogFetched,
+	setBackendConditions(tb, tokensv1alpha1.ReasonCatalogFetched,
 		fmt.Sprintf("Catalog fetched: %d scopes, %d contacts, API versions up to %d", len(catalog.Scopes), len(catalog.Contacts), catalog.LatestAPIVersion))
 	return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
 }
@@ -238,10 +238,30 @@ func isReady(conditions []metav1.Condition) bool {
 	return meta.IsStatusConditionTrue(conditions, tokensv1alpha1.ConditionReady)
 }
 
-func setBackendReady(tb *tokensv1alpha1.TokenBackend, status metav1.ConditionStatus, reason, message string) {
-	meta.SetStatusCondition(&tb.Status.Conditions, metav1.Condition{
-		Type: tokensv1alpha1.ConditionReady, Status: status, Reason: reason, Message: message, ObservedGeneration: tb.Generation,
-	})
+// setBackendConditions sets a TokenBackend's Ready, Reconciling and Stalled
+// conditions, in the ApiToken's vocabulary, from the outcome's reason. This
+// switch alone decides which reasons need a change from the user (Stalled: the
+// admin key Secret, the URL, the client settings) and which are retried
+// (Reconciling: an unreachable or throttling backend).
+func setBackendConditions(tb *tokensv1alpha1.TokenBackend, reason, message string) {
+	ready, reconciling, stalled := metav1.ConditionFalse, metav1.ConditionFalse, metav1.ConditionFalse
+	reconcilingMessage, stalledMessage := "Up to date", "Up to date"
+	switch reason {
+	case tokensv1alpha1.ReasonCatalogFetched:
+		ready = metav1.ConditionTrue
+	case tokensv1alpha1.ReasonCredentialsInvalid, tokensv1alpha1.ReasonBackendUnauthorized, tokensv1alpha1.ReasonInsecureURL:
+		stalled, stalledMessage, reconcilingMessage = metav1.ConditionTrue, message, "Waiting for a change"
+	default:
+		reconciling, reconcilingMessage, stalledMessage = metav1.ConditionTrue, message, "Not stalled"
+	}
+	for _, c := range []metav1.Condition{
+		{Type: tokensv1alpha1.ConditionReady, Status: ready, Message: message},
+		{Type: tokensv1alpha1.ConditionReconciling, Status: reconciling, Message: reconcilingMessage},
+		{Type: tokensv1alpha1.ConditionStalled, Status: stalled, Message: stalledMessage},
+	} {
+		c.Reason, c.ObservedGeneration = reason, tb.Generation
+		meta.SetStatusCondition(&tb.Status.Conditions, c)
+	}
 }
 
 func (r *TokenBackendReconciler) patchStatus(ctx context.Context, original, tb *tokensv1alpha1.TokenBackend) error {

@@ -1,0 +1,58 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"strconv"
+	"time"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+)
+
+// This file builds every idempotency key the operator sends to a backend. The
+// keys are a contract stored in the backend (it replays a repeated call by its
+// key for a day): changing how one is built makes a pass repeated across an
+// upgrade create or reset again. Each names the ApiToken's UID and the one change
+// it stands for, so that a repeat after a crash or a lost response replays the
+// same call and a new change never does.
+
+// createKey is the idempotency key of the create call. A fresh ApiToken's key is
+// derived from its UID alone, so that a repeat after a crash or a lost response
+// replays the first create. Creates that follow a lookup by external id (an
+// earlier pass ran) must not replay a token that has since been deleted: when the
+// backend token was deleted behind the operator's back, the key names the lost
+// token; otherwise it names the ApiToken version that the pass read, which changes
+// with every status write, so only a pass that recorded nothing repeats it.
+func createKey(at *tokensv1alpha1.ApiToken, lostSID string, afterLookup bool) string {
+	switch {
+	case lostSID != "":
+		return "create/" + string(at.UID) + "/after/" + lostSID
+	case afterLookup:
+		return "create/" + string(at.UID) + "/rv/" + at.ResourceVersion
+	}
+	return "create/" + string(at.UID)
+}
+
+// resetKey is the idempotency key of the reset for one nonce: the same nonce never
+// resets twice, even across crashes.
+func resetKey(at *tokensv1alpha1.ApiToken, nonce string) string {
+	return "reset/" + string(at.UID) + "/" + shortHash(nonce)
+}
+
+// rotateKey is the idempotency key of the rotation asked for by one rotate nonce.
+func rotateKey(at *tokensv1alpha1.ApiToken, nonce string) string {
+	return "rotate/" + string(at.UID) + "/nonce/" + shortHash(nonce)
+}
+
+// scheduledRotationKey is the idempotency key of the scheduled rotation due at
+// due: one per period.
+func scheduledRotationKey(at *tokensv1alpha1.ApiToken, due time.Time) string {
+	return "rotate/" + string(at.UID) + "/at/" + strconv.FormatInt(due.Unix(), 10)
+}
+
+// shortHash keeps keys (and recorded nonces) short whatever the nonce: the first
+// 16 bytes of its SHA-256, in hex.
+func shortHash(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:16])
+}

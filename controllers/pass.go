@@ -1,0 +1,48 @@
+package controllers
+
+import (
+	"time"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// pass is one pass over an ApiToken: what it has read (each thing once) and
+// what it holds. The phases of Reconcile take the pass and fill it in, in this
+// order, rather than hand values on one by one.
+type pass struct {
+	// at is the ApiToken whose status the pass changes; original is as it was
+	// read, for the one status patch and to tell which credential change the
+	// pass recorded.
+	at, original *tokensv1alpha1.ApiToken
+	// reads is the pass's lease on the ApiToken's backend reads (read_schedule.go).
+	reads *readLease
+
+	// Set by resolveBackend: the TokenBackend (read once a pass), its client and
+	// resync interval. be is nil while the backend is not usable.
+	tb     *tokensv1alpha1.TokenBackend
+	be     backend.Backend
+	resync time.Duration
+
+	// lookup is what checkSecretAvailable found of the Secret, if it looked.
+	lookup secretLookup
+	// creds are the credentials a create, reset or rotation of this pass
+	// returned; observed is the backend token as read or made in this pass. Both
+	// are nil when the token was not due a backend call.
+	creds    *backend.Credentials
+	observed *backend.Token
+	// delivered is what the Secret holds once reconcileSecret wrote or checked it.
+	delivered deliveredCredentials
+	// ready is set when the pass ends Ready: its lease's end schedules the next
+	// routine read.
+	ready bool
+}
+
+// resyncOrDefault is the resync interval to retry with, the default before the
+// backend is resolved.
+func (p *pass) resyncOrDefault() time.Duration {
+	if p.resync > 0 {
+		return p.resync
+	}
+	return DefaultResyncInterval
+}
