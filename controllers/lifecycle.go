@@ -209,7 +209,7 @@ const (
 
 // nextWake is when a Ready ApiToken needs its next pass: a scheduled rotation or
 // the end of an overlap, whichever comes first; zero (no requeue) when neither is
-// set. Its routine backend reads are the drift checker's, and every other change
+// set. Its routine backend reads are its reader's (read_schedule.go), and every other change
 // (spec, annotations, Secret, TokenBackend, namespace labels) is watched.
 func nextWake(now time.Time, rotation *metav1.Time, retire time.Time) time.Duration {
 	var wake time.Duration
