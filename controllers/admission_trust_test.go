@@ -49,14 +49,16 @@ func tryStatusUpdate(t *testing.T, at *tokensv1alpha1.ApiToken, mutate func(*tok
 	})
 }
 
+// retryOnConflict writes again while the write conflicts (the operator wrote
+// the object meanwhile), and returns the last write's error.
 func retryOnConflict(write func() error) error {
 	var err error
-	for range 50 {
-		if err = write(); !apierrors.IsConflict(err) {
+	_ = framework.Poll(wait, func() error {
+		if err = write(); apierrors.IsConflict(err) {
 			return err
 		}
-		time.Sleep(tick)
-	}
+		return nil
+	})
 	return err
 }
 

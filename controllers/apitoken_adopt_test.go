@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"testing"
-	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -11,6 +10,7 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 // adoptingBackend is a TokenBackend that allows adoption in namespaces labelled
@@ -60,7 +60,7 @@ func TestAdoptionTakesOverAHandMadeTokenWithoutAReset(t *testing.T) {
 	g.Expect(at.Status.AccountSID).To(Equal(tok.SID))
 	g.Expect(at.Status.History).To(HaveLen(1))
 	g.Expect(at.Status.History[0].Type).To(Equal(tokensv1alpha1.CredentialsAdopted))
-	got := secretCredentials(t, getSecret(t, ns, "by-hand"), "accountSid", "authToken")
+	got := framework.CredentialsOf(getSecret(t, ns, "by-hand"))
 	g.Expect(got.AccountSID).To(Equal(creds.AccountSID))
 	g.Expect(got.AuthToken.Reveal()).To(Equal(creds.AuthToken.Reveal()), "the Secret holds the token's current credentials")
 	g.Expect(verifyStatus(t, creds, "reports:read")).To(Equal(200), "the consumer of the hand-made credentials is never refused")
@@ -128,10 +128,7 @@ func TestTwoAdoptersOfOneTokenEndWithOneOwner(t *testing.T) {
 
 func TestPauseHoldsTheOperatorOffAndDeletionLetsGo(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "paused")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	ns, at := readyToken(t, "paused", nil)
 	sid := at.Status.AccountSID
 
 	annotate(t, at, tokensv1alpha1.PausedAnnotation, "true")
@@ -146,8 +143,7 @@ func TestPauseHoldsTheOperatorOffAndDeletionLetsGo(t *testing.T) {
 	calls := backendCalls("get") + backendCalls("update") + backendCalls("reset")
 	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"deals:read"} })
 	annotate(t, at, tokensv1alpha1.ResetAnnotation, "while-paused")
-	rv := get(t, at).ResourceVersion
-	g.Consistently(func() string { return get(t, at).ResourceVersion }, 2*time.Second, 200*time.Millisecond).Should(Equal(rv), "no writes while paused")
+	framework.ExpectNoWrites(t, k8s, get(t, at), "no writes while paused")
 	g.Expect(backendCalls("get")+backendCalls("update")+backendCalls("reset")).To(Equal(calls), "no backend calls while paused")
 	tok, _, _ := tsAdmin.Get(t.Context(), sid, "")
 	g.Expect(tok.Scopes).To(Equal([]string{"actions:read", "reports:read"}))

@@ -17,6 +17,7 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
 
@@ -44,9 +45,8 @@ func TestBackendRejectionStallsWithoutRetryStorm(t *testing.T) {
 
 			// No retry storm: the status stops changing and no create reaches the
 			// backend again (counted from the operator's own metric).
-			rv := get(t, at).ResourceVersion
 			creates := backendCalls("create")
-			g.Consistently(func() string { return get(t, at).ResourceVersion }, 2*time.Second, 200*time.Millisecond).Should(Equal(rv))
+			framework.ExpectNoWrites(t, k8s, get(t, at), "a stalled ApiToken is written again")
 			g.Expect(backendCalls("create")).To(Equal(creates), "the backend was asked to create again")
 
 			// Fixing the spec recovers.
@@ -69,26 +69,16 @@ func TestUnknownBackendAndNamespaceNotAllowed(t *testing.T) {
 	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
 	waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonBackendNotFound)
 
-	restricted := newBackend("restricted", &metav1.LabelSelector{MatchLabels: map[string]string{"tokens": "allowed"}})
-	g.Expect(k8s.Create(t.Context(), restricted)).To(Succeed())
-	t.Cleanup(func() { _ = k8s.Delete(t.Context(), restricted) })
-
-	denied := newApiToken(ns, "denied")
-	denied.Spec.BackendRef.Name = "restricted"
+	restricted := createBackend(t, "restricted", &metav1.LabelSelector{MatchLabels: map[string]string{"tokens": "allowed"}})
+	denied := onBackend(newApiToken(ns, "denied"), restricted.Name, "reports:read", "actions:read")
 	g.Expect(k8s.Create(t.Context(), denied)).To(Succeed())
 	denied = waitCondition(t, denied, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonNamespaceNotAllowed)
 	g.Expect(backendTokens(t, denied)).To(BeEmpty())
 
-	allowedNS := newNamespace(t, map[string]string{"tokens": "allowed"})
-	allowed := newApiToken(allowedNS, "allowed")
-	allowed.Spec.BackendRef.Name = "restricted"
-	g.Expect(k8s.Create(t.Context(), allowed)).To(Succeed())
-	waitReady(t, allowed)
+	createReady(t, onBackend(newApiToken(newNamespace(t, map[string]string{"tokens": "allowed"}), "allowed"), restricted.Name, "reports:read", "actions:read"))
 
 	// Creating the missing backend re-reconciles the ApiToken that waited for it.
-	late := newBackend("does-not-exist", nil)
-	g.Expect(k8s.Create(t.Context(), late)).To(Succeed())
-	t.Cleanup(func() { _ = k8s.Delete(t.Context(), late) })
+	createBackend(t, "does-not-exist", nil)
 	waitReady(t, at)
 
 	// Deleting ApiTokens that never reached a backend completes.
@@ -109,7 +99,7 @@ func TestLostCreateResponseAdoptsTheToken(t *testing.T) {
 	tokens := backendTokens(t, at)
 	g.Expect(tokens).To(HaveLen(1), "exactly one backend token after lost responses")
 	g.Expect(tokens[0].SID).To(Equal(at.Status.AccountSID))
-	g.Expect(verifyStatus(t, secretCredentials(t, getSecret(t, ns, "lost"), "accountSid", "authToken"), "reports:read")).To(Equal(200))
+	g.Expect(verifyStatus(t, framework.CredentialsOf(getSecret(t, ns, "lost")), "reports:read")).To(Equal(200))
 }
 
 func TestAdmissionRejectsInvalidSpecs(t *testing.T) {
@@ -212,10 +202,7 @@ func manyEmails(n int) []string {
 // backend, and an apiVersion below the effective one when the field was unset.
 func TestAdmissionRefusesBackendMoveAndVersionBelowEffective(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "immutable")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	_, at := readyToken(t, "immutable", nil)
 	g.Expect(at.Status.APIVersion).To(BeEquivalentTo(16))
 
 	moved := at.DeepCopy()
@@ -270,10 +257,7 @@ func TestForeignSIDInTheStatusIsNeverUsed(t *testing.T) {
 		State: backend.StateEnabled, ExternalID: "someone-else",
 	})
 	g.Expect(err).NotTo(HaveOccurred())
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "tampered")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	ns, at := readyToken(t, "tampered", nil)
 	own := at.Status.AccountSID
 
 	patch := client.MergeFrom(at.DeepCopy())
@@ -283,7 +267,7 @@ func TestForeignSIDInTheStatusIsNeverUsed(t *testing.T) {
 	g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, tokensv1alpha1.ReasonForeignToken) }, wait, tick).Should(BeTrue())
 	at = waitReady(t, at)
 	g.Expect(at.Status.AccountSID).To(Equal(own), "the ApiToken's own token is found again")
-	g.Expect(secretCredentials(t, getSecret(t, ns, "tampered"), "accountSid", "authToken").AccountSID).To(Equal(own))
+	g.Expect(framework.CredentialsOf(getSecret(t, ns, "tampered")).AccountSID).To(Equal(own))
 	tok, _, err := tsAdmin.Get(t.Context(), foreign.SID, "")
 	g.Expect(err).NotTo(HaveOccurred())
 	g.Expect(tok.Scopes).To(Equal([]string{"accounts:write"}), "the foreign token was not changed")

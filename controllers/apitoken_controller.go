@@ -139,6 +139,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		return r.backendFailed(p, err)
 	}
 	if err := r.reconcileSecret(ctx, p); err != nil {
+		forgetUndeliveredChange(p, err)
 		if discardErr := r.discardUnusedToken(ctx, p, err); discardErr != nil {
 			err = discardErr // the token is still in the backend: the retry deletes it
 		}
@@ -185,6 +186,20 @@ func (r *ApiTokenReconciler) rollForNewCredentials(ctx context.Context, p *pass)
 	return nil
 }
 
+// forgetUndeliveredChange records nothing of a credential change whose Secret
+// could not be written for a reason a retry may cure: the next pass replays it
+// (same key, same credentials), delivers the credentials and rolls the restart
+// targets then, as after a failed roll. Recorded, the change would be delivered
+// by a later pass that no longer sees it as new, and the targets never rolled.
+// A Secret that cannot be written at all (a foreign one holds the name) keeps
+// the change: nothing is rolled for a Secret that is not the ApiToken's.
+func forgetUndeliveredChange(p *pass, secretErr error) {
+	change, ok := newCredentialChange(p.original, p.at)
+	if ok && rollsTargets(change.Type) && !secretCannotBeWritten(secretErr) {
+		p.at.Status = *p.original.Status.DeepCopy()
+	}
+}
+
 // respondWhileBlocked ends a pass that may not apply the ApiToken (blocked is a
 // stall: policy, namespace access, a value the backend refuses) after carrying
 // out what incident response needs of its own token: a due reset or rotation,
@@ -207,6 +222,8 @@ func (r *ApiTokenReconciler) respondWhileBlocked(ctx context.Context, p *pass, b
 	if err == nil && (response.creds != nil || response.observed != nil) {
 		if err = r.reconcileSecret(ctx, &response); err == nil {
 			err = r.rollForNewCredentials(ctx, &response)
+		} else {
+			forgetUndeliveredChange(&response, err)
 		}
 	}
 	if err == nil {

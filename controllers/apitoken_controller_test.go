@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"context"
 	"fmt"
 	"regexp"
 	"strings"
@@ -24,8 +25,8 @@ import (
 )
 
 const (
-	wait = 20 * time.Second
-	tick = 50 * time.Millisecond
+	wait = framework.WaitTimeout
+	tick = framework.PollInterval
 )
 
 var (
@@ -42,9 +43,7 @@ func newNamespace(t *testing.T, labels map[string]string) string {
 		name = name[:63]
 	}
 	name = strings.TrimRight(name, "-")
-	if err := k8s.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}); err != nil {
-		t.Fatal(err)
-	}
+	framework.CreateNamespace(t, k8s, name, labels)
 	return name
 }
 
@@ -94,6 +93,26 @@ func waitReady(t *testing.T, at *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiTok
 	return waitCondition(t, at, tokensv1alpha1.ConditionReady, metav1.ConditionTrue, "")
 }
 
+// createReady creates the ApiToken and waits until it is Ready.
+func createReady(t *testing.T, at *tokensv1alpha1.ApiToken) *tokensv1alpha1.ApiToken {
+	t.Helper()
+	if err := k8s.Create(t.Context(), at); err != nil {
+		t.Fatal(err)
+	}
+	return waitReady(t, at)
+}
+
+// readyToken is the start of most tests: an ApiToken named name (newApiToken,
+// then mutate when given) in a namespace of the test's own, Ready.
+func readyToken(t *testing.T, name string, mutate func(*tokensv1alpha1.ApiToken)) (ns string, at *tokensv1alpha1.ApiToken) {
+	t.Helper()
+	at = newApiToken(newNamespace(t, nil), name)
+	if mutate != nil {
+		mutate(at)
+	}
+	return at.Namespace, createReady(t, at)
+}
+
 func backendTokens(t *testing.T, at *tokensv1alpha1.ApiToken) []backend.Token {
 	t.Helper()
 	found, err := tsAdmin.FindByExternalID(t.Context(), string(get(t, at).UID))
@@ -110,11 +129,6 @@ func getSecret(t *testing.T, ns, name string) *corev1.Secret {
 		t.Fatalf("get Secret %s/%s: %v", ns, name, err)
 	}
 	return s
-}
-
-func secretCredentials(t *testing.T, s *corev1.Secret, sidKey, tokenKey string) backend.Credentials {
-	t.Helper()
-	return backend.Credentials{AccountSID: string(s.Data[sidKey]), AuthToken: backend.AuthToken(s.Data[tokenKey])}
 }
 
 // verifyStatus returns the HTTP status of /v1/verify for the credentials and scope.
@@ -136,6 +150,37 @@ func update(t *testing.T, at *tokensv1alpha1.ApiToken, mutate func(*tokensv1alph
 	}, wait, tick).Should(Succeed())
 }
 
+// deleteReleasesBackendTokens deletes the ApiToken, waits until it is gone and
+// fails unless it left no backend token behind (current or retiring).
+func deleteReleasesBackendTokens(t *testing.T, at *tokensv1alpha1.ApiToken, why string) {
+	t.Helper()
+	uid := get(t, at).UID
+	if err := k8s.Delete(t.Context(), at); err != nil {
+		t.Fatal(err)
+	}
+	waitGone(t, at)
+	found, err := tsAdmin.FindByExternalID(t.Context(), string(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) > 0 {
+		t.Errorf("%s: %d backend tokens left", why, len(found))
+	}
+}
+
+// createBackend creates a TokenBackend on the suite's tokenservice for the
+// rest of the test, with the namespaces it allows (all when nil), without
+// waiting for it.
+func createBackend(t *testing.T, name string, allowed *metav1.LabelSelector) *tokensv1alpha1.TokenBackend {
+	t.Helper()
+	tb := newBackend(name, allowed)
+	if err := k8s.Create(t.Context(), tb); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), tb) })
+	return tb
+}
+
 // waitGone waits until the object no longer exists.
 func waitGone(t *testing.T, obj client.Object) {
 	t.Helper()
@@ -155,12 +200,10 @@ func hasEvent(t *testing.T, at *tokensv1alpha1.ApiToken, eventType, reason strin
 
 func TestCreateDeliversCredentials(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "reporting-etl")
-	at.Spec.Secret.Labels = map[string]tokensv1alpha1.LabelValue{"team": "analytics"}
-	at.Spec.Secret.Annotations = map[string]string{"note": "x"}
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	ns, at := readyToken(t, "reporting-etl", func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Secret.Labels = map[string]tokensv1alpha1.LabelValue{"team": "analytics"}
+		at.Spec.Secret.Annotations = map[string]string{"note": "x"}
+	})
 
 	g.Expect(at.Finalizers).To(ContainElement(tokensv1alpha1.Finalizer))
 	g.Expect(at.Status.AccountSID).To(HavePrefix("TK"))
@@ -191,7 +234,7 @@ func TestCreateDeliversCredentials(t *testing.T) {
 	g.Expect(ref.UID).To(Equal(at.UID))
 	g.Expect(ref.Kind).To(Equal("ApiToken"))
 
-	creds := secretCredentials(t, s, "accountSid", "authToken")
+	creds := framework.CredentialsOf(s)
 	g.Expect(creds.AccountSID).To(Equal(at.Status.AccountSID))
 	for _, scope := range []string{"reports:read", "actions:read"} {
 		g.Expect(verifyStatus(t, creds, scope)).To(Equal(200), scope)
@@ -253,21 +296,19 @@ func TestBasicAuthSecretAndCustomKeys(t *testing.T) {
 
 	s := getSecret(t, ns, "basic-creds")
 	g.Expect(s.Type).To(Equal(corev1.SecretTypeBasicAuth))
-	g.Expect(verifyStatus(t, secretCredentials(t, s, "username", "password"), "reports:read")).To(Equal(200))
+	g.Expect(verifyStatus(t, framework.CredentialsAt(s, corev1.BasicAuthUsernameKey, corev1.BasicAuthPasswordKey), "reports:read")).To(Equal(200))
 
 	s = getSecret(t, ns, "custom")
 	g.Expect(s.Data).To(HaveKey("USERNAME"))
-	g.Expect(verifyStatus(t, secretCredentials(t, s, "USERNAME", "PASSWORD"), "reports:read")).To(Equal(200))
+	g.Expect(verifyStatus(t, framework.CredentialsAt(s, "USERNAME", "PASSWORD"), "reports:read")).To(Equal(200))
 	g.Expect(backendTokens(t, custom)[0].Name).To(Equal("Custom Display"))
 }
 
 func TestSpecChangesReachTheBackend(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "updates")
-	at.Spec.APIVersion = ptr.To[int32](13)
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	waitReady(t, at)
+	ns, at := readyToken(t, "updates", func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.APIVersion = ptr.To[int32](13)
+	})
 	sidBefore := get(t, at).Status.AccountSID
 	s := getSecret(t, ns, "updates")
 
@@ -290,7 +331,7 @@ func TestSpecChangesReachTheBackend(t *testing.T) {
 	g.Expect(tok.DeveloperEmails).To(BeEmpty())
 	g.Expect(tok.PrimaryContact).To(Equal("admin@example.com"))
 
-	creds := secretCredentials(t, s, "accountSid", "authToken")
+	creds := framework.CredentialsOf(s)
 	g.Expect(verifyStatus(t, creds, "deals:read")).To(Equal(200))
 	g.Expect(verifyStatus(t, creds, "actions:read")).To(Equal(403))
 	g.Expect(hasEvent(t, at, corev1.EventTypeNormal, "Updated")).To(BeTrue())
@@ -305,10 +346,7 @@ func TestSpecChangesReachTheBackend(t *testing.T) {
 
 func TestDriftIsRevertedWithinOneResync(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "drift")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	_, at := readyToken(t, "drift", nil)
 	sid := at.Status.AccountSID
 
 	// Someone widens the scopes in the backend by hand.
@@ -337,11 +375,8 @@ func TestDriftIsRevertedWithinOneResync(t *testing.T) {
 
 func TestResetHappensOncePerNonce(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "reset")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
-	old := secretCredentials(t, getSecret(t, ns, "reset"), "accountSid", "authToken")
+	ns, at := readyToken(t, "reset", nil)
+	old := framework.CredentialsOf(getSecret(t, ns, "reset"))
 
 	update(t, at, func(at *tokensv1alpha1.ApiToken) {
 		at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: "incident-42"}
@@ -349,7 +384,7 @@ func TestResetHappensOncePerNonce(t *testing.T) {
 	g.Eventually(func() string { return get(t, at).Status.LastHandledReset }, wait, tick).Should(Equal("incident-42"))
 	var fresh backend.Credentials
 	g.Eventually(func() string {
-		fresh = secretCredentials(t, getSecret(t, ns, "reset"), "accountSid", "authToken")
+		fresh = framework.CredentialsOf(getSecret(t, ns, "reset"))
 		return fresh.AuthToken.Reveal()
 	}, wait, tick).ShouldNot(Equal(old.AuthToken.Reveal()))
 	g.Expect(verifyStatus(t, old, "reports:read")).To(Equal(401))
@@ -362,32 +397,24 @@ func TestResetHappensOncePerNonce(t *testing.T) {
 	waitReady(t, at)
 	update(t, at, func(at *tokensv1alpha1.ApiToken) { delete(at.Annotations, tokensv1alpha1.ResetAnnotation) })
 	waitReady(t, at)
-	g.Consistently(func() int64 {
-		creds, _ := tsAdmin.Credentials(t.Context(), fresh.AccountSID)
-		return creds.Generation
-	}, 2*time.Second, 100*time.Millisecond).Should(BeEquivalentTo(2))
+	g.Consistently(func() int64 { return generationOf(t, fresh.AccountSID) }, framework.QuietPeriod, tick).Should(BeEquivalentTo(2))
 
 	// A new nonce resets again, exactly once.
 	update(t, at, func(at *tokensv1alpha1.ApiToken) {
 		at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: "rotation-2"}
 	})
 	g.Eventually(func() string { return get(t, at).Status.LastHandledReset }, wait, tick).Should(Equal("rotation-2"))
-	g.Consistently(func() int64 {
-		creds, _ := tsAdmin.Credentials(t.Context(), fresh.AccountSID)
-		return creds.Generation
-	}, 2*time.Second, 100*time.Millisecond).Should(BeEquivalentTo(3))
+	g.Consistently(func() int64 { return generationOf(t, fresh.AccountSID) }, framework.QuietPeriod, tick).Should(BeEquivalentTo(3))
 	g.Eventually(func() int {
-		return verifyStatus(t, secretCredentials(t, getSecret(t, ns, "reset"), "accountSid", "authToken"), "reports:read")
+		return verifyStatus(t, framework.CredentialsOf(getSecret(t, ns, "reset")), "reports:read")
 	}, wait, tick).Should(Equal(200))
 }
 
 func TestResetAnnotationAtCreationIsRecordedWithoutReset(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "born-with-nonce")
-	at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: "initial"}
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	_, at := readyToken(t, "born-with-nonce", func(at *tokensv1alpha1.ApiToken) {
+		at.Annotations = map[string]string{tokensv1alpha1.ResetAnnotation: "initial"}
+	})
 	g.Expect(at.Status.LastHandledReset).To(Equal("initial"))
 	g.Expect(at.Status.LastResetTime).To(BeNil())
 	creds, err := tsAdmin.Credentials(t.Context(), at.Status.AccountSID)
@@ -397,11 +424,8 @@ func TestResetAnnotationAtCreationIsRecordedWithoutReset(t *testing.T) {
 
 func TestDisableKeepsSecretAndEnableRestores(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "toggle")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	waitReady(t, at)
-	creds := secretCredentials(t, getSecret(t, ns, "toggle"), "accountSid", "authToken")
+	ns, at := readyToken(t, "toggle", nil)
+	creds := framework.CredentialsOf(getSecret(t, ns, "toggle"))
 
 	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Disabled = true })
 	g.Eventually(func() int { return verifyStatus(t, creds, "reports:read") }, wait, tick).Should(Equal(401))

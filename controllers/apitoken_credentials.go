@@ -46,7 +46,7 @@ func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, p *pass, des
 	r.recordCredentials(at, c.kind, c.nonce, sid, creds.Generation)
 	// The reset made a new version; without its ETag (a replayed reset) the next
 	// check reads the token in full. The answer is as good as a read: the next
-	// drift check is a resync from now.
+	// routine read is a resync from now.
 	at.Status.BackendETag = creds.ETag
 	p.reads.read()
 	return &creds, nil, nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
@@ -15,6 +14,7 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 func TestDeletionPolicies(t *testing.T) {
@@ -29,11 +29,9 @@ func TestDeletionPolicies(t *testing.T) {
 	for policy, want := range cases {
 		t.Run(string(policy), func(t *testing.T) {
 			g := NewWithT(t)
-			ns := newNamespace(t, nil)
-			at := newApiToken(ns, "deleted")
-			at.Spec.DeletionPolicy = policy
-			g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-			at = waitReady(t, at)
+			ns, at := readyToken(t, "deleted", func(at *tokensv1alpha1.ApiToken) {
+				at.Spec.DeletionPolicy = policy
+			})
 			sid := at.Status.AccountSID
 
 			g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
@@ -60,10 +58,7 @@ func TestDeletionPolicies(t *testing.T) {
 
 func TestDeleteAfterBackendTokenVanishedIsNotAnError(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "vanished")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	_, at := readyToken(t, "vanished", nil)
 	g.Expect(tsAdmin.Delete(t.Context(), at.Status.AccountSID)).To(Succeed())
 	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
 	waitGone(t, at)
@@ -77,11 +72,7 @@ func TestDeletionAfterTheNamespaceLostAccessReleasesTheToken(t *testing.T) {
 	g.Expect(controlPlane.CreateTokenBackend(t.Context(), tb)).To(Succeed())
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), tb) })
 	ns := newNamespace(t, map[string]string{"tokens": "lost-access"})
-	at := newApiToken(ns, "revoked")
-	at.Spec.BackendRef.Name = tb.Name
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
-	uid := at.UID
+	at := createReady(t, onBackend(newApiToken(ns, "revoked"), tb.Name, "reports:read", "actions:read"))
 
 	namespace := &corev1.Namespace{}
 	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Name: ns}, namespace)).To(Succeed())
@@ -90,11 +81,7 @@ func TestDeletionAfterTheNamespaceLostAccessReleasesTheToken(t *testing.T) {
 	// No change to the ApiToken: the namespace's new labels are enough.
 	waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonNamespaceNotAllowed)
 
-	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
-	waitGone(t, at)
-	found, err := tsAdmin.FindByExternalID(t.Context(), string(uid))
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(found).To(BeEmpty(), "the backend token was released")
+	deleteReleasesBackendTokens(t, at, "the backend token was released")
 }
 
 // A deleted TokenBackend keeps its ApiTokens' deletion waiting with a message
@@ -103,11 +90,9 @@ func TestDeletionWithoutItsTokenBackendWaitsUntilOrphan(t *testing.T) {
 	g := NewWithT(t)
 	tb := newBackend("doomed", nil)
 	g.Expect(controlPlane.CreateTokenBackend(t.Context(), tb)).To(Succeed())
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "stranded")
-	at.Spec.BackendRef.Name = tb.Name
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	waitReady(t, at)
+	_, at := readyToken(t, "stranded", func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.BackendRef.Name = tb.Name
+	})
 	g.Expect(k8s.Delete(t.Context(), tb)).To(Succeed())
 	waitGone(t, tb)
 
@@ -118,7 +103,7 @@ func TestDeletionWithoutItsTokenBackendWaitsUntilOrphan(t *testing.T) {
 		g.Expect(c.Reason).To(Equal(tokensv1alpha1.ReasonBackendNotFound))
 		g.Expect(c.Message).To(And(ContainSubstring(`"doomed"`), ContainSubstring("Orphan")))
 	}, wait, tick).Should(Succeed())
-	g.Consistently(func() error { return k8s.Get(t.Context(), client.ObjectKeyFromObject(at), &tokensv1alpha1.ApiToken{}) }, time.Second, tick).Should(Succeed())
+	g.Consistently(func() error { return k8s.Get(t.Context(), client.ObjectKeyFromObject(at), &tokensv1alpha1.ApiToken{}) }, framework.QuietPeriod, tick).Should(Succeed())
 
 	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyOrphan })
 	waitGone(t, at)
@@ -128,11 +113,9 @@ func TestDeletionWithoutItsTokenBackendWaitsUntilOrphan(t *testing.T) {
 // the one the status names (the rename not carried out yet) too.
 func TestOrphanAfterASecretRenameOrphansBothSecrets(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "renamed")
-	at.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyOrphan
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	ns, at := readyToken(t, "renamed", func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyOrphan
+	})
 	g.Expect(at.Status.SecretName).To(Equal("renamed"))
 
 	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Name = "renamed-later" })

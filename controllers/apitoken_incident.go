@@ -109,7 +109,7 @@ func narrowsScopes(blocked error) bool {
 // scope nor enables a token.
 func narrowingPatch(desired backend.CreateRequest, observed *backend.Token) backend.TokenPatch {
 	var patch backend.TokenPatch
-	observedScopes := normalizedSet(observed.Scopes)
+	observedScopes := backend.NormalizeSet(observed.Scopes)
 	kept := slices.DeleteFunc(slices.Clone(observedScopes), func(s string) bool { return !slices.Contains(desired.Scopes, s) })
 	if len(kept) < len(observedScopes) {
 		patch.Scopes = &kept
@@ -127,7 +127,7 @@ func settingsOf(tok *backend.Token, at *tokensv1alpha1.ApiToken) backend.CreateR
 	version := tok.APIVersion
 	return backend.CreateRequest{
 		Name: tok.Name, Description: tok.Description, APIVersion: &version, PrimaryContact: tok.PrimaryContact,
-		DeveloperEmails: normalizedSet(tok.DeveloperEmails), Scopes: normalizedSet(tok.Scopes), State: tok.State,
+		DeveloperEmails: backend.NormalizeSet(tok.DeveloperEmails), Scopes: backend.NormalizeSet(tok.Scopes), State: tok.State,
 		ExternalID: string(at.UID),
 	}
 }

@@ -8,11 +8,11 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 // The credential lifecycle against envtest and tokenservice: the reset history,
@@ -20,7 +20,7 @@ import (
 
 func secretCreds(t *testing.T, ns, name string) backend.Credentials {
 	t.Helper()
-	return secretCredentials(t, getSecret(t, ns, name), "accountSid", "authToken")
+	return framework.CredentialsOf(getSecret(t, ns, name))
 }
 
 func annotate(t *testing.T, at *tokensv1alpha1.ApiToken, key, value string) {
@@ -46,10 +46,7 @@ func generationOf(t *testing.T, sid string) int64 {
 // Secret keeps the credentials that work.
 func TestRestoredResetNonceNeverResetsAgain(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "gitops")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	ns, at := readyToken(t, "gitops", nil)
 	sid := at.Status.AccountSID
 
 	for _, nonce := range []string{"A", "B"} {
@@ -68,17 +65,14 @@ func TestRestoredResetNonceNeverResetsAgain(t *testing.T) {
 	g.Consistently(func(g Gomega) {
 		g.Expect(generationOf(t, sid)).To(BeEquivalentTo(3), "no second reset for a restored nonce")
 		g.Expect(verifyStatus(t, secretCreds(t, ns, "gitops"), "reports:read")).To(Equal(200), "the Secret holds working credentials")
-	}, 3*time.Second, 200*time.Millisecond).Should(Succeed())
+	}, 2*framework.QuietPeriod, 200*time.Millisecond).Should(Succeed())
 	g.Expect(get(t, at).Status.LastHandledReset).To(Equal("B"))
 	g.Expect(get(t, at).Status.History).To(HaveLen(3))
 }
 
 func TestRotateAnnotationInPlace(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "inplace")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	ns, at := readyToken(t, "inplace", nil)
 	old := secretCreds(t, ns, "inplace")
 
 	annotate(t, at, tokensv1alpha1.RotateAnnotation, "2026-q4")
@@ -95,11 +89,9 @@ func TestRotateAnnotationInPlace(t *testing.T) {
 
 func TestRotationWithOverlapKeepsBothValidThenRetires(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "overlap")
-	at.Spec.Rotation.Overlap = &metav1.Duration{Duration: 4 * time.Second}
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	ns, at := readyToken(t, "overlap", func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Rotation.Overlap = &metav1.Duration{Duration: 4 * time.Second}
+	})
 	old := secretCreds(t, ns, "overlap")
 
 	annotate(t, at, tokensv1alpha1.RotateAnnotation, "q1")
@@ -116,7 +108,7 @@ func TestRotationWithOverlapKeepsBothValidThenRetires(t *testing.T) {
 	g.Expect(verifyStatus(t, secretCreds(t, ns, "overlap"), "reports:read")).To(Equal(200))
 	g.Expect(backendTokens(t, at)).To(HaveLen(2))
 
-	g.Eventually(func() []tokensv1alpha1.RetiringToken { return get(t, at).Status.RetiringTokens }, 20*time.Second, tick).Should(BeEmpty())
+	g.Eventually(func() []tokensv1alpha1.RetiringToken { return get(t, at).Status.RetiringTokens }, wait, tick).Should(BeEmpty())
 	g.Expect(verifyStatus(t, old, "reports:read")).To(Equal(401), "the old token is deleted after the overlap")
 	g.Expect(backendTokens(t, at)).To(HaveLen(1))
 	g.Expect(hasEvent(t, at, corev1.EventTypeNormal, "Retired")).To(BeTrue())
@@ -124,11 +116,9 @@ func TestRotationWithOverlapKeepsBothValidThenRetires(t *testing.T) {
 
 func TestScheduledRotationHappensOncePerPeriod(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "scheduled")
-	at.Spec.Rotation.Period = &metav1.Duration{Duration: time.Hour}
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	ns, at := readyToken(t, "scheduled", func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Rotation.Period = &metav1.Duration{Duration: time.Hour}
+	})
 	g.Expect(at.Status.CredentialsIssuedAt).NotTo(BeNil())
 	g.Expect(at.Status.NextRotationTime).NotTo(BeNil())
 	g.Expect(at.Status.NextRotationTime.Sub(at.Status.CredentialsIssuedAt.Time)).To(Equal(time.Hour))
@@ -147,17 +137,15 @@ func TestScheduledRotationHappensOncePerPeriod(t *testing.T) {
 		g.Expect(got.Status.NextRotationTime.Time).To(BeTemporally(">", time.Now().Add(50*time.Minute)))
 	}, wait, tick).Should(Succeed())
 	annotate(t, at, "example.com/wake", "2")
-	g.Consistently(func() int64 { return generationOf(t, at.Status.AccountSID) }, 2*time.Second, 200*time.Millisecond).Should(BeEquivalentTo(2))
+	g.Consistently(func() int64 { return generationOf(t, at.Status.AccountSID) }, framework.QuietPeriod, 200*time.Millisecond).Should(BeEquivalentTo(2))
 	g.Eventually(func() int { return verifyStatus(t, secretCreds(t, ns, "scheduled"), "reports:read") }, wait, tick).Should(Equal(200))
 }
 
 func TestDisablingEndsOverlapAndDeletionReleasesRetiringTokens(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "retire")
-	at.Spec.Rotation.Overlap = &metav1.Duration{Duration: time.Hour}
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	ns, at := readyToken(t, "retire", func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Rotation.Overlap = &metav1.Duration{Duration: time.Hour}
+	})
 	old := secretCreds(t, ns, "retire")
 
 	annotate(t, at, tokensv1alpha1.RotateAnnotation, "r1")
@@ -172,33 +160,7 @@ func TestDisablingEndsOverlapAndDeletionReleasesRetiringTokens(t *testing.T) {
 	annotate(t, at, tokensv1alpha1.RotateAnnotation, "r2")
 	g.Eventually(func() []tokensv1alpha1.RetiringToken { return get(t, at).Status.RetiringTokens }, wait, tick).Should(HaveLen(1))
 	g.Expect(backendTokens(t, at)).To(HaveLen(2))
-	uid := get(t, at).UID
-	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
-	waitGone(t, at)
-	found, err := tsAdmin.FindByExternalID(t.Context(), string(uid))
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(found).To(BeEmpty(), "deletion releases the current and the retiring token")
-}
-
-// newDeployment is a Deployment whose containers read the Secret named secret
-// (envFrom), or no Secret when it is empty.
-func newDeployment(ns, name, secret string) *appsv1.Deployment {
-	labels := map[string]string{"app": name}
-	container := corev1.Container{Name: "app", Image: "example.com/app:1"}
-	if secret != "" {
-		container.EnvFrom = []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret}}}}
-	}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To[int32](1),
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{container}},
-			},
-		},
-	}
+	deleteReleasesBackendTokens(t, at, "deletion releases the current and the retiring token")
 }
 
 func templateAnnotation(t *testing.T, ns, name string) (string, string) {
@@ -213,7 +175,7 @@ func templateAnnotation(t *testing.T, ns, name string) (string, string) {
 func TestRestartTargetsRollOncePerCredentialChange(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t, nil)
-	g.Expect(k8s.Create(t.Context(), newDeployment(ns, "consumer", "restarts"))).To(Succeed())
+	g.Expect(k8s.Create(t.Context(), framework.ConsumerDeployment(ns, "consumer", "restarts"))).To(Succeed())
 	at := newApiToken(ns, "restarts")
 	at.Spec.Secret.RestartTargets = []tokensv1alpha1.RestartTarget{
 		{Kind: tokensv1alpha1.RestartTargetDeployment, Name: "consumer"},
@@ -233,7 +195,8 @@ func TestRestartTargetsRollOncePerCredentialChange(t *testing.T) {
 	// A spec change and a resync roll nothing.
 	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = "spec only" })
 	waitReady(t, at)
-	g.Consistently(func() string { _, rv := templateAnnotation(t, ns, "consumer"); return rv }, 2*time.Second, 200*time.Millisecond).Should(Equal(rv))
+	framework.ExpectNoWrites(t, k8s, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "consumer", ResourceVersion: rv}},
+		"a spec change rolled the restart target")
 
 	d := &appsv1.Deployment{}
 	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "consumer"}, d)).To(Succeed())

@@ -39,17 +39,7 @@ func secretType(at *tokensv1alpha1.ApiToken) corev1.SecretType {
 
 // secretKeys are the data keys of the SID and the auth token.
 func secretKeys(at *tokensv1alpha1.ApiToken) (sidKey, tokenKey string) {
-	if secretType(at) == corev1.SecretTypeBasicAuth {
-		return corev1.BasicAuthUsernameKey, corev1.BasicAuthPasswordKey
-	}
-	sidKey, tokenKey = at.Spec.Secret.AccountSIDKey, at.Spec.Secret.AuthTokenKey
-	if sidKey == "" {
-		sidKey = "accountSid"
-	}
-	if tokenKey == "" {
-		tokenKey = "authToken"
-	}
-	return sidKey, tokenKey
+	return at.Spec.Secret.KeyNames()
 }
 
 // renderSecret is the Secret that the spec and the credentials call for. The owner

@@ -19,6 +19,7 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 var testCreds = backend.Credentials{AccountSID: "TK123", AuthToken: "secret-token-value", Generation: 3}
@@ -304,10 +305,7 @@ func FuzzResetDue(f *testing.F) {
 
 func TestSecretIsRepaired(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "repair")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	waitReady(t, at)
+	ns, _ := readyToken(t, "repair", nil)
 	good := getSecret(t, ns, "repair")
 
 	g.Expect(k8s.Delete(t.Context(), good)).To(Succeed())
@@ -327,10 +325,7 @@ func TestSecretIsRepaired(t *testing.T) {
 
 func TestSecretTypeChangeReplacesSecret(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "retype")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	waitReady(t, at)
+	ns, at := readyToken(t, "retype", nil)
 	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = corev1.SecretTypeBasicAuth })
 	g.Eventually(func() corev1.SecretType {
 		s := &corev1.Secret{}
@@ -338,19 +333,16 @@ func TestSecretTypeChangeReplacesSecret(t *testing.T) {
 		return s.Type
 	}, wait, tick).Should(Equal(corev1.SecretTypeBasicAuth))
 	waitReady(t, at)
-	g.Expect(verifyStatus(t, secretCredentials(t, getSecret(t, ns, "retype"), "username", "password"), "reports:read")).To(Equal(200))
+	g.Expect(verifyStatus(t, framework.CredentialsAt(getSecret(t, ns, "retype"), corev1.BasicAuthUsernameKey, corev1.BasicAuthPasswordKey), "reports:read")).To(Equal(200))
 }
 
 func TestRenamingTheSecretMovesIt(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "mover")
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	waitReady(t, at)
+	ns, at := readyToken(t, "mover", nil)
 	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Name = "moved" })
 	g.Eventually(func() string { return get(t, at).Status.SecretName }, wait, tick).Should(Equal("moved"))
 	waitReady(t, at)
-	g.Expect(verifyStatus(t, secretCredentials(t, getSecret(t, ns, "moved"), "accountSid", "authToken"), "reports:read")).To(Equal(200))
+	g.Expect(verifyStatus(t, framework.CredentialsOf(getSecret(t, ns, "moved")), "reports:read")).To(Equal(200))
 	waitGone(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "mover"}})
 }
 
@@ -399,7 +391,7 @@ func TestForeignSecretRemovedLaterGetsAWorkingToken(t *testing.T) {
 	at = waitReady(t, at) // the stall is retried at the resync interval
 	s := getSecret(t, ns, "squatted")
 	g.Expect(isControlledBy(s, at)).To(BeTrue())
-	g.Expect(verifyStatus(t, secretCredentials(t, s, "accountSid", "authToken"), "reports:read")).To(Equal(200))
+	g.Expect(verifyStatus(t, framework.CredentialsOf(s), "reports:read")).To(Equal(200))
 	g.Expect(backendTokens(t, at)).To(HaveLen(1))
 }
 

@@ -26,7 +26,7 @@ import (
 
 // stalledError is a failure that retrying cannot cure: the user must change
 // something. On an ApiToken it becomes Stalled=True with its reason, and one
-// Warning event; a TokenBackend reports it in its Ready condition. Its message is
+// Warning event; on a TokenBackend, Stalled=True too (setBackendConditions). Its message is
 // built from the spec, so it stays the same until the user acts.
 type stalledError struct {
 	reason  string

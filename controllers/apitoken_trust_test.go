@@ -15,6 +15,7 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 // The trust boundary against envtest and tokenservice (docs/design.md, "Trust
@@ -72,7 +73,7 @@ func TestForgedAccountSidNeverReachesAnotherTenant(t *testing.T) {
 		g.Expect(got.AccountSID).To(Equal(ownSID))
 		g.Expect(got.AuthToken.Reveal()).NotTo(Equal(victimCreds.AuthToken.Reveal()), "the other tenant's auth token was written into this Secret")
 		g.Expect(verifyStatus(t, got, "reports:read")).To(Equal(200))
-	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+	}, framework.QuietPeriod, 200*time.Millisecond).Should(Succeed())
 }
 
 // A forged SID with the Secret gone: the credentials are fetched only from the
@@ -158,13 +159,8 @@ func TestIncidentResponseWhileStalledByPolicy(t *testing.T) {
 func TestResetAfterTheNamespaceLostAccess(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t, map[string]string{"tier": "gold"})
-	tb := newBackend("gold-only", &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}})
-	g.Expect(k8s.Create(t.Context(), tb)).To(Succeed())
-	t.Cleanup(func() { _ = k8s.Delete(t.Context(), tb) })
-	at := newApiToken(ns, "lost")
-	at.Spec.BackendRef.Name = "gold-only"
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	tb := createBackend(t, "gold-only", &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "gold"}})
+	at := createReady(t, onBackend(newApiToken(ns, "lost"), tb.Name, "reports:read", "actions:read"))
 	leaked := secretCreds(t, ns, "lost")
 
 	nsObj := &corev1.Namespace{}
@@ -187,31 +183,23 @@ func TestPausedDeletionHonoursAllowedDeletionPolicies(t *testing.T) {
 	ns := newNamespace(t, nil)
 	at := onBackend(newApiToken(ns, "paused"), "delete-only", "reports:read")
 	at.Spec.Rotation.Overlap = &metav1.Duration{Duration: time.Hour}
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	at = createReady(t, at)
 	annotate(t, at, tokensv1alpha1.RotateAnnotation, "r1")
 	g.Eventually(func() []tokensv1alpha1.RetiringToken { return get(t, at).Status.RetiringTokens }, wait, tick).Should(HaveLen(1))
 	g.Expect(backendTokens(t, at)).To(HaveLen(2))
 
 	annotate(t, at, tokensv1alpha1.PausedAnnotation, "true")
 	waitCondition(t, at, tokensv1alpha1.ConditionPaused, metav1.ConditionTrue, "")
-	uid := get(t, at).UID
-	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
-	waitGone(t, at)
-	found, err := tsAdmin.FindByExternalID(t.Context(), string(uid))
-	g.Expect(err).NotTo(HaveOccurred())
-	g.Expect(found).To(BeEmpty(), "a paused ApiToken's deletion orphaned tokens that the TokenBackend says must be deleted")
+	deleteReleasesBackendTokens(t, at, "a paused ApiToken's deletion orphaned tokens that the TokenBackend says must be deleted")
 }
 
 // Deleting a paused ApiToken where Orphan is allowed keeps the current token and
 // the Secret, and deletes the retiring tokens.
 func TestPausedDeletionAsOrphanDeletesRetiringTokens(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "paused-orphan")
-	at.Spec.Rotation.Overlap = &metav1.Duration{Duration: time.Hour}
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	ns, at := readyToken(t, "paused-orphan", func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Rotation.Overlap = &metav1.Duration{Duration: time.Hour}
+	})
 	annotate(t, at, tokensv1alpha1.RotateAnnotation, "r1")
 	g.Eventually(func() []tokensv1alpha1.RetiringToken { return get(t, at).Status.RetiringTokens }, wait, tick).Should(HaveLen(1))
 	at = get(t, at)
@@ -233,11 +221,9 @@ func TestPausedDeletionAsOrphanDeletesRetiringTokens(t *testing.T) {
 // deferred rotation reported.
 func TestRotateStormIsBoundedAndTracked(t *testing.T) {
 	g := NewWithT(t)
-	ns := newNamespace(t, nil)
-	at := newApiToken(ns, "storm")
-	at.Spec.Rotation.Overlap = &metav1.Duration{Duration: 168 * time.Hour}
-	g.Expect(k8s.Create(t.Context(), at)).To(Succeed())
-	at = waitReady(t, at)
+	ns, at := readyToken(t, "storm", func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Rotation.Overlap = &metav1.Duration{Duration: 168 * time.Hour}
+	})
 	for i := range 14 {
 		annotate(t, at, tokensv1alpha1.RotateAnnotation, fmt.Sprintf("storm-%d", i))
 		time.Sleep(50 * time.Millisecond) // a user's pace: some nonces arrive mid-pass
@@ -254,7 +240,7 @@ func TestRotateStormIsBoundedAndTracked(t *testing.T) {
 			g.Expect(tracked).To(HaveKey(tok.SID), "backend token %s of the ApiToken is in no status field", tok.SID)
 		}
 		g.Expect(len(at.Status.RetiringTokens)).To(BeNumerically("<=", maxRetiringTokens))
-	}, 2*time.Second, 200*time.Millisecond).Should(Succeed())
+	}, framework.QuietPeriod, 200*time.Millisecond).Should(Succeed())
 	g.Expect(verifyStatus(t, secretCreds(t, ns, "storm"), "reports:read")).To(Equal(200))
 }
 
@@ -262,8 +248,8 @@ func TestRotateStormIsBoundedAndTracked(t *testing.T) {
 func TestRestartTargetThatDoesNotConsumeTheSecretIsNotRolled(t *testing.T) {
 	g := NewWithT(t)
 	ns := newNamespace(t, nil)
-	consumer := newDeployment(ns, "reporting", "levers")
-	bystander := newDeployment(ns, "payments", "")
+	consumer := framework.ConsumerDeployment(ns, "reporting", "levers")
+	bystander := framework.ConsumerDeployment(ns, "payments", "")
 	g.Expect(k8s.Create(t.Context(), consumer)).To(Succeed())
 	g.Expect(k8s.Create(t.Context(), bystander)).To(Succeed())
 	at := newApiToken(ns, "levers")

@@ -18,8 +18,8 @@ func desiredToken(at *tokensv1alpha1.ApiToken) backend.CreateRequest {
 		Name:            at.Spec.DisplayName,
 		Description:     at.Spec.Description,
 		PrimaryContact:  at.Spec.PrimaryContact,
-		DeveloperEmails: normalizedSet(at.Spec.DeveloperEmails),
-		Scopes:          normalizedSet(at.Spec.Scopes),
+		DeveloperEmails: backend.NormalizeSet(at.Spec.DeveloperEmails),
+		Scopes:          backend.NormalizeSet(at.Spec.Scopes),
 		State:           backend.StateEnabled,
 		ExternalID:      string(at.UID),
 	}
@@ -54,11 +54,11 @@ func tokenPatch(desired backend.CreateRequest, observed *backend.Token) (patch b
 	if observed.PrimaryContact != desired.PrimaryContact {
 		patch.PrimaryContact = &desired.PrimaryContact
 	}
-	if !slices.Equal(normalizedSet(observed.DeveloperEmails), desired.DeveloperEmails) {
+	if !slices.Equal(backend.NormalizeSet(observed.DeveloperEmails), desired.DeveloperEmails) {
 		emails := desired.DeveloperEmails
 		patch.DeveloperEmails = &emails
 	}
-	if observedScopes := normalizedSet(observed.Scopes); !slices.Equal(observedScopes, desired.Scopes) {
+	if observedScopes := backend.NormalizeSet(observed.Scopes); !slices.Equal(observedScopes, desired.Scopes) {
 		scopes := desired.Scopes
 		patch.Scopes = &scopes
 		if slices.ContainsFunc(observedScopes, func(s string) bool { return !slices.Contains(desired.Scopes, s) }) {
@@ -123,16 +123,6 @@ func backendReadDue(at *tokensv1alpha1.ApiToken, lastRead, now time.Time, resync
 // annotation does nothing.
 func resetDue(annotation, lastHandled string) bool {
 	return annotation != "" && annotation != lastHandled
-}
-
-func normalizedSet(in []string) []string {
-	out := slices.Clone(in)
-	slices.Sort(out)
-	out = slices.Compact(out)
-	if out == nil {
-		out = []string{}
-	}
-	return out
 }
 
 func joinFields(fields []string) string { return strings.Join(fields, ", ") }

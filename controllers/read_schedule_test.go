@@ -85,14 +85,13 @@ type fakeSource struct {
 func (s *fakeSource) get(name string) (backend.Backend, time.Duration, backendState) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	be, ok := s.backends[name]
-	switch {
-	case !ok:
-		return nil, 0, backendMissing
-	case s.down[name]:
+	if be, ok := s.backends[name]; ok && !s.down[name] {
+		return be, scheduleResync, backendReady
+	}
+	if s.down[name] {
 		return nil, 0, backendDown
 	}
-	return be, scheduleResync, backendReady
+	return nil, 0, backendMissing
 }
 
 func (s *fakeSource) resyncOf(string) time.Duration { return scheduleResync }
@@ -190,6 +189,23 @@ func (f *scheduleFixture) queued() reconcile.Request {
 	return req
 }
 
+// handedToAPass checks that the reader queued the ApiToken and let go of it, and
+// claims it as the queued pass does.
+func (f *scheduleFixture) handedToAPass(at *tokensv1alpha1.ApiToken) *readLease {
+	f.t.Helper()
+	if diff := cmp.Diff(requestFor(at), f.queued()); diff != "" {
+		f.t.Fatalf("queued (-want +got):\n%s", diff)
+	}
+	if _, ok := f.schedule.nextReadOf(at.UID); ok {
+		f.t.Errorf("the reader kept the token the queued pass is to have")
+	}
+	lease, ok := f.schedule.claim(at)
+	if !ok {
+		f.t.Fatal("the queued pass's claim was refused")
+	}
+	return lease
+}
+
 func requestFor(at *tokensv1alpha1.ApiToken) reconcile.Request {
 	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: at.Namespace, Name: at.Name}}
 }
@@ -221,16 +237,7 @@ func TestReaderHandsAChangeToAPassThatReadsInFull(t *testing.T) {
 	f.source.backends["main"].change(at.Status.AccountSID)
 	f.step(scheduleResync + checkTick(scheduleResync))
 	f.nextRead("main")
-	if diff := cmp.Diff(requestFor(at), f.queued()); diff != "" {
-		t.Fatalf("queued (-want +got):\n%s", diff)
-	}
-	if _, ok := f.schedule.nextReadOf(at.UID); ok {
-		t.Errorf("the token stays scheduled after the hand-over")
-	}
-	lease, ok := f.schedule.claim(at)
-	if !ok {
-		t.Fatal("the pass's claim was refused")
-	}
+	lease := f.handedToAPass(at)
 	if last := lease.lastRead(scheduleResync); !last.IsZero() {
 		t.Errorf("lastRead = %v, want zero: the pass must read the token in full", last)
 	}
@@ -263,16 +270,7 @@ func TestClaimRefusedDuringAReadIsQueuedWhenTheReadEnds(t *testing.T) {
 		t.Fatal("a pass claimed the token while its read was in flight")
 	}
 	release()
-	if diff := cmp.Diff(requestFor(at), f.queued()); diff != "" {
-		t.Fatalf("queued (-want +got):\n%s", diff)
-	}
-	if _, ok := f.schedule.nextReadOf(at.UID); ok {
-		t.Errorf("the reader kept the token the waiting pass is to have")
-	}
-	lease, ok := f.schedule.claim(at)
-	if !ok {
-		t.Fatal("the queued pass's claim was refused")
-	}
+	lease := f.handedToAPass(at)
 	if last := lease.lastRead(scheduleResync); !last.Equal(f.clock.Now()) {
 		t.Errorf("lastRead = %v, want the 304's time %v", last, f.clock.Now())
 	}

@@ -34,7 +34,7 @@ const (
 )
 
 var (
-	k8s     client.Client
+	k8s     client.WithWatch
 	tsURL   string
 	tsAdmin *backend.Client // the test's own view of the backend
 	service *framework.TokenService

@@ -84,7 +84,8 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	opts, err := r.clientOptions(ctx, tb)
 	if err != nil {
 		r.Registry.remove(tb)
-		setBackendConditions(tb, clientFailureReason(err), clientFailureMessage(err))
+		reason, message := clientFailure(err)
+		setBackendConditions(tb, reason, message)
 		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
 	}
 	hash := optionsHash(opts)
@@ -102,7 +103,8 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	be, err := r.NewBackend(opts)
 	if err != nil {
 		r.Registry.remove(tb)
-		setBackendConditions(tb, clientFailureReason(err), clientFailureMessage(err))
+		reason, message := clientFailure(err)
+		setBackendConditions(tb, reason, message)
 		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
 	}
 	catalog, err := be.Catalog(ctx)
@@ -188,33 +190,21 @@ func (r *TokenBackendReconciler) clientOptions(ctx context.Context, tb *tokensv1
 	}, nil
 }
 
-// clientFailureReason is the Ready reason when no backend client could be built.
-func clientFailureReason(err error) string {
-	var stall *stalledError
-	switch {
-	case errors.As(err, &stall):
-		return stall.reason
-	case errors.Is(err, backend.ErrInsecureHTTP):
-		return tokensv1alpha1.ReasonInsecureURL
-	}
-	return tokensv1alpha1.ReasonCredentialsInvalid
-}
-
-// clientFailureMessage is the Ready message when no backend client could be
+// clientFailure is the Ready reason and message when no backend client could be
 // built: what the user must fix, or else the kind of the failure, so that a
 // repeating failure writes no new status.
-func clientFailureMessage(err error) string {
+func clientFailure(err error) (reason, message string) {
 	var stall *stalledError
 	switch {
 	case errors.As(err, &stall):
-		return stall.message
+		return stall.reason, stall.message
 	case errors.Is(err, backend.ErrInsecureHTTP):
-		return "spec.url uses plain http:// to a host that is not loopback (127.0.0.0/8, ::1, localhost): use https://, or set spec.allowInsecureHTTP: true"
+		return tokensv1alpha1.ReasonInsecureURL, "spec.url uses plain http:// to a host that is not loopback (127.0.0.0/8, ::1, localhost): use https://, or set spec.allowInsecureHTTP: true"
 	case errors.Is(err, backend.ErrInvalidConfig):
 		// backend.New builds these from the spec alone: stable, and they say what to fix.
-		return err.Error()
+		return tokensv1alpha1.ReasonCredentialsInvalid, err.Error()
 	}
-	return "The backend client could not be set up: " + failureKind(err)
+	return tokensv1alpha1.ReasonCredentialsInvalid, "The backend client could not be set up: " + failureKind(err)
 }
 
 func optionsHash(o backend.Options) string {

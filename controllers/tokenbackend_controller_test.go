@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
@@ -43,8 +42,8 @@ func TestClientFailureMessage(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if diff := cmp.Diff(tc.want, clientFailureMessage(tc.err)); diff != "" {
-				t.Errorf("clientFailureMessage (-want +got):\n%s", diff)
+			if _, message := clientFailure(tc.err); cmp.Diff(tc.want, message) != "" {
+				t.Errorf("clientFailure message (-want +got):\n%s", cmp.Diff(tc.want, message))
 			}
 		})
 	}
@@ -108,10 +107,11 @@ func TestClientOptionsReadOnlyTheOperatorsNamespaceAndTrust(t *testing.T) {
 				t.Errorf("%d Secret reads (%v), want %d", len(reader.reads), reader.reads, tc.wantReads)
 			}
 			if tc.wantReason != "" {
-				if got := clientFailureReason(err); err == nil || got != tc.wantReason {
+				got, msg := clientFailure(err)
+				if err == nil || got != tc.wantReason {
 					t.Fatalf("reason %q (%v), want %q", got, err, tc.wantReason)
 				}
-				if msg := clientFailureMessage(err); strings.Contains(msg, "k3y") || strings.HasPrefix(msg, "The backend client could not be set up") {
+				if strings.Contains(msg, "k3y") || strings.HasPrefix(msg, "The backend client could not be set up") {
 					t.Errorf("the message should say what to fix, without the key: %q", msg)
 				}
 				return
@@ -179,7 +179,7 @@ func TestTokenBackendCredentialsAndTransport(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = k8s.Delete(context.Background(), tb) })
 			var got *metav1.Condition
-			framework.Eventually(t, "TokenBackend "+tb.Name+" reports "+tc.wantReason, 30*time.Second, func() error {
+			framework.Eventually(t, "TokenBackend "+tb.Name+" reports "+tc.wantReason, framework.WaitTimeout, func() error {
 				cur := &tokensv1alpha1.TokenBackend{}
 				if err := k8s.Get(ctx, client.ObjectKeyFromObject(tb), cur); err != nil {
 					return err

@@ -24,6 +24,14 @@ func TestRebuildTokens(t *testing.T) {
 	retiring := func(sid string, after time.Duration) tokensv1alpha1.RetiringToken {
 		return tokensv1alpha1.RetiringToken{AccountSID: sid, DeleteAfter: metav1.NewTime(now.Add(after))}
 	}
+	// ownTokens are what the backend lists for the ApiToken: one token made
+	// an hour ago and one a minute ago.
+	ownTokens := func(older, newer string) []backend.Token {
+		return []backend.Token{tok(older, time.Hour), tok(newer, time.Minute)}
+	}
+	status := func(sid string, retiringTokens ...tokensv1alpha1.RetiringToken) tokensv1alpha1.ApiTokenStatus {
+		return tokensv1alpha1.ApiTokenStatus{AccountSID: sid, RetiringTokens: retiringTokens}
+	}
 	tests := map[string]struct {
 		found        []backend.Token
 		status       tokensv1alpha1.ApiTokenStatus
@@ -31,26 +39,13 @@ func TestRebuildTokens(t *testing.T) {
 		wantRetiring []tokensv1alpha1.RetiringToken
 	}{
 		"a forged SID: the newest own token is current, the older retires": {
-			found:        []backend.Token{tok("TKold", time.Hour), tok("TKnew", time.Minute)},
-			status:       tokensv1alpha1.ApiTokenStatus{AccountSID: "TKforeign"},
-			wantCurrent:  "TKnew",
-			wantRetiring: []tokensv1alpha1.RetiringToken{retiring("TKold", 10*time.Minute)},
-		},
+			ownTokens("TKold", "TKnew"), status("TKforeign"), "TKnew", []tokensv1alpha1.RetiringToken{retiring("TKold", 10*time.Minute)}},
 		"listed retiring tokens keep their deadline and are never current": {
-			found:        []backend.Token{tok("TKa", time.Hour), tok("TKb", time.Minute)},
-			status:       tokensv1alpha1.ApiTokenStatus{AccountSID: "TKforeign", RetiringTokens: []tokensv1alpha1.RetiringToken{retiring("TKb", time.Minute), retiring("TKforeign2", time.Minute)}},
-			wantCurrent:  "TKa",
-			wantRetiring: []tokensv1alpha1.RetiringToken{retiring("TKb", time.Minute)},
-		},
+			ownTokens("TKa", "TKb"), status("TKforeign", retiring("TKb", time.Minute), retiring("TKforeign2", time.Minute)),
+			"TKa", []tokensv1alpha1.RetiringToken{retiring("TKb", time.Minute)}},
 		"the status's own current token stays current": {
-			found:        []backend.Token{tok("TKcur", time.Hour), tok("TKlost", time.Minute)},
-			status:       tokensv1alpha1.ApiTokenStatus{AccountSID: "TKcur"},
-			wantCurrent:  "TKcur",
-			wantRetiring: []tokensv1alpha1.RetiringToken{retiring("TKlost", 10*time.Minute)},
-		},
-		"nothing found: no current token": {
-			status: tokensv1alpha1.ApiTokenStatus{AccountSID: "TKforeign", RetiringTokens: []tokensv1alpha1.RetiringToken{retiring("TKforeign2", 0)}},
-		},
+			ownTokens("TKcur", "TKlost"), status("TKcur"), "TKcur", []tokensv1alpha1.RetiringToken{retiring("TKlost", 10*time.Minute)}},
+		"nothing found: no current token": {nil, status("TKforeign", retiring("TKforeign2", 0)), "", nil},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -176,6 +176,33 @@ type SecretTemplate struct {
 	RestartTargets []RestartTarget `json:"restartTargets,omitempty"`
 }
 
+// The data keys of the account SID and the auth token in an Opaque Secret when
+// the template leaves them unset. The +kubebuilder:default markers of
+// accountSidKey and authTokenKey say the same; a marker cannot name a constant.
+const (
+	DefaultAccountSIDKey = "accountSid"
+	DefaultAuthTokenKey  = "authToken"
+)
+
+// KeyNames are the data keys of the account SID and the auth token in a Secret
+// written for this template: username and password for kubernetes.io/basic-auth,
+// else accountSidKey and authTokenKey. An unset key means its default, so that a
+// template the API server has not defaulted (built in code, or stored before a
+// default existed) names the same keys.
+func (s *SecretTemplate) KeyNames() (sidKey, tokenKey string) {
+	if s.Type == corev1.SecretTypeBasicAuth {
+		return corev1.BasicAuthUsernameKey, corev1.BasicAuthPasswordKey
+	}
+	sidKey, tokenKey = s.AccountSIDKey, s.AuthTokenKey
+	if sidKey == "" {
+		sidKey = DefaultAccountSIDKey
+	}
+	if tokenKey == "" {
+		tokenKey = DefaultAuthTokenKey
+	}
+	return sidKey, tokenKey
+}
+
 // ApiTokenSpec declares a token in a token backend and the Secret that receives
 // its credentials.
 type ApiTokenSpec struct {

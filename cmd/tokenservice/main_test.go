@@ -8,7 +8,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 	"github.com/apitoken-dev/apitoken-operator/pkg/conformance"
 	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
@@ -136,18 +136,32 @@ func TestBinaryKeepsDataAcrossRestart(t *testing.T) {
 	env := []string{"TOKENSERVICE_ADMIN_KEY=restart-admin-key-0123456789abcdef"}
 	data := filepath.Join(t.TempDir(), "tokens.db")
 	p := start(t, "http", nil, env, "--data", data)
-	created := call(t, p, http.MethodPost, "/v1/tokens", `{"name":"durable","primaryContact":"ops@example.com","scopes":["reports:read"],"externalId":"uid"}`, "create-1")
-	sid := created["sid"].(string)
-	reset := call(t, p, http.MethodPost, "/v1/tokens/"+sid+"/reset", "", "reset-1")
+	c := p.client(t)
+	req := backend.CreateRequest{Name: "durable", PrimaryContact: "ops@example.com", Scopes: []string{"reports:read"}, ExternalID: "uid"}
+	tok, _, err := c.Create(t.Context(), "create-1", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reset, err := c.Reset(t.Context(), tok.SID, "reset-1")
+	if err != nil {
+		t.Fatal(err)
+	}
 	p.stop(t)
 
 	p = start(t, "http", nil, env, "--data", data)
-	creds := call(t, p, http.MethodGet, "/v1/tokens/"+sid+"/credentials", "", "")
-	if creds["authToken"] != reset["authToken"] || creds["generation"] != float64(2) {
-		t.Errorf("credentials after restart: generation %v, token same as the reset: %v", creds["generation"], creds["authToken"] == reset["authToken"])
+	c = p.client(t)
+	creds, err := c.Credentials(t.Context(), tok.SID)
+	if err != nil {
+		t.Fatal(err)
 	}
-	replay := call(t, p, http.MethodPost, "/v1/tokens/"+sid+"/reset", "", "reset-1")
-	if replay["authToken"] != reset["authToken"] {
+	if creds.AuthToken.Reveal() != reset.AuthToken.Reveal() || creds.Generation != 2 {
+		t.Errorf("credentials after restart: generation %d, token same as the reset: %v", creds.Generation, creds.AuthToken.Reveal() == reset.AuthToken.Reveal())
+	}
+	replay, err := c.Reset(t.Context(), tok.SID, "reset-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if replay.AuthToken.Reveal() != reset.AuthToken.Reveal() {
 		t.Error("a reset replay after restart returned another token")
 	}
 }
@@ -252,9 +266,12 @@ scopes:
 contacts: [{email: owner@example.com, name: Owner}]
 `)
 	p := start(t, "http", nil, []string{"TOKENSERVICE_ADMIN_KEY=catalog-admin-key-0123456789abcdef"}, "--catalog", catalog)
-	got := call(t, p, http.MethodGet, "/v1/catalog", "", "")
-	if got["latestApiVersion"] != float64(2) || len(got["scopes"].([]any)) != 2 {
-		t.Errorf("catalog %v", got)
+	got, err := p.client(t).Catalog(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.LatestAPIVersion != 2 || len(got.Scopes) != 2 {
+		t.Errorf("catalog %+v", got)
 	}
 	conformance.Run(t, conformance.Target{URL: p.url, AdminKey: "catalog-admin-key-0123456789abcdef"})
 }
@@ -289,24 +306,15 @@ func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }
 
-// call makes one request with the admin key of the process under test.
-func call(t *testing.T, p *process, method, path, body, idempotencyKey string) map[string]any {
+// client is the operator's client of the process under test, with its admin key.
+// It makes one attempt per call, so that no retry hides a failed answer.
+func (p *process) client(t *testing.T) *backend.Client {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, method, p.url+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+p.adminKey)
-	if idempotencyKey != "" {
-		req.Header.Set("Idempotency-Key", idempotencyKey)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	c, err := backend.New(backend.Options{URL: p.url, AdminKey: p.adminKey, MaxAttempts: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var out map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&out)
-	return out
+	return c
 }
 
 // TestBinaryCutsOffSlowHeaders opens a connection that never finishes its request
@@ -332,7 +340,7 @@ func TestBinaryCutsOffSlowHeaders(t *testing.T) {
 		t.Errorf("the connection was closed after %v, before the header timeout", held)
 	}
 	p.adminKey = slowKey
-	if got := call(t, p, http.MethodGet, "/v1/catalog", "", ""); got["latestApiVersion"] == nil {
-		t.Errorf("after cutting off a slow client the server answered %v", got)
+	if _, err := p.client(t).Catalog(t.Context()); err != nil {
+		t.Errorf("after cutting off a slow client the catalog call failed: %v", err)
 	}
 }

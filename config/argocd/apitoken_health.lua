@@ -1,6 +1,5 @@
 -- Argo CD health check for tokens.apitoken.dev/ApiToken (docs/gitops.md).
 -- Uses only the base library: argocd-cm scripts run without string, math or io.
-local hs = {}
 local function condition(t)
   if obj.status == nil or obj.status.conditions == nil then
     return nil
@@ -12,56 +11,44 @@ local function condition(t)
   end
   return nil
 end
+-- health is what the script returns to Argo CD.
+local function health(status, message)
+  return {status = status, message = message}
+end
 
 -- Paused: the operator leaves the token alone and Ready keeps its last value.
 local paused = condition("Paused")
 if paused ~= nil and paused.status == "True" then
   local annotations = obj.metadata.annotations
   if annotations ~= nil and annotations["tokens.apitoken.dev/paused"] == "true" then
-    hs.status = "Suspended"
-    hs.message = paused.message or "Paused by the tokens.apitoken.dev/paused annotation"
-    return hs
+    return health("Suspended", paused.message or "Paused by the tokens.apitoken.dev/paused annotation")
   end
-  hs.status = "Progressing"
-  hs.message = "Resuming: the paused annotation was removed"
-  return hs
+  return health("Progressing", "Resuming: the paused annotation was removed")
 end
 
 if obj.status == nil or obj.status.conditions == nil then
-  hs.status = "Progressing"
-  hs.message = "Waiting for the operator to report a status"
-  return hs
+  return health("Progressing", "Waiting for the operator to report a status")
 end
 local generation = obj.metadata.generation
 local observed = obj.status.observedGeneration
 if generation ~= nil and (observed == nil or observed < generation) then
-  hs.status = "Progressing"
-  hs.message = "Waiting for the operator to observe generation " .. tostring(generation)
-  return hs
+  return health("Progressing", "Waiting for the operator to observe generation " .. tostring(generation))
 end
 
-local stalled = condition("Stalled")
-if stalled ~= nil and stalled.status == "True" then
-  hs.status = "Degraded"
-  hs.message = stalled.message
-  return hs
-end
-local reconciling = condition("Reconciling")
-if reconciling ~= nil and reconciling.status == "True" then
-  hs.status = "Progressing"
-  hs.message = reconciling.message
-  return hs
+-- The first of these conditions that is True decides, with its message.
+local decisive = {
+  {type = "Stalled", status = "Degraded"},
+  {type = "Reconciling", status = "Progressing"},
+  {type = "Ready", status = "Healthy"},
+}
+for _, d in ipairs(decisive) do
+  local c = condition(d.type)
+  if c ~= nil and c.status == "True" then
+    return health(d.status, c.message)
+  end
 end
 local ready = condition("Ready")
-if ready ~= nil and ready.status == "True" then
-  hs.status = "Healthy"
-  hs.message = ready.message
-  return hs
-end
-hs.status = "Progressing"
 if ready ~= nil and ready.message ~= nil then
-  hs.message = ready.message
-else
-  hs.message = "Waiting for the Ready condition"
+  return health("Progressing", ready.message)
 end
-return hs
+return health("Progressing", "Waiting for the Ready condition")

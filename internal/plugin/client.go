@@ -54,6 +54,20 @@ func (o *Options) client() (client.Client, string, error) {
 	return c, ns, nil
 }
 
+// apiToken returns a client and the ApiToken called name in the namespace the
+// flags select: how every command that acts on one ApiToken starts.
+func (o *Options) apiToken(ctx context.Context, name string) (client.Client, *tokensv1alpha1.ApiToken, error) {
+	c, ns, err := o.client()
+	if err != nil {
+		return nil, nil, err
+	}
+	at, err := getApiToken(ctx, c, ns, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, at, nil
+}
+
 // getApiToken reads one ApiToken with a message that names it when it is missing.
 func getApiToken(ctx context.Context, c client.Client, ns, name string) (*tokensv1alpha1.ApiToken, error) {
 	at := &tokensv1alpha1.ApiToken{}

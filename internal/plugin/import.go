@@ -128,12 +128,14 @@ func backendClient(ctx context.Context, c client.Client, name string) (*backend.
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, s); err != nil {
 		return nil, fmt.Errorf("admin key of tokenbackend %s: %w", name, err)
 	}
-	adminKey := s.Data[key]
+	// Surrounding whitespace is never part of a key, as the operator reads it:
+	// kubectl create secret --from-file keeps the file's trailing newline.
+	adminKey := strings.TrimSpace(string(s.Data[key]))
 	if len(adminKey) == 0 {
 		return nil, fmt.Errorf("admin key of tokenbackend %s: secret %s/%s has no key %q", name, ref.Namespace, ref.Name, key)
 	}
 	return backend.New(backend.Options{
-		URL: tb.Spec.URL, AdminKey: string(adminKey), CABundle: []byte(tb.Spec.CABundle),
+		URL: tb.Spec.URL, AdminKey: adminKey, CABundle: []byte(tb.Spec.CABundle),
 		AllowInsecureHTTP: tb.Spec.AllowInsecureHTTP,
 	})
 }

@@ -56,15 +56,11 @@ func newInspectCommand(o *Options) *cobra.Command {
 }
 
 func (ino *inspectOptions) run(ctx context.Context, name string) error {
-	c, ns, err := ino.client()
+	c, at, err := ino.apiToken(ctx, name)
 	if err != nil {
 		return err
 	}
-	at, err := getApiToken(ctx, c, ns, name)
-	if err != nil {
-		return err
-	}
-	secretName := secretNameOf(at)
+	ns, secretName := at.Namespace, secretNameOf(at)
 	s := &corev1.Secret{}
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName}, s); err != nil {
 		return fmt.Errorf("secret %s/%s of %s: %w", ns, secretName, ref(name), err)
@@ -106,17 +102,11 @@ func secretNameOf(at *tokensv1alpha1.ApiToken) string {
 	return at.Name
 }
 
-// credentialKeys are the data keys of the SID and the auth token.
+// credentialKeys are the data keys of the SID and the auth token in a Secret of
+// type t written for at. The Secret's own type counts, not the spec's: while a
+// change of spec.secret.type is under way, the Secret still has the old one.
 func credentialKeys(at *tokensv1alpha1.ApiToken, t corev1.SecretType) (sid, token string) {
-	if t == corev1.SecretTypeBasicAuth {
-		return corev1.BasicAuthUsernameKey, corev1.BasicAuthPasswordKey
-	}
-	sid, token = at.Spec.Secret.AccountSIDKey, at.Spec.Secret.AuthTokenKey
-	if sid == "" {
-		sid = "accountSid"
-	}
-	if token == "" {
-		token = "authToken"
-	}
-	return sid, token
+	written := at.Spec.Secret
+	written.Type = t
+	return written.KeyNames()
 }

@@ -30,8 +30,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
@@ -42,7 +40,7 @@ var update = flag.Bool("update", false, "rewrite the golden files of testdata/")
 
 var (
 	// k8s is a cluster-admin client of the test control plane.
-	k8s client.Client
+	k8s client.WithWatch
 	// kubeconfig is a kubeconfig file for it; its context's namespace is "default".
 	kubeconfig string
 	// testNow is the plugin's clock in every test.
@@ -69,12 +67,7 @@ func runMain(m *testing.M) int {
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 	kubeconfig = filepath.Join(dir, "kubeconfig")
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cp.Config.Host, CertificateAuthorityData: cp.Config.CAData}
-	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cp.Config.CertData, ClientKeyData: cp.Config.KeyData, Token: cp.Config.BearerToken}
-	cfg.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin", Namespace: "default"}
-	cfg.CurrentContext = "envtest"
-	if err := clientcmd.WriteToFile(*cfg, kubeconfig); err != nil {
+	if err := framework.WriteKubeconfig(kubeconfig, cp.Config, "", "default"); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}

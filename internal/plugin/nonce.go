@@ -84,11 +84,7 @@ the new credentials' generation and account SID (never the auth token).`,
 }
 
 func (no *nonceOptions) run(ctx context.Context, name string) error {
-	c, ns, err := no.client()
-	if err != nil {
-		return err
-	}
-	at, err := getApiToken(ctx, c, ns, name)
+	c, at, err := no.apiToken(ctx, name)
 	if err != nil {
 		return err
 	}

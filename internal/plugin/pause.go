@@ -54,11 +54,7 @@ Deleting a paused ApiToken leaves its backend token and Secret (as Orphan).`,
 }
 
 func (po *pauseOptions) run(ctx context.Context, name string) error {
-	c, ns, err := po.client()
-	if err != nil {
-		return err
-	}
-	at, err := getApiToken(ctx, c, ns, name)
+	c, at, err := po.apiToken(ctx, name)
 	if err != nil {
 		return err
 	}

@@ -7,29 +7,15 @@ import (
 	"slices"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
 
-// Catalog is what a token-service account offers: API versions, scopes and the
-// account users who may be a token's primary contact.
-type Catalog struct {
-	APIVersions      []int     `json:"apiVersions"`
-	LatestAPIVersion int       `json:"latestApiVersion"`
-	Scopes           []Scope   `json:"scopes"`
-	Contacts         []Contact `json:"contacts"`
-}
-
-// Scope is one access permission, such as reports:read.
-type Scope struct {
-	Name        string `json:"name"`
-	Category    string `json:"category"`
-	Description string `json:"description"`
-}
-
-// Contact is a user of the account.
-type Contact struct {
-	Email string `json:"email"`
-	Name  string `json:"name"`
-}
+// Catalog is what a token-service account offers: API versions, scopes (such as
+// reports:read) and the account users who may be a token's primary contact. It is
+// the wire type that GET /v1/catalog returns and pkg/backend decodes, with the
+// checks this server makes against it.
+type Catalog backend.Catalog
 
 // demoCategories are impact.com's published API categories.
 var demoCategories = []string{
@@ -43,15 +29,15 @@ func DemoCatalog() Catalog {
 	c := Catalog{
 		APIVersions:      []int{12, 13, 14, 15, 16},
 		LatestAPIVersion: 16,
-		Contacts: []Contact{
+		Contacts: []backend.Contact{
 			{Email: "admin@example.com", Name: "Account Admin"},
 			{Email: "ops@example.com", Name: "Operations"},
 		},
 	}
 	for _, category := range demoCategories {
 		c.Scopes = append(c.Scopes,
-			Scope{Name: category + ":read", Category: category, Description: "Read " + category},
-			Scope{Name: category + ":write", Category: category, Description: "Create and change " + category},
+			backend.Scope{Name: category + ":read", Category: category, Description: "Read " + category},
+			backend.Scope{Name: category + ":write", Category: category, Description: "Create and change " + category},
 		)
 	}
 	return c
@@ -94,9 +80,9 @@ func (c Catalog) Validate() error {
 }
 
 func (c Catalog) hasScope(name string) bool {
-	return slices.ContainsFunc(c.Scopes, func(s Scope) bool { return s.Name == name })
+	return slices.ContainsFunc(c.Scopes, func(s backend.Scope) bool { return s.Name == name })
 }
 
 func (c Catalog) hasContact(email string) bool {
-	return slices.ContainsFunc(c.Contacts, func(u Contact) bool { return u.Email == email })
+	return slices.ContainsFunc(c.Contacts, func(u backend.Contact) bool { return u.Email == email })
 }

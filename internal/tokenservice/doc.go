@@ -18,7 +18,10 @@
 //     validated against, built in or loaded from a file.
 //
 // It is a standalone server that cmd/tokenservice runs and the tests start in process.
-// It must not import anything of the operator: not controllers/, not api/, not test/,
-// and not pkg/backend (the operator's client reaches it over HTTP only). Its tests may
-// use pkg/conformance, the contract suite that runs against any implementation.
+// It must not import anything of the operator: not controllers/, not api/, not test/.
+// Of pkg/backend it uses only the wire types (Token, CreateRequest, Catalog,
+// FieldError, NormalizeSet), so that the server and the operator's client encode the
+// HTTP contract from one definition; the client still reaches it over HTTP only. Its
+// tests may use pkg/conformance, the contract suite that runs against any
+// implementation.
 package tokenservice

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
 
 func fuzzServer(t testing.TB) *Server {
@@ -65,7 +67,7 @@ func FuzzPatchToken(f *testing.F) {
 	for k := range s.store.tokens {
 		sid = k
 	}
-	current := func() Token {
+	current := func() backend.Token {
 		s.store.mu.Lock()
 		defer s.store.mu.Unlock()
 		return s.store.tokens[sid].Token

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"strings"
+
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
 
 // The handlers decode a request, make one call to the store and write its answer;
@@ -17,7 +20,7 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var req createRequest
+	var req backend.CreateRequest
 	if p := decodeStrict(body, &req); p != nil {
 		writeProblem(w, p)
 		return
@@ -34,24 +37,24 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) {
 func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if q.Has("externalId") && q.Get("externalId") == "" {
-		writeJSON(w, map[string][]Token{"items": s.store.Unclaimed()})
+		writeJSON(w, map[string][]backend.Token{"items": s.store.Unclaimed()})
 		return
 	}
-	writeJSON(w, map[string][]Token{"items": s.store.List(q.Get("externalId"))})
+	writeJSON(w, map[string][]backend.Token{"items": s.store.List(q.Get("externalId"))})
 }
 
 func (s *Server) getToken(w http.ResponseWriter, r *http.Request) {
-	v, err := s.store.Get(r.PathValue("sid"))
+	tok, err := s.store.Get(r.PathValue("sid"))
 	if err != nil {
 		s.writeError(w, err)
 		return
 	}
-	w.Header().Set("ETag", v.ETag)
-	if etagMatches(r.Header.Get("If-None-Match"), v.ETag) {
+	w.Header().Set("ETag", tok.ETag)
+	if etagMatches(r.Header.Get("If-None-Match"), tok.ETag) {
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	writeJSON(w, v.Token)
+	writeJSON(w, tok)
 }
 
 func (s *Server) patchToken(w http.ResponseWriter, r *http.Request) {
@@ -65,13 +68,13 @@ func (s *Server) patchToken(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem(http.StatusBadRequest, ProblemMalformed, "The body must be a JSON merge patch object."))
 		return
 	}
-	v, err := s.store.Patch(r.PathValue("sid"), r.Header.Get("If-Match"), patch, s.now())
+	tok, err := s.store.Patch(r.PathValue("sid"), r.Header.Get("If-Match"), patch, s.now())
 	if err != nil {
 		s.writeError(w, err)
 		return
 	}
-	w.Header().Set("ETag", v.ETag)
-	writeJSON(w, v.Token)
+	w.Header().Set("ETag", tok.ETag)
+	writeJSON(w, tok)
 }
 
 func (s *Server) deleteToken(w http.ResponseWriter, r *http.Request) {
@@ -109,7 +112,7 @@ func (s *Server) resetToken(w http.ResponseWriter, r *http.Request) {
 // credentials, and optionally a scope that the token must hold. The rate limit is
 // the SID's once the credentials are good, so wrong ones cannot spend its budget.
 func (s *Server) verify(w http.ResponseWriter, r *http.Request) {
-	t, err := Token{}, errBadCredentials
+	t, err := backend.Token{}, errBadCredentials
 	sid, authToken, ok := r.BasicAuth()
 	if ok {
 		t, err = s.store.Verify(sid, authToken, r.URL.Query().Get("scope"))
@@ -222,7 +225,10 @@ func decodeStrict(body []byte, v any) *Problem {
 // hold anything the client sent.
 func jsonErrorDetail(err error) string {
 	if e, ok := errors.AsType[*json.UnmarshalTypeError](err); ok {
-		return fmt.Sprintf("field %q must be of type %s", e.Field, e.Type)
+		if e.Field == "" {
+			return "the body must be a JSON object"
+		}
+		return fmt.Sprintf("field %q must be of type %s", e.Field, jsonTypeName(e.Type))
 	}
 	if _, ok := errors.AsType[*json.SyntaxError](err); ok {
 		return "malformed JSON"
@@ -231,4 +237,14 @@ func jsonErrorDetail(err error) string {
 		return err.Error()
 	}
 	return "malformed JSON"
+}
+
+// jsonTypeName names a field's type for a client: a Go type defined in a package
+// (such as backend.State) by its kind (string), so that a detail does not name
+// the server's Go types.
+func jsonTypeName(t reflect.Type) string {
+	if t.PkgPath() != "" {
+		return t.Kind().String()
+	}
+	return t.String()
 }

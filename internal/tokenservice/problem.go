@@ -3,6 +3,8 @@ package tokenservice
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
 
 // ProblemTypeBase prefixes every problem type URI this server returns.
@@ -28,17 +30,11 @@ const (
 // Problem is an RFC 9457 problem document. It never carries a secret: details are
 // written by this server from fixed strings and the names of offending fields.
 type Problem struct {
-	Type   string       `json:"type"`
-	Title  string       `json:"title"`
-	Status int          `json:"status"`
-	Detail string       `json:"detail,omitempty"`
-	Errors []FieldError `json:"errors,omitempty"`
-}
-
-// FieldError names one invalid field and why.
-type FieldError struct {
-	Field  string `json:"field"`
-	Detail string `json:"detail"`
+	Type   string               `json:"type"`
+	Title  string               `json:"title"`
+	Status int                  `json:"status"`
+	Detail string               `json:"detail,omitempty"`
+	Errors []backend.FieldError `json:"errors,omitempty"`
 }
 
 func (p *Problem) Error() string { return p.Title }
@@ -47,7 +43,7 @@ func problem(status int, typ, title string) *Problem {
 	return &Problem{Type: typ, Title: title, Status: status}
 }
 
-func invalid(errs ...FieldError) *Problem {
+func invalid(errs ...backend.FieldError) *Problem {
 	return &Problem{Type: ProblemInvalid, Title: "The request has invalid fields.", Status: http.StatusUnprocessableEntity, Errors: errs}
 }
 

@@ -72,26 +72,36 @@ func do(t *testing.T, method, url string, body any, headers ...string) (*http.Re
 	return resp, out
 }
 
+// serveUntilRestart serves the database file path until stop, which closes the
+// database, so that a test can open it again as a restarted server would.
+func serveUntilRestart(t *testing.T, path string) (url string, stop func()) {
+	t.Helper()
+	srv, err := tokenservice.New(tokenservice.Config{AdminKey: adminKey, DataPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	return ts.URL, func() {
+		ts.Close()
+		if err := srv.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestDataSurvivesRestart reopens the database: tokens, credentials and
 // idempotency records must all still be there.
 func TestDataSurvivesRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tokens.db")
-	first, err := tokenservice.New(tokenservice.Config{AdminKey: adminKey, DataPath: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(first)
+	url, stop := serveUntilRestart(t, path)
 	body := map[string]any{"name": "durable", "primaryContact": "ops@example.com", "scopes": []string{"reports:read"}, "externalId": "uid-1"}
-	_, created := do(t, http.MethodPost, ts.URL+"/v1/tokens", body, "Idempotency-Key", "create-1")
+	_, created := do(t, http.MethodPost, url+"/v1/tokens", body, "Idempotency-Key", "create-1")
 	sid := created["sid"].(string)
-	_, reset := do(t, http.MethodPost, ts.URL+"/v1/tokens/"+sid+"/reset", nil, "Idempotency-Key", "reset-1")
-	do(t, http.MethodPatch, ts.URL+"/v1/tokens/"+sid, map[string]any{"description": "patched"})
-	ts.Close()
-	if err := first.Close(); err != nil {
-		t.Fatal(err)
-	}
+	_, reset := do(t, http.MethodPost, url+"/v1/tokens/"+sid+"/reset", nil, "Idempotency-Key", "reset-1")
+	do(t, http.MethodPatch, url+"/v1/tokens/"+sid, map[string]any{"description": "patched"})
+	stop()
 
-	ts = newServer(t, tokenservice.Config{DataPath: path})
+	ts := newServer(t, tokenservice.Config{DataPath: path})
 	_, got := do(t, http.MethodGet, ts.URL+"/v1/tokens/"+sid, nil)
 	if got["description"] != "patched" || got["generation"] != float64(2) {
 		t.Errorf("after restart: %v", got)
@@ -114,17 +124,12 @@ func TestDataSurvivesRestart(t *testing.T) {
 
 func TestDeletedTokenStaysDeletedAfterRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tokens.db")
-	first, err := tokenservice.New(tokenservice.Config{AdminKey: adminKey, DataPath: path})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(first)
-	_, created := do(t, http.MethodPost, ts.URL+"/v1/tokens", map[string]any{"name": "gone", "primaryContact": "ops@example.com"}, "Idempotency-Key", "k")
-	do(t, http.MethodDelete, ts.URL+"/v1/tokens/"+created["sid"].(string), nil)
-	ts.Close()
-	_ = first.Close()
+	url, stop := serveUntilRestart(t, path)
+	_, created := do(t, http.MethodPost, url+"/v1/tokens", map[string]any{"name": "gone", "primaryContact": "ops@example.com"}, "Idempotency-Key", "k")
+	do(t, http.MethodDelete, url+"/v1/tokens/"+created["sid"].(string), nil)
+	stop()
 
-	ts = newServer(t, tokenservice.Config{DataPath: path})
+	ts := newServer(t, tokenservice.Config{DataPath: path})
 	if resp, _ := do(t, http.MethodGet, ts.URL+"/v1/tokens/"+created["sid"].(string), nil); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("deleted token after restart: %d, want 404", resp.StatusCode)
 	}

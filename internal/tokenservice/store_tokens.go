@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
 
 // Errors of the store's methods; the handlers map each to its problem response.
@@ -31,17 +33,9 @@ var (
 )
 
 // invalidError lists the fields that make a create or a patch invalid.
-type invalidError struct{ fields []FieldError }
+type invalidError struct{ fields []backend.FieldError }
 
 func (e *invalidError) Error() string { return fmt.Sprintf("%d invalid fields", len(e.fields)) }
-
-// tokenVersion is a token as of one revision, and that revision's ETag.
-type tokenVersion struct {
-	Token Token
-	ETag  string
-}
-
-func (r *record) version() tokenVersion { return tokenVersion{Token: r.Token, ETag: r.etag()} }
 
 // replayable is the answer to a create or reset, recorded under its Idempotency-Key
 // and sent again, byte for byte, to a replay.
@@ -58,10 +52,10 @@ func (r replayable) Fresh() bool { return r.ETag != "" }
 
 // Create makes a token as req asks, once per Idempotency-Key (see idempotent). The
 // answer is 201 with the token and its auth token.
-func (s *store) Create(key string, req createRequest, now time.Time) (replayable, error) {
+func (s *store) Create(key string, req backend.CreateRequest, now time.Time) (replayable, error) {
 	return s.idempotent("", "create\x00"+key, bodyHash(req), now, http.StatusCreated,
 		func(now time.Time) (*record, any, error) {
-			t := req.token(s.catalog.LatestAPIVersion, now)
+			t := newToken(&req, s.catalog.LatestAPIVersion, now)
 			if errs := validateToken(&t, s.catalog); len(errs) > 0 {
 				return nil, nil, &invalidError{errs}
 			}
@@ -145,9 +139,9 @@ func bodyHash(v any) string {
 // Patch applies a JSON merge patch to the token sid. A non-empty ifMatch must name
 // its current ETag (errStale). The external id may be set only on a token that has
 // none (errExternalIDTaken). A patch that changes nothing returns the token as it
-// is, without a commit.
-func (s *store) Patch(sid, ifMatch string, patch map[string]json.RawMessage, now time.Time) (tokenVersion, error) {
-	var out tokenVersion
+// is, without a commit. The token returned carries its ETag.
+func (s *store) Patch(sid, ifMatch string, patch map[string]json.RawMessage, now time.Time) (backend.Token, error) {
+	var out backend.Token
 	err := s.transact(sid, func() (*staged, error) {
 		current, ok := s.tokens[sid]
 		if !ok {
@@ -178,7 +172,7 @@ func (s *store) Patch(sid, ifMatch string, patch map[string]json.RawMessage, now
 		return &staged{writes: []pendingWrite{write}, sid: sid, token: &next}, nil
 	})
 	if err != nil {
-		return tokenVersion{}, err
+		return backend.Token{}, err
 	}
 	return out, nil
 }
@@ -196,11 +190,11 @@ func (s *store) Delete(sid string) error {
 	})
 }
 
-// Get returns the token sid.
-func (s *store) Get(sid string) (tokenVersion, error) {
+// Get returns the token sid with its ETag.
+func (s *store) Get(sid string) (backend.Token, error) {
 	rec, err := s.lookup(sid)
 	if err != nil {
-		return tokenVersion{}, err
+		return backend.Token{}, err
 	}
 	return rec.version(), nil
 }
@@ -216,34 +210,34 @@ func (s *store) Credentials(sid string) (Credentials, error) {
 
 // Verify checks a data-plane caller: the token sid must exist, be enabled and have
 // authToken (errBadCredentials), and hold scope unless it is empty (errScopeNotHeld).
-func (s *store) Verify(sid, authToken, scope string) (Token, error) {
+func (s *store) Verify(sid, authToken, scope string) (backend.Token, error) {
 	rec, err := s.lookup(sid)
-	if err != nil || subtle.ConstantTimeCompare([]byte(authToken), []byte(rec.AuthToken)) != 1 || rec.State != StateEnabled {
-		return Token{}, errBadCredentials
+	if err != nil || subtle.ConstantTimeCompare([]byte(authToken), []byte(rec.AuthToken)) != 1 || rec.State != backend.StateEnabled {
+		return backend.Token{}, errBadCredentials
 	}
 	if scope != "" && !slices.Contains(rec.Scopes, scope) {
-		return Token{}, errScopeNotHeld
+		return backend.Token{}, errScopeNotHeld
 	}
 	return rec.Token, nil
 }
 
 // List returns the tokens that carry externalID, or every token when it is empty,
-// ordered by SID.
-func (s *store) List(externalID string) []Token {
+// ordered by SID. A listed token carries no ETag.
+func (s *store) List(externalID string) []backend.Token {
 	items := s.collect(externalID)
-	slices.SortFunc(items, func(a, b Token) int { return strings.Compare(a.SID, b.SID) })
+	slices.SortFunc(items, func(a, b backend.Token) int { return strings.Compare(a.SID, b.SID) })
 	return items
 }
 
 // Unclaimed lists the tokens without an external id, by SID.
-func (s *store) Unclaimed() []Token {
-	return slices.DeleteFunc(s.List(""), func(t Token) bool { return t.ExternalID != "" })
+func (s *store) Unclaimed() []backend.Token {
+	return slices.DeleteFunc(s.List(""), func(t backend.Token) bool { return t.ExternalID != "" })
 }
 
-func (s *store) collect(externalID string) []Token {
+func (s *store) collect(externalID string) []backend.Token {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	items := []Token{}
+	items := []backend.Token{}
 	if externalID != "" {
 		for sid := range s.byExternalID[externalID] {
 			items = append(items, s.tokens[sid].Token)

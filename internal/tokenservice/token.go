@@ -10,12 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
-)
 
-// Token states.
-const (
-	StateEnabled  = "Enabled"
-	StateDisabled = "Disabled"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
 
 // Limits of the Token Service API, shared with the operator's admission rules.
@@ -30,31 +26,24 @@ const (
 
 var scopePattern = regexp.MustCompile(`^[a-z0-9-]+:[a-z0-9-]+$`)
 
-// Token is a token as the API shows it: everything but its auth token.
-type Token struct {
-	SID             string    `json:"sid"`
-	ExternalID      string    `json:"externalId"`
-	Name            string    `json:"name"`
-	Description     string    `json:"description"`
-	APIVersion      int       `json:"apiVersion"`
-	PrimaryContact  string    `json:"primaryContact"`
-	DeveloperEmails []string  `json:"developerEmails"`
-	Scopes          []string  `json:"scopes"`
-	State           string    `json:"state"`
-	Generation      int64     `json:"generation"`
-	CreatedAt       time.Time `json:"createdAt"`
-	UpdatedAt       time.Time `json:"updatedAt"`
-}
-
-// record is a token as stored: with its auth token and a revision that changes on
-// every write (the ETag).
+// record is a token as stored: the token as the API shows it (pkg/backend's wire
+// type, everything but the auth token), its auth token, and a revision that changes
+// on every write. The token's ETag field stays empty here (it is not encoded):
+// version derives it from the revision.
 type record struct {
-	Token
+	backend.Token
 	AuthToken string `json:"authToken"`
 	Revision  uint64 `json:"revision"`
 }
 
 func (r *record) etag() string { return fmt.Sprintf(`"%s-%d"`, r.SID, r.Revision) }
+
+// version is the token as of this revision, with the revision's ETag.
+func (r *record) version() backend.Token {
+	t := r.Token
+	t.ETag = r.etag()
+	return t
+}
 
 func (r *record) credentials() Credentials {
 	return Credentials{AccountSID: r.SID, AuthToken: r.AuthToken, Generation: r.Generation}
@@ -80,7 +69,9 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
-// Credentials is the response of the credentials and reset calls.
+// Credentials is the response of the credentials and reset calls. It is not
+// pkg/backend's Credentials: that one encodes its auth token redacted, and the
+// server has to send it.
 type Credentials struct {
 	AccountSID string `json:"accountSid"`
 	AuthToken  string `json:"authToken"`
@@ -89,45 +80,33 @@ type Credentials struct {
 
 // createdToken is the create response: the token plus its auth token.
 type createdToken struct {
-	Token
+	backend.Token
 	AuthToken string `json:"authToken"`
 }
 
-// createRequest is the body of POST /v1/tokens.
-type createRequest struct {
-	Name            string   `json:"name"`
-	Description     string   `json:"description"`
-	APIVersion      *int     `json:"apiVersion,omitempty"`
-	PrimaryContact  string   `json:"primaryContact"`
-	DeveloperEmails []string `json:"developerEmails"`
-	Scopes          []string `json:"scopes"`
-	State           string   `json:"state"`
-	ExternalID      string   `json:"externalId"`
-}
-
-// token is the new token that req asks for, with a new SID, generation 1 and the
-// defaults: the latest API version, Enabled.
-func (req *createRequest) token(latestAPIVersion int, now time.Time) Token {
-	t := Token{
+// newToken is the new token that req (the body of POST /v1/tokens) asks for, with
+// a new SID, generation 1 and the defaults: the latest API version, Enabled.
+func newToken(req *backend.CreateRequest, latestAPIVersion int, now time.Time) backend.Token {
+	t := backend.Token{
 		SID: newSID(), ExternalID: req.ExternalID, Name: req.Name, Description: req.Description,
 		APIVersion: latestAPIVersion, PrimaryContact: req.PrimaryContact,
-		DeveloperEmails: normalizeSet(req.DeveloperEmails), Scopes: normalizeSet(req.Scopes),
+		DeveloperEmails: backend.NormalizeSet(req.DeveloperEmails), Scopes: backend.NormalizeSet(req.Scopes),
 		State: req.State, Generation: 1, CreatedAt: now, UpdatedAt: now,
 	}
 	if req.APIVersion != nil {
 		t.APIVersion = *req.APIVersion
 	}
 	if t.State == "" {
-		t.State = StateEnabled
+		t.State = backend.StateEnabled
 	}
 	return t
 }
 
 // validateToken checks the settable fields of t against the catalog.
-func validateToken(t *Token, c Catalog) []FieldError {
-	var errs []FieldError
+func validateToken(t *backend.Token, c Catalog) []backend.FieldError {
+	var errs []backend.FieldError
 	add := func(field, format string, args ...any) {
-		errs = append(errs, FieldError{Field: field, Detail: fmt.Sprintf(format, args...)})
+		errs = append(errs, backend.FieldError{Field: field, Detail: fmt.Sprintf(format, args...)})
 	}
 	if n := len([]rune(t.Name)); n < 1 || n > MaxNameLength {
 		add("name", "must be 1 to %d characters", MaxNameLength)
@@ -160,8 +139,8 @@ func validateToken(t *Token, c Catalog) []FieldError {
 			add(fmt.Sprintf("scopes[%d]", i), "unknown scope %q", s)
 		}
 	}
-	if t.State != StateEnabled && t.State != StateDisabled {
-		add("state", "must be %s or %s", StateEnabled, StateDisabled)
+	if t.State != backend.StateEnabled && t.State != backend.StateDisabled {
+		add("state", "must be %s or %s", backend.StateEnabled, backend.StateDisabled)
 	}
 	return errs
 }
@@ -171,44 +150,33 @@ func validEmail(s string) bool {
 	return err == nil && a.Address == s && a.Name == ""
 }
 
-// normalizeSet sorts a list and removes duplicates: scopes and e-mails are sets.
-func normalizeSet(in []string) []string {
-	out := slices.Clone(in)
-	slices.Sort(out)
-	out = slices.Compact(out)
-	if out == nil {
-		out = []string{}
-	}
-	return out
-}
-
 // patched returns a copy of current with a JSON merge patch applied, and what is
 // wrong with the patch itself: unknown or ill-typed members, a lower apiVersion.
 // The result is not yet validated against the catalog.
-func patched(current *record, patch map[string]json.RawMessage) (record, []FieldError) {
+func patched(current *record, patch map[string]json.RawMessage) (record, []backend.FieldError) {
 	next := *current
 	next.DeveloperEmails = slices.Clone(current.DeveloperEmails)
 	next.Scopes = slices.Clone(current.Scopes)
 	errs := applyMergePatch(&next.Token, patch)
 	if next.APIVersion < current.APIVersion {
-		errs = append(errs, FieldError{Field: "apiVersion", Detail: fmt.Sprintf("may only rise: %d is below the current %d", next.APIVersion, current.APIVersion)})
+		errs = append(errs, backend.FieldError{Field: "apiVersion", Detail: fmt.Sprintf("may only rise: %d is below the current %d", next.APIVersion, current.APIVersion)})
 	}
 	return next, errs
 }
 
 // applyMergePatch applies the settable members of an RFC 7396 merge patch to t.
 // null clears the optional fields; the required ones cannot be cleared.
-func applyMergePatch(t *Token, patch map[string]json.RawMessage) []FieldError {
-	var errs []FieldError
+func applyMergePatch(t *backend.Token, patch map[string]json.RawMessage) []backend.FieldError {
+	var errs []backend.FieldError
 	set := func(field string, raw json.RawMessage, dst any, clearable bool) {
 		if string(raw) == "null" {
 			if !clearable {
-				errs = append(errs, FieldError{Field: field, Detail: "is required and cannot be null"})
+				errs = append(errs, backend.FieldError{Field: field, Detail: "is required and cannot be null"})
 			}
 			return
 		}
 		if err := json.Unmarshal(raw, dst); err != nil {
-			errs = append(errs, FieldError{Field: field, Detail: "has the wrong type"})
+			errs = append(errs, backend.FieldError{Field: field, Detail: "has the wrong type"})
 		}
 	}
 	for field, raw := range patch {
@@ -225,11 +193,11 @@ func applyMergePatch(t *Token, patch map[string]json.RawMessage) []FieldError {
 		case "developerEmails":
 			t.DeveloperEmails = nil
 			set(field, raw, &t.DeveloperEmails, true)
-			t.DeveloperEmails = normalizeSet(t.DeveloperEmails)
+			t.DeveloperEmails = backend.NormalizeSet(t.DeveloperEmails)
 		case "scopes":
 			t.Scopes = nil
 			set(field, raw, &t.Scopes, true)
-			t.Scopes = normalizeSet(t.Scopes)
+			t.Scopes = backend.NormalizeSet(t.Scopes)
 		case "state":
 			set(field, raw, &t.State, false)
 		case "externalId":
@@ -238,14 +206,14 @@ func applyMergePatch(t *Token, patch map[string]json.RawMessage) []FieldError {
 			t.ExternalID = ""
 			set(field, raw, &t.ExternalID, true)
 		default:
-			errs = append(errs, FieldError{Field: field, Detail: "is not a field that can be changed"})
+			errs = append(errs, backend.FieldError{Field: field, Detail: "is not a field that can be changed"})
 		}
 	}
-	slices.SortFunc(errs, func(a, b FieldError) int { return strings.Compare(a.Field, b.Field) })
+	slices.SortFunc(errs, func(a, b backend.FieldError) int { return strings.Compare(a.Field, b.Field) })
 	return errs
 }
 
-func tokenSettingsEqual(a, b *Token) bool {
+func tokenSettingsEqual(a, b *backend.Token) bool {
 	return a.ExternalID == b.ExternalID && a.Name == b.Name && a.Description == b.Description && a.APIVersion == b.APIVersion &&
 		a.PrimaryContact == b.PrimaryContact && a.State == b.State &&
 		slices.Equal(a.DeveloperEmails, b.DeveloperEmails) && slices.Equal(a.Scopes, b.Scopes)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 )
@@ -99,6 +100,21 @@ type CreateRequest struct {
 	Scopes          []string `json:"scopes"`
 	State           State    `json:"state"`
 	ExternalID      string   `json:"externalId"`
+}
+
+// NormalizeSet returns a list in the form the API keeps a set in (a token's
+// scopes and developer e-mails): sorted, without duplicates, and empty rather
+// than nil, so that it encodes as [] and not null. The server stores sets in this
+// form, and a client that normalizes what it wants can compare it with what the
+// server returns as plain slices.
+func NormalizeSet(in []string) []string {
+	out := slices.Clone(in)
+	slices.Sort(out)
+	out = slices.Compact(out)
+	if out == nil {
+		out = []string{}
+	}
+	return out
 }
 
 // TokenPatch holds the fields to change; nil fields are left alone.

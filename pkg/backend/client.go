@@ -443,6 +443,21 @@ func (c *Client) FindByExternalID(ctx context.Context, externalID string) ([]Tok
 	if externalID == "" {
 		return nil, fmt.Errorf("list: %w: an empty external id", ErrInvalidConfig)
 	}
+	return c.list(ctx, externalID)
+}
+
+// FindUnclaimed lists the tokens that no one has claimed (no external id): the
+// ones made by hand, which an ApiToken may adopt. It is not part of the Backend
+// interface: only kubectl apitoken import uses it. Items with an external id are
+// dropped whatever the backend answers.
+func (c *Client) FindUnclaimed(ctx context.Context) ([]Token, error) {
+	return c.list(ctx, "")
+}
+
+// list lists the tokens whose external id is externalID; an empty one asks for
+// the unclaimed tokens. The backend's filter is not trusted: items with another
+// external id are dropped.
+func (c *Client) list(ctx context.Context, externalID string) ([]Token, error) {
 	resp, err := c.do(ctx, request{
 		call: "list", method: http.MethodGet, path: "/v1/tokens",
 		query: url.Values{"externalId": {externalID}},
@@ -457,27 +472,6 @@ func (c *Client) FindByExternalID(ctx context.Context, externalID string) ([]Tok
 		return nil, err
 	}
 	return slices.DeleteFunc(list.Items, func(t Token) bool { return t.ExternalID != externalID }), nil
-}
-
-// FindUnclaimed lists the tokens that no one has claimed (no external id): the
-// ones made by hand, which an ApiToken may adopt. It is not part of the Backend
-// interface: only kubectl apitoken import uses it. Items with an external id are
-// dropped whatever the backend answers.
-func (c *Client) FindUnclaimed(ctx context.Context) ([]Token, error) {
-	resp, err := c.do(ctx, request{
-		call: "list", method: http.MethodGet, path: "/v1/tokens",
-		query: url.Values{"externalId": {""}},
-	})
-	if err != nil {
-		return nil, err
-	}
-	list, err := decode[struct {
-		Items []Token `json:"items"`
-	}]("list", resp)
-	if err != nil {
-		return nil, err
-	}
-	return slices.DeleteFunc(list.Items, func(t Token) bool { return t.ExternalID != "" }), nil
 }
 
 // Get implements Backend.

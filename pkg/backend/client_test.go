@@ -193,30 +193,33 @@ func TestNewAllowsPlainHTTPOnlyToLoopback(t *testing.T) {
 	}
 }
 
-func TestClientRetriesServerErrors(t *testing.T) {
-	f := &faults.Transport{Policy: faults.FirstN(2, faults.BadGateway)}
-	ts := framework.NewTokenService(t, adminKey, nil)
-	c := newClient(t, backend.Options{URL: ts.URL, Transport: f})
-	if _, err := c.Catalog(t.Context()); err != nil {
-		t.Fatalf("catalog after two 502s: %v", err)
+// TestClientRetriesUntilAnswered: a call answered 502 or 429 is repeated until it
+// succeeds, and after a 429 not before its Retry-After.
+func TestClientRetriesUntilAnswered(t *testing.T) {
+	cases := map[string]struct {
+		faults       *faults.Transport
+		wantAttempts int
+		// minGap is the least time between the first two attempts.
+		minGap time.Duration
+	}{
+		"two 502s":                  {&faults.Transport{Policy: faults.FirstN(2, faults.BadGateway)}, 3, 0},
+		"a 429 with Retry-After: 1": {&faults.Transport{Policy: faults.FirstN(1, faults.TooMany), RetryAfter: time.Second}, 2, time.Second},
 	}
-	if len(f.Arrivals()) != 3 {
-		t.Errorf("%d attempts, want 3", len(f.Arrivals()))
-	}
-}
-
-func TestClientHonoursRetryAfter(t *testing.T) {
-	f := &faults.Transport{Policy: faults.FirstN(1, faults.TooMany), RetryAfter: time.Second}
-	ts := framework.NewTokenService(t, adminKey, nil)
-	c := newClient(t, backend.Options{URL: ts.URL, Transport: f})
-	if _, err := c.Catalog(t.Context()); err != nil {
-		t.Fatalf("catalog after a 429: %v", err)
-	}
-	if len(f.Arrivals()) != 2 {
-		t.Fatalf("%d attempts, want 2", len(f.Arrivals()))
-	}
-	if gap := f.Arrivals()[1].Sub(f.Arrivals()[0]); gap < time.Second {
-		t.Errorf("retried %v after a 429 with Retry-After: 1", gap)
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			ts := framework.NewTokenService(t, adminKey, nil)
+			c := newClient(t, backend.Options{URL: ts.URL, Transport: tc.faults})
+			if _, err := c.Catalog(t.Context()); err != nil {
+				t.Fatalf("catalog after %s: %v", name, err)
+			}
+			arrivals := tc.faults.Arrivals()
+			if len(arrivals) != tc.wantAttempts {
+				t.Fatalf("%d attempts, want %d", len(arrivals), tc.wantAttempts)
+			}
+			if gap := arrivals[1].Sub(arrivals[0]); gap < tc.minGap {
+				t.Errorf("retried %v after the first attempt, want at least %v", gap, tc.minGap)
+			}
+		})
 	}
 }
 

@@ -122,9 +122,7 @@ func testCreateDefaultsToLatest(h *harness) {
 func testCreateReplay(h *harness) {
 	body := h.newTokenBody()
 	key := uniqueKey("replay")
-	first := h.do(http.MethodPost, "/v1/tokens", body, "Idempotency-Key", key)
-	h.expect(first, http.StatusCreated, "create")
-	h.t.Cleanup(func() { h.do(http.MethodDelete, "/v1/tokens/"+first.str("sid"), nil) })
+	first := h.createWithKey(body, key)
 	second := h.do(http.MethodPost, "/v1/tokens", body, "Idempotency-Key", key)
 	h.expect(second, http.StatusCreated, "replay")
 	for _, f := range []string{"sid", "authToken", "createdAt"} {
@@ -142,9 +140,7 @@ func testCreateReplay(h *harness) {
 func testCreateKeyReuse(h *harness) {
 	body := h.newTokenBody()
 	key := uniqueKey("reuse")
-	first := h.do(http.MethodPost, "/v1/tokens", body, "Idempotency-Key", key)
-	h.expect(first, http.StatusCreated, "create")
-	h.t.Cleanup(func() { h.do(http.MethodDelete, "/v1/tokens/"+first.str("sid"), nil) })
+	h.createWithKey(body, key)
 	body["name"] = "another name"
 	h.expect(h.do(http.MethodPost, "/v1/tokens", body, "Idempotency-Key", key), http.StatusUnprocessableEntity, "same key, other body")
 }

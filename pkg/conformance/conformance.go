@@ -252,7 +252,14 @@ func (h *harness) newTokenBody() map[string]any {
 // create creates a token, registers its deletion, and returns the create reply.
 func (h *harness) create(body map[string]any) reply {
 	h.t.Helper()
-	r := h.do(http.MethodPost, "/v1/tokens", body, "Idempotency-Key", uniqueKey("create"))
+	return h.createWithKey(body, uniqueKey("create"))
+}
+
+// createWithKey is create with a given Idempotency-Key, for the cases that send
+// the key again.
+func (h *harness) createWithKey(body map[string]any, key string) reply {
+	h.t.Helper()
+	r := h.do(http.MethodPost, "/v1/tokens", body, "Idempotency-Key", key)
 	h.expect(r, http.StatusCreated, "create")
 	sid := r.str("sid")
 	h.t.Cleanup(func() { h.do(http.MethodDelete, "/v1/tokens/"+sid, nil) })

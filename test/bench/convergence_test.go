@@ -34,7 +34,7 @@ import (
 // Secret, so the observer costs both runs the same.
 func (b *benchRun) baseline() {
 	b.c.StopOperator()
-	createNamespace(b.t, b.admin, "baseline")
+	framework.CreateNamespace(b.t, b.admin, "baseline", nil)
 	waitQuiet(b.t)
 	start, cpu := time.Now(), clusterCPU(b.t)
 	// Profiled for as long as the previous run's baseline took (a guess: 10 s per 1000 tokens).
@@ -42,7 +42,7 @@ func (b *benchRun) baseline() {
 	// It writes as the operator does, as its ServiceAccount and field manager,
 	// so that its objects carry the same managedFields as the operator's.
 	operator := client.WithFieldOwner(b.operator, controllers.FieldManager)
-	readyAt := convergeWatched(b.t, b.admin, "baseline", b.n, 15*time.Minute, func() { runBaseline(b.t, b.n, b.admin, operator, b.be) })
+	readyAt := convergeWatched(b.t, b.admin, "baseline", b.n, 15*framework.LongWait, func() { runBaseline(b.t, b.n, b.admin, operator, b.be) })
 	<-apiServerProfile
 	b.baselineTook = readyAt[b.n-1].Sub(start)
 	b.t.Logf("baseline: CPU by process: %v", cpuSince(cpu, clusterCPU(b.t), b.n))
@@ -54,7 +54,7 @@ func (b *benchRun) convergence() {
 	t, n := b.t, b.n
 	b.c.StopOperator() // stopped by the baseline already, unless it was skipped
 	mustDo(t, b.c.StartOperator(b.ctx))
-	createNamespace(t, b.admin, "bench")
+	framework.CreateNamespace(t, b.admin, "bench", nil)
 	b.waitLeader()
 	// Let the TokenBackend register, and the garbage collector and the API server
 	// finish with the baseline's objects (deleted just before): measure from a
@@ -66,7 +66,7 @@ func (b *benchRun) convergence() {
 	start, cpu := time.Now(), clusterCPU(t)
 	cpuProfile := b.profile(fmt.Sprintf("profile?seconds=%d", max(1, int(b.baselineTook.Seconds()))), "convergence.cpu.pprof")
 	apiServerProfile := b.apiServerProfile(fmt.Sprintf("profile?seconds=%d", max(5, b.n/100)), "apiserver-convergence.cpu.pprof")
-	readyAt := convergeWatched(t, b.admin, "bench", n, 15*time.Minute, func() { createTokens(t, b.admin, "bench", "t", n) })
+	readyAt := convergeWatched(t, b.admin, "bench", n, 15*framework.LongWait, func() { createTokens(t, b.admin, "bench", "t", n) })
 	converged := time.Since(start)
 	t.Logf("convergence: CPU by process: %v", cpuSince(cpu, clusterCPU(t), n))
 	t.Logf("convergence: first Ready after %v, half after %v, all after %v", readyAt[0].Sub(start).Round(time.Millisecond),

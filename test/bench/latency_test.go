@@ -163,7 +163,7 @@ func watchOne(t *testing.T, c client.WithWatch, list client.ObjectList, ns, name
 func waitEvent(t *testing.T, w watch.Interface, what string, done func(runtime.Object) bool) {
 	t.Helper()
 	defer w.Stop()
-	timeout := time.After(time.Minute)
+	timeout := time.After(framework.LongWait)
 	for {
 		select {
 		case e, ok := <-w.ResultChan():

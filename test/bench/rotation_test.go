@@ -59,16 +59,16 @@ type rotationResult struct {
 // own namespace, and waits until they are Ready.
 func (b *benchRun) rotationTokens() {
 	t, k := b.t, max(1, b.n/10)
-	createNamespace(t, b.setup, rotationNS)
+	framework.CreateNamespace(t, b.setup, rotationNS, nil)
 	b.rot.names = make([]string, k)
 	for i := range k {
 		b.rot.names[i] = fmt.Sprintf("rot-%d", i)
 		if i%10 == 0 {
-			mustDo(t, b.setup.Create(b.ctx, deployment(rotationNS, b.rot.names[i])))
+			mustDo(t, b.setup.Create(b.ctx, framework.ConsumerDeployment(rotationNS, b.rot.names[i], b.rot.names[i])))
 			b.rot.targets++
 		}
 	}
-	convergeWatched(t, b.setup, rotationNS, k, 5*time.Minute, func() {
+	convergeWatched(t, b.setup, rotationNS, k, 5*framework.LongWait, func() {
 		parallel(k, 20, func(i int) {
 			at := apiToken(rotationNS, b.rot.names[i])
 			at.Spec.Rotation = tokensv1alpha1.RotationPolicy{
@@ -99,14 +99,14 @@ func (b *benchRun) idleRotationLatency() {
 			"metadata": map[string]any{"annotations": map[string]string{tokensv1alpha1.RotateAnnotation: fmt.Sprintf("bench-idle-%d", i)}}}))
 		start := time.Now()
 		mustDo(t, b.setup.Patch(b.ctx, &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Namespace: rotationNS, Name: name}}, patch))
-		latencies = append(latencies, sw.waitChanged(t, []string{name}, time.Minute)[name].Sub(start))
+		latencies = append(latencies, sw.waitChanged(t, []string{name}, framework.LongWait)[name].Sub(start))
 	}
 	t.Logf("rotate->Secret (idle, one at a time): %v", roundAll(latencies))
 	for _, q := range []int{50, 99} {
 		v := p(latencies, q)
 		b.r.add(fmt.Sprintf("rotate->Secret p%d (overlap, idle)", q), v, "s", "<= 1", le(v, 1))
 	}
-	b.waitTokens("idle rotations' retiring tokens deleted", rotationOverlap+time.Minute, func(at *tokensv1alpha1.ApiToken) bool {
+	b.waitTokens("idle rotations' retiring tokens deleted", rotationOverlap+framework.LongWait, func(at *tokensv1alpha1.ApiToken) bool {
 		return len(at.Status.RetiringTokens) == 0
 	})
 	time.Sleep(time.Second)
@@ -182,8 +182,8 @@ func (b *benchRun) rotateAll(sw *secretWatch, nonce string) rotationResult {
 			t.Error(err)
 		}
 	})
-	changed := sw.waitChanged(t, names, 2*time.Minute)
-	b.waitTokens("every rotation recorded and its retiring tokens deleted", rotationOverlap+2*time.Minute, func(at *tokensv1alpha1.ApiToken) bool {
+	changed := sw.waitChanged(t, names, 2*framework.LongWait)
+	b.waitTokens("every rotation recorded and its retiring tokens deleted", rotationOverlap+2*framework.LongWait, func(at *tokensv1alpha1.ApiToken) bool {
 		return at.Status.LastHandledRotate == nonce && len(at.Status.RetiringTokens) == 0
 	})
 	time.Sleep(time.Second)
@@ -238,32 +238,30 @@ func (b *benchRun) setOverlap(d time.Duration) {
 			b.t.Error(err)
 		}
 	})
-	b.waitTokens("the overlap change observed", 2*time.Minute, func(at *tokensv1alpha1.ApiToken) bool {
+	b.waitTokens("the overlap change observed", 2*framework.LongWait, func(at *tokensv1alpha1.ApiToken) bool {
 		return at.Status.ObservedGeneration == at.Generation && framework.ConditionTrue(at.Status.Conditions, tokensv1alpha1.ConditionReady)
 	})
 	time.Sleep(time.Second)
 }
 
-// waitTokens lists the rotation tokens every 200 ms until ok holds for each.
+// waitTokens lists the rotation tokens until ok holds for each.
 func (b *benchRun) waitTokens(what string, timeout time.Duration, ok func(*tokensv1alpha1.ApiToken) bool) {
-	deadline := time.Now().Add(timeout)
-	for {
+	framework.Eventually(b.t, what, timeout, func() error {
 		list := &tokensv1alpha1.ApiTokenList{}
-		mustDo(b.t, b.setup.List(b.ctx, list, client.InNamespace(rotationNS)))
+		if err := b.setup.List(b.ctx, list, client.InNamespace(rotationNS)); err != nil {
+			return err
+		}
 		pending := 0
 		for i := range list.Items {
 			if !ok(&list.Items[i]) {
 				pending++
 			}
 		}
-		if pending == 0 && len(list.Items) == len(b.rot.names) {
-			return
+		if pending > 0 || len(list.Items) != len(b.rot.names) {
+			return fmt.Errorf("%d of %d ApiTokens pending", pending, len(list.Items))
 		}
-		if time.Now().After(deadline) {
-			b.t.Fatalf("timed out: %s (%d of %d ApiTokens pending)", what, pending, len(list.Items))
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // checkRestartTargets logs how many restart targets name the credentials of
@@ -413,12 +411,13 @@ func (sw *secretWatch) credentials(name string) (backend.Credentials, bool) {
 	return creds, ok
 }
 
-// waitChanged waits until every named Secret has changed and returns when each did.
+// waitChanged waits until every named Secret has changed and returns when each
+// did (the times the watch saw the changes, not when this noticed them).
 func (sw *secretWatch) waitChanged(t *testing.T, names []string, timeout time.Duration) map[string]time.Time {
-	deadline := time.Now().Add(timeout)
-	for {
+	var changed map[string]time.Time
+	framework.Eventually(t, "new credentials in every Secret", timeout, func() error {
 		sw.mu.Lock()
-		changed := maps.Clone(sw.changed)
+		changed = maps.Clone(sw.changed)
 		sw.mu.Unlock()
 		missing := 0
 		for _, name := range names {
@@ -426,14 +425,12 @@ func (sw *secretWatch) waitChanged(t *testing.T, names []string, timeout time.Du
 				missing++
 			}
 		}
-		if missing == 0 {
-			return changed
+		if missing > 0 {
+			return fmt.Errorf("%d of %d Secrets without new credentials", missing, len(names))
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %d of %d Secrets without new credentials", missing, len(names))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
+	return changed
 }
 
 func (sw *secretWatch) stop() {
@@ -461,14 +458,13 @@ func (b *benchRun) startConsumers(sw *secretWatch, names []string) *consumers {
 		cs.wg.Go(func() {
 			tick := time.NewTicker(consumerEvery)
 			defer tick.Stop()
-			for {
+			for ctx.Err() == nil {
 				select {
 				case <-ctx.Done():
-					return
 				case <-tick.C:
-				}
-				if creds, ok := sw.credentials(name); ok {
-					cs.verify(ctx, hc, b.c.TokenServiceURL, name, creds, start)
+					if creds, ok := sw.credentials(name); ok {
+						cs.verify(ctx, hc, b.c.TokenServiceURL, name, creds, start)
+					}
 				}
 			}
 		})
@@ -528,22 +524,6 @@ func sample(names []string, k int) []string {
 		out[i] = names[i*len(names)/k]
 	}
 	return out
-}
-
-func deployment(ns, name string) *appsv1.Deployment {
-	labels := map[string]string{"app": name}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				// It reads the Secret of the same name: only a consumer is rolled.
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/consumer:1",
-					EnvFrom: []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}}}}}}},
-			},
-		},
-	}
 }
 
 func mustJSON(t *testing.T, v any) []byte {

@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -113,28 +112,13 @@ func setUp(t *testing.T) *benchRun {
 	}
 	b.tb = framework.TokenBackendFor("default", c.TokenServiceURL, *resyncFlag)
 	b.tb.Spec.RateLimit = tokensv1alpha1.RateLimit{QPS: 5000, Burst: 5000}
-	b.createTokenBackend(b.tb)
+	mustDo(t, framework.CreateTokenBackend(ctx, b.admin, b.tb, framework.LongWait))
 	return b
-}
-
-// createTokenBackend creates a TokenBackend and waits until it is Ready.
-func (b *benchRun) createTokenBackend(tb *tokensv1alpha1.TokenBackend) {
-	mustDo(b.t, b.admin.Create(b.ctx, tb))
-	framework.Eventually(b.t, "TokenBackend "+tb.Name+" ready", time.Minute, func() error {
-		got := &tokensv1alpha1.TokenBackend{}
-		if err := b.admin.Get(b.ctx, client.ObjectKeyFromObject(tb), got); err != nil {
-			return err
-		}
-		if !framework.ConditionTrue(got.Status.Conditions, tokensv1alpha1.ConditionReady) {
-			return fmt.Errorf("not Ready: %+v", got.Status.Conditions)
-		}
-		return nil
-	})
 }
 
 // waitLeader waits until the operator reports that it leads.
 func (b *benchRun) waitLeader() {
-	framework.Eventually(b.t, "the restarted operator leads", 2*time.Minute, func() error {
+	framework.Eventually(b.t, "the restarted operator leads", 2*framework.LongWait, func() error {
 		body, err := operatorMetrics(b.c.OperatorMetricsURL)
 		if err != nil {
 			return err
@@ -220,10 +204,6 @@ func mustDo(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-func createNamespace(t *testing.T, c client.Client, name string) {
-	mustDo(t, c.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))
 }
 
 func parallel(n, workers int, f func(i int)) {

@@ -42,7 +42,7 @@ func (b *benchRun) restart() {
 	mustDo(b.t, b.c.StartOperator(b.ctx))
 	b.waitLeader()
 	b.leading = time.Now()
-	framework.Eventually(b.t, "the restarted operator starts re-checking", time.Minute, func() error {
+	framework.Eventually(b.t, "the restarted operator starts re-checking", framework.LongWait, func() error {
 		if backendCallsSoFar(b.c.OperatorMetricsURL, "get") == 0 {
 			return fmt.Errorf("no backend get yet")
 		}
@@ -58,7 +58,7 @@ func (b *benchRun) recheck() {
 	// a reset's reply counts as a read: they are users' changes, not re-checks.
 	rechecked := sidsOf(b.t, b.admin, "bench", "load-")
 	var lastRecheck time.Time
-	framework.Eventually(b.t, "the restarted operator re-checks every token", *resyncFlag+time.Minute, func() error {
+	framework.Eventually(b.t, "the restarted operator re-checks every token", *resyncFlag+framework.LongWait, func() error {
 		var count int
 		count, lastRecheck = firstReads(b.t, b.c.TokenServiceLogPath(), b.atRestart.ts, rechecked)
 		if count != len(rechecked) {
@@ -174,7 +174,7 @@ func (b *benchRun) memory() {
 }
 
 func createUnrelatedSecrets(t *testing.T, admin client.Client, count int) {
-	createNamespace(t, admin, "unrelated")
+	framework.CreateNamespace(t, admin, "unrelated", nil)
 	payload := []byte(strings.Repeat("x", 10*1024))
 	parallel(count, 20, func(i int) {
 		_ = admin.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("s%d", i), Namespace: "unrelated"},
@@ -213,7 +213,7 @@ func (b *benchRun) cpuAtRest() {
 	restarted := time.Now()
 	mustDo(t, b.c.StartOperator(b.ctx))
 	b.waitLeader()
-	framework.Eventually(t, "the restarted operator's start-up passes are done", 5*time.Minute, func() error {
+	framework.Eventually(t, "the restarted operator's start-up passes are done", 5*framework.LongWait, func() error {
 		if depth := queueDepth(b.c.OperatorMetricsURL, "apitoken"); depth != 0 {
 			return fmt.Errorf("%v ApiTokens queued", depth)
 		}

@@ -34,11 +34,11 @@ func (b *benchRun) throttledAmplification(k int) {
 	tb := b.tb.DeepCopy()
 	tb.ObjectMeta = metav1.ObjectMeta{Name: "throttled"}
 	tb.Spec.URL = proxy.URL
-	b.createTokenBackend(tb)
-	createNamespace(t, admin, "throttled")
+	mustDo(t, framework.CreateTokenBackend(b.ctx, b.admin, tb, framework.LongWait))
+	framework.CreateNamespace(t, admin, "throttled", nil)
 	before, throttledBefore := tokenRequests.Load(), transport.Injected()[faults.TooMany]
 	start := time.Now()
-	convergeWatched(t, admin, "throttled", k, 10*time.Minute, func() {
+	convergeWatched(t, admin, "throttled", k, 10*framework.LongWait, func() {
 		parallel(k, 20, func(i int) {
 			at := apiToken("throttled", fmt.Sprintf("r%d", i))
 			at.Spec.BackendRef.Name = tb.Name
@@ -61,7 +61,7 @@ func (b *benchRun) throttledAmplification(k int) {
 	// measured: they go through unthrottled.
 	throttling.Store(false)
 	mustDo(t, admin.DeleteAllOf(b.ctx, &tokensv1alpha1.ApiToken{}, client.InNamespace("throttled")))
-	framework.Eventually(t, "the throttled ApiTokens are deleted", 10*time.Minute, func() error {
+	framework.Eventually(t, "the throttled ApiTokens are deleted", 10*framework.LongWait, func() error {
 		list := &tokensv1alpha1.ApiTokenList{}
 		if err := admin.List(b.ctx, list, client.InNamespace("throttled")); err != nil {
 			return err

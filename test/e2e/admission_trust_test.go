@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 // Tenants of the cluster, each acting through kubectl --as with the RBAC a
@@ -15,67 +16,23 @@ const (
 	reportingDev = "alice@shop.example.com"
 	// paymentsViewer may write ApiTokens in shop, and only get Deployment payments.
 	paymentsViewer = "bob@shop.example.com"
-	// analyticsDev may write ApiTokens in analytics, and nothing else.
+	// analyticsDev may write ApiTokens in tightened, and nothing else.
 	analyticsDev = "carol@analytics.example.com"
+	// tightened is the TokenBackend whose policy TestAdmissionTrustWithKubectlAs
+	// tightens: the tenants sample's team-analytics, renamed.
+	tightened = "analytics-tightened"
 )
 
-const shopWorkloadsAndRBAC = `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: reporting}
-spec:
-  selector: {matchLabels: {app: reporting}}
-  template:
-    metadata: {labels: {app: reporting}}
-    spec: {containers: [{name: reporting, image: registry.k8s.io/pause:3.10, envFrom: [{secretRef: {name: reporting-etl}}]}]}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: payments}
-spec:
-  selector: {matchLabels: {app: payments}}
-  template:
-    metadata: {labels: {app: payments}}
-    spec: {containers: [{name: payments, image: registry.k8s.io/pause:3.10}]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: reporting-dev}
-rules:
-- {apiGroups: [tokens.apitoken.dev], resources: [apitokens], verbs: [get, list, watch, create, update, patch]}
-- {apiGroups: [apps], resources: [deployments], resourceNames: [reporting], verbs: [get, patch]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: payments-viewer}
-rules:
-- {apiGroups: [tokens.apitoken.dev], resources: [apitokens], verbs: [get, list, watch, create, update, patch]}
-- {apiGroups: [apps], resources: [deployments], resourceNames: [payments], verbs: [get]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: reporting-dev}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: reporting-dev}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "` + reportingDev + `"}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: payments-viewer}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: payments-viewer}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "` + paymentsViewer + `"}]
-`
-
-const analyticsRBAC = `apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: analytics-dev}
-rules:
-- {apiGroups: [tokens.apitoken.dev], resources: [apitokens], verbs: [get, list, watch, create, update, patch]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: analytics-dev}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: analytics-dev}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "` + analyticsDev + `"}]
-`
+// shopWorkloadsAndRBAC are two Deployments of shop, one reading the Secret of
+// reporting-etl, and the Roles of their users.
+var shopWorkloadsAndRBAC = manifests(
+	workload("Deployment", "reporting", "reporting-etl"),
+	workload("Deployment", "payments", ""),
+	roleFor("reporting-dev", reportingDev, apiTokenWriter,
+		"{apiGroups: [apps], resources: [deployments], resourceNames: [reporting], verbs: [get, patch]}"),
+	roleFor("payments-viewer", paymentsViewer, apiTokenWriter,
+		"{apiGroups: [apps], resources: [deployments], resourceNames: [payments], verbs: [get]}"),
+)
 
 // kubectlAs runs kubectl as the user (impersonated by the cluster admin).
 func (e *env) kubectlAs(user, stdin string, args ...string) (string, error) {
@@ -85,7 +42,7 @@ func (e *env) kubectlAs(user, stdin string, args ...string) (string, error) {
 // waitCanI waits until RBAC lets the user do what the question asks (kubectl auth can-i).
 func (e *env) waitCanI(user, ns, question string) {
 	e.t.Helper()
-	e.eventually(user+" may "+question, 30*time.Second, func() error {
+	e.eventually(user+" may "+question, framework.WaitTimeout, func() error {
 		out, err := e.kubectlAs(user, "", append([]string{"-n", ns, "auth", "can-i"}, strings.Fields(question)...)...)
 		if strings.TrimSpace(out) != "yes" {
 			return fmt.Errorf("%q: %w", out, err)
@@ -113,9 +70,8 @@ func expectRefused(t *testing.T, out string, err error, want string) {
 // its token was made can still disable it, narrow its scopes and reset it, and
 // nothing wider.
 func TestAdmissionTrustWithKubectlAs(t *testing.T) {
-	e := startCluster(t)
-	e.applySample("", "tokens_v1alpha1_tokenbackend.yaml")
-	e.kubectl("wait", "--for=condition=Ready", "tokenbackend/default", "--timeout=60s")
+	e := sharedCluster(t)
+	e.defaultBackend()
 
 	t.Run("restart targets", func(t *testing.T) {
 		e.kubectl("create", "namespace", "shop")
@@ -123,15 +79,7 @@ func TestAdmissionTrustWithKubectlAs(t *testing.T) {
 		e.waitCanI(reportingDev, "shop", "patch deployments/reporting")
 		e.waitCanI(paymentsViewer, "shop", "create apitokens.tokens.apitoken.dev")
 		token := func(name string, targets ...string) string {
-			m := `apiVersion: tokens.apitoken.dev/v1alpha1
-kind: ApiToken
-metadata: {name: ` + name + `}
-spec:
-  primaryContact: ops@example.com
-  scopes: [reports:read]
-  secret:
-    restartTargets:
-`
+			m := apiToken(name, "[reports:read]", "  secret:\n    restartTargets:\n")
 			for _, target := range targets {
 				m += "    - {kind: Deployment, name: " + target + "}\n"
 			}
@@ -147,7 +95,7 @@ spec:
 		if out, err := e.kubectlAs(reportingDev, token("reporting-etl", "reporting"), "-n", "shop", "apply", "-f", "-"); err != nil {
 			t.Fatalf("%s naming reporting: %v (%s)", reportingDev, err, out)
 		}
-		e.kubectl("-n", "shop", "wait", "--for=condition=Ready", "apitoken/reporting-etl", "--timeout=60s")
+		e.waitFor("shop", "condition=Ready", "apitoken/reporting-etl")
 
 		// An update adding a target the user may not patch is refused; a change
 		// that adds none is admitted, also from a user who may not patch the
@@ -167,29 +115,25 @@ spec:
 	})
 
 	t.Run("a tightened policy still lets the tenant disable, narrow and reset", func(t *testing.T) {
-		e.applySample("", "tokens_v1alpha1_tokenbackend_tenants.yaml") // team-analytics: reports:* and *:read
-		e.kubectl("wait", "--for=condition=Ready", "tokenbackend/team-analytics", "--timeout=60s")
-		e.kubectl("create", "namespace", "analytics")
-		e.kubectl("label", "namespace", "analytics", "tenant=analytics")
-		e.applyManifest("analytics", analyticsRBAC)
-		e.waitCanI(analyticsDev, "analytics", "patch apitokens.tokens.apitoken.dev")
+		// The tenants sample's team-analytics (reports:* and *:read) under a name
+		// of this test's own: it tightens the policy, which other tests of the
+		// shared cluster read as the sample has it.
+		e.applyManifest("", strings.Replace(e.sample("tokens_v1alpha1_tokenbackend_tenants.yaml"), "name: team-analytics", "name: "+tightened, 1))
+		e.waitFor("", "condition=Ready", "tokenbackend/"+tightened)
+		e.kubectl("create", "namespace", "tightened")
+		e.kubectl("label", "namespace", "tightened", "tenant=analytics")
+		e.applyManifest("tightened", roleFor("analytics-dev", analyticsDev, apiTokenWriter))
+		e.waitCanI(analyticsDev, "tightened", "patch apitokens.tokens.apitoken.dev")
 		token := func(scopes, extra string) string {
-			return `apiVersion: tokens.apitoken.dev/v1alpha1
-kind: ApiToken
-metadata: {name: etl}
-spec:
-  backendRef: {name: team-analytics}
-  primaryContact: ops@example.com
-  scopes: ` + scopes + `
-` + extra
+			return apiToken("etl", scopes, "  backendRef: {name: "+tightened+"}\n"+extra)
 		}
 		apply := func(manifest string) (string, error) {
-			return e.kubectlAs(analyticsDev, manifest, "-n", "analytics", "apply", "-f", "-")
+			return e.kubectlAs(analyticsDev, manifest, "-n", "tightened", "apply", "-f", "-")
 		}
 		// The API server reads the TokenBackends through a watch: wait until
 		// admission sees the catalog (a scope outside it is refused).
-		e.eventually("admission sees the catalog of team-analytics", 30*time.Second, func() error {
-			if _, err := e.kubectlAs(analyticsDev, token("[reports:export]", ""), "-n", "analytics", "apply", "--dry-run=server", "-f", "-"); err == nil {
+		e.eventually("admission sees the catalog of "+tightened, framework.WaitTimeout, func() error {
+			if _, err := e.kubectlAs(analyticsDev, token("[reports:export]", ""), "-n", "tightened", "apply", "--dry-run=server", "-f", "-"); err == nil {
 				return errors.New("admitted")
 			}
 			return nil
@@ -198,11 +142,11 @@ spec:
 		if out, err := apply(token(wide, "")); err != nil {
 			t.Fatalf("%v (%s)", err, out)
 		}
-		e.kubectl("-n", "analytics", "wait", "--for=condition=Ready", "apitoken/etl", "--timeout=60s")
+		e.waitFor("tightened", "condition=Ready", "apitoken/etl")
 
-		e.kubectl("patch", "tokenbackend", "team-analytics", "--type=merge", "-p", `{"spec":{"policy":{"allowedScopes":["reports:read"]}}}`)
-		e.eventually("admission sees the tightened policy", 30*time.Second, func() error {
-			if _, err := e.kubectlAs(analyticsDev, token(wide, "  description: edited\n"), "-n", "analytics", "apply", "--dry-run=server", "-f", "-"); err == nil {
+		e.kubectl("patch", "tokenbackend", tightened, "--type=merge", "-p", `{"spec":{"policy":{"allowedScopes":["reports:read"]}}}`)
+		e.eventually("admission sees the tightened policy", framework.WaitTimeout, func() error {
+			if _, err := e.kubectlAs(analyticsDev, token(wide, "  description: edited\n"), "-n", "tightened", "apply", "--dry-run=server", "-f", "-"); err == nil {
 				return errors.New("admitted")
 			}
 			return nil
@@ -216,34 +160,34 @@ spec:
 				t.Fatalf("kubectl apply with %s was refused: %v (%s)", step.what, err, out)
 			}
 		}
-		if out, err := e.kubectlAs(analyticsDev, "", "-n", "analytics", "annotate", "apitoken", "etl", "tokens.apitoken.dev/reset=incident-1"); err != nil {
+		if out, err := e.kubectlAs(analyticsDev, "", "-n", "tightened", "annotate", "apitoken", "etl", "tokens.apitoken.dev/reset=incident-1"); err != nil {
 			t.Fatalf("kubectl annotate reset was refused: %v (%s)", err, out)
 		}
 		// And the operator carries them out while the ApiToken is Stalled
 		// (PolicyViolation): the token is disabled, narrowed and reset.
-		sid := e.kubectl("-n", "analytics", "get", "apitoken", "etl", "-o", "jsonpath={.status.accountSid}")
-		e.eventually("the reset, disable and narrowing reach the backend", 60*time.Second, func() error {
+		sid := e.kubectl("-n", "tightened", "get", "apitoken", "etl", "-o", "jsonpath={.status.accountSid}")
+		e.eventually("the reset, disable and narrowing reach the backend", framework.LongWait, func() error {
 			tok, _, err := e.admin().Get(e.ctx, sid, "")
 			if err != nil {
 				return err
 			}
-			handled := e.kubectl("-n", "analytics", "get", "apitoken", "etl", "-o", "jsonpath={.status.lastHandledReset}")
+			handled := e.kubectl("-n", "tightened", "get", "apitoken", "etl", "-o", "jsonpath={.status.lastHandledReset}")
 			if tok.State != "Disabled" || tok.Generation != 2 || strings.Join(tok.Scopes, ",") != "deals:read,reports:read" || handled != "incident-1" {
 				return fmt.Errorf("backend token %s generation %d scopes %v; lastHandledReset %q", tok.State, tok.Generation, tok.Scopes, handled)
 			}
 			return nil
 		})
-		got := e.kubectl("-n", "analytics", "get", "apitoken", "etl", "-o",
+		got := e.kubectl("-n", "tightened", "get", "apitoken", "etl", "-o",
 			`jsonpath={.spec.disabled} {.spec.scopes} {.metadata.annotations.tokens\.apitoken\.dev/reset}`)
 		if want := `true ["reports:read","deals:read"] incident-1`; got != want {
 			t.Errorf("stored %q, want %q", got, want)
 		}
 
 		out, err := apply(token("[reports:read, deals:read, deals:write]", "  disabled: true\n"))
-		expectRefused(t, out, err, "scopes [deals:read, deals:write] are not allowed by TokenBackend team-analytics")
+		expectRefused(t, out, err, "scopes [deals:read, deals:write] are not allowed by TokenBackend "+tightened)
 		out, err = apply(token("[reports:read, deals:read]", "  disabled: false\n"))
-		expectRefused(t, out, err, "scopes [deals:read] are not allowed by TokenBackend team-analytics")
-		if got := e.kubectl("-n", "analytics", "get", "apitoken", "etl", "-o", "jsonpath={.spec.disabled}"); got != "true" {
+		expectRefused(t, out, err, "scopes [deals:read] are not allowed by TokenBackend "+tightened)
+		if got := e.kubectl("-n", "tightened", "get", "apitoken", "etl", "-o", "jsonpath={.spec.disabled}"); got != "true" {
 			t.Errorf("spec.disabled %q after the refused enable, want true", got)
 		}
 	})

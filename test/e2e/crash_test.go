@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 // TestOperatorKilledMidFlight kills the operator process (SIGKILL) at random
@@ -18,7 +20,7 @@ func TestOperatorKilledMidFlight(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
-	e := startCluster(t)
+	e := startCluster(t) // it kills the operator
 	// Without leader election a restarted process starts at once, so that the
 	// kills land while work is in flight.
 	restart := func() {
@@ -33,24 +35,16 @@ func TestOperatorKilledMidFlight(t *testing.T) {
 			restart()
 		}
 	}
-	e.applySample("", "tokens_v1alpha1_tokenbackend.yaml")
-	e.kubectl("wait", "--for=condition=Ready", "tokenbackend/default", "--timeout=60s")
+	e.defaultBackend()
 	e.kubectl("create", "namespace", "crash")
 
-	var manifest strings.Builder
+	tokens := make([]string, n)
 	for i := range n {
-		fmt.Fprintf(&manifest, `---
-apiVersion: tokens.apitoken.dev/v1alpha1
-kind: ApiToken
-metadata: {name: t%d, namespace: crash}
-spec: {primaryContact: ops@example.com, scopes: ["reports:read"], deletionPolicy: Delete}
-`, i)
+		tokens[i] = apiToken(fmt.Sprintf("t%d", i), `["reports:read"]`, "  deletionPolicy: Delete\n")
 	}
-	if _, err := e.c.KubectlWithInput(e.ctx, manifest.String(), "apply", "-f", "-"); err != nil {
-		t.Fatal(err)
-	}
+	e.applyManifest("crash", manifests(tokens...))
 	killRandomly(3)
-	e.kubectl("-n", "crash", "wait", "--for=condition=Ready", "apitoken", "--all", "--timeout=120s")
+	e.kubectl("-n", "crash", "wait", "--for=condition=Ready", "apitoken", "--all", framework.KubectlTimeout(2*framework.LongWait))
 
 	admin := e.admin()
 	uids := map[string]string{}
@@ -69,7 +63,7 @@ spec: {primaryContact: ops@example.com, scopes: ["reports:read"], deletionPolicy
 	}
 	killRandomly(2)
 	for i := 0; i < n; i += 2 {
-		e.kubectl("-n", "crash", "wait", "--for=jsonpath={.status.lastHandledReset}=kill-test", fmt.Sprintf("apitoken/t%d", i), "--timeout=120s")
+		e.kubectl("-n", "crash", "wait", "--for=jsonpath={.status.lastHandledReset}=kill-test", fmt.Sprintf("apitoken/t%d", i), framework.KubectlTimeout(2*framework.LongWait))
 	}
 	for i := range n {
 		name := fmt.Sprintf("t%d", i)
@@ -77,7 +71,7 @@ spec: {primaryContact: ops@example.com, scopes: ["reports:read"], deletionPolicy
 		if i%2 == 0 {
 			want = 2
 		}
-		e.eventually(name+" Secret verifies", 60*time.Second, func() error {
+		e.eventually(name+" Secret verifies", framework.LongWait, func() error {
 			creds := e.secretCredentials("crash", name)
 			if code := e.verify(creds, "reports:read"); code != 200 {
 				return fmt.Errorf("verify: %d", code)
@@ -95,7 +89,7 @@ spec: {primaryContact: ops@example.com, scopes: ["reports:read"], deletionPolicy
 
 	e.kubectl("-n", "crash", "delete", "apitoken", "--all", "--wait=false")
 	killRandomly(2)
-	e.eventually("all ApiTokens deleted", 120*time.Second, func() error {
+	e.eventually("all ApiTokens deleted", 2*framework.LongWait, func() error {
 		out, err := e.c.Kubectl(e.ctx, "-n", "crash", "get", "apitoken", "-o", "name")
 		if err != nil {
 			return err

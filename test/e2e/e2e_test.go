@@ -5,15 +5,21 @@ package e2e
 
 import (
 	"context"
-	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
@@ -23,6 +29,17 @@ var (
 	binaries framework.Binaries
 	assets   string
 )
+
+// shared is the Cluster of the tests that leave it as they found it for the
+// others: each works in namespaces of its own, changes only TokenBackends of
+// its own, and never stops, kills or restarts the operator. It starts with the
+// first of them and stops when the package's tests are done.
+var shared struct {
+	once    sync.Once
+	cluster *framework.Cluster
+	dir     string
+	err     error
+}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -47,6 +64,14 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	defer func() {
+		if shared.cluster != nil {
+			shared.cluster.Stop()
+		}
+		if shared.dir != "" {
+			_ = os.RemoveAll(shared.dir)
+		}
+	}()
 	return m.Run()
 }
 
@@ -58,13 +83,19 @@ type env struct {
 	seen []string
 }
 
-// startCluster starts a Cluster for the test; options may change its Options.
-func startCluster(t *testing.T, options ...func(*framework.Options)) *env {
-	t.Helper()
-	o := framework.Options{
-		Dir: t.TempDir(), RepoRoot: repoRoot, Assets: assets,
+func clusterOptions(dir string) framework.Options {
+	return framework.Options{
+		Dir: dir, RepoRoot: repoRoot, Assets: assets,
 		TokenService: binaries.TokenService, Manager: binaries.Manager,
 	}
+}
+
+// startCluster starts a Cluster of the test's own, for a test that stops,
+// kills or restarts the operator, counts what it did, or needs options (which
+// may change its Options); sharedCluster serves the others.
+func startCluster(t *testing.T, options ...func(*framework.Options)) *env {
+	t.Helper()
+	o := clusterOptions(t.TempDir())
 	for _, option := range options {
 		option(&o)
 	}
@@ -72,11 +103,30 @@ func startCluster(t *testing.T, options ...func(*framework.Options)) *env {
 	if err != nil {
 		t.Fatalf("start cluster: %v", err)
 	}
+	t.Cleanup(c.Stop)
+	return newEnv(t, c)
+}
+
+// sharedCluster is the package's shared Cluster (see shared), started by the
+// first test that asks for it.
+func sharedCluster(t *testing.T) *env {
+	t.Helper()
+	shared.once.Do(func() {
+		if shared.dir, shared.err = os.MkdirTemp("", "apitoken-e2e-shared"); shared.err == nil {
+			shared.cluster, shared.err = framework.Start(context.Background(), clusterOptions(shared.dir))
+		}
+	})
+	if shared.err != nil {
+		t.Fatalf("start the shared cluster: %v", shared.err)
+	}
+	return newEnv(t, shared.cluster)
+}
+
+func newEnv(t *testing.T, c *framework.Cluster) *env {
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("operator log:\n%s", tail(c.OperatorLog(), 60))
 		}
-		c.Stop()
 	})
 	return &env{t: t, ctx: t.Context(), c: c}
 }
@@ -98,6 +148,18 @@ func (e *env) kubectl(args ...string) string {
 	return out
 }
 
+// waitFor waits with kubectl wait, as a user would, up to framework.LongWait,
+// until the objects (in namespace ns, or cluster-scoped when ns is empty) meet
+// the condition: "condition=Ready", "jsonpath={.status.state}=Disabled".
+func (e *env) waitFor(ns, condition string, objects ...string) {
+	e.t.Helper()
+	args := []string{"wait", "--for=" + condition, framework.KubectlTimeout(framework.LongWait)}
+	if ns != "" {
+		args = append(args, "-n", ns)
+	}
+	e.kubectl(append(args, objects...)...)
+}
+
 // applySample applies a file of config/samples, pointing the backend at this
 // test's tokenservice.
 func (e *env) applySample(namespace, file string) {
@@ -114,6 +176,23 @@ func (e *env) sample(file string) string {
 		e.t.Fatal(err)
 	}
 	return strings.ReplaceAll(string(data), "http://127.0.0.1:18080", e.c.TokenServiceURL)
+}
+
+// defaultBackend applies the sample TokenBackend "default" (the backend of
+// ApiTokens that name none) and waits until it is Ready.
+func (e *env) defaultBackend() {
+	e.t.Helper()
+	e.applySample("", "tokens_v1alpha1_tokenbackend.yaml")
+	e.waitFor("", "condition=Ready", "tokenbackend/default")
+}
+
+// ownBackend applies the sample TokenBackend "default" under the name, for a
+// test on the shared Cluster that changes its backend's policy, and waits
+// until it is Ready.
+func (e *env) ownBackend(name string) {
+	e.t.Helper()
+	e.applyManifest("", strings.Replace(e.sample("tokens_v1alpha1_tokenbackend.yaml"), "name: default", "name: "+name, 1))
+	e.waitFor("", "condition=Ready", "tokenbackend/"+name)
 }
 
 // applyManifest applies a manifest with kubectl, as a user would.
@@ -133,18 +212,19 @@ func (e *env) eventually(what string, timeout time.Duration, check func() error)
 	framework.Eventually(e.t, what, timeout, check)
 }
 
-// secretCredentials reads the Secret with kubectl, as a user would.
+// secretCredentials reads the Secret with kubectl, as a user would (none when
+// it does not exist).
 func (e *env) secretCredentials(ns, name string) backend.Credentials {
 	e.t.Helper()
-	decode := func(key string) string {
-		out, err := e.c.Kubectl(e.ctx, "-n", ns, "get", "secret", name, "-o", "jsonpath={.data."+key+"}")
-		if err != nil {
-			return ""
-		}
-		b, _ := base64.StdEncoding.DecodeString(out)
-		return string(b)
+	out, err := e.c.Kubectl(e.ctx, "-n", ns, "get", "secret", name, "-o", "json")
+	if err != nil {
+		return backend.Credentials{}
 	}
-	creds := backend.Credentials{AccountSID: decode("accountSid"), AuthToken: backend.AuthToken(decode("authToken"))}
+	secret := &corev1.Secret{}
+	if err := json.Unmarshal([]byte(out), secret); err != nil {
+		e.t.Fatalf("Secret %s/%s: %v", ns, name, err)
+	}
+	creds := framework.CredentialsOf(secret)
 	if creds.AuthToken != "" {
 		e.seen = append(e.seen, creds.AuthToken.Reveal())
 	}
@@ -164,13 +244,64 @@ func (e *env) admin() *backend.Client {
 	return c
 }
 
+// watchAtRest waits until nothing has written the ApiTokens and Secrets of ns
+// for a framework.QuietPeriod, and returns watches of their writes from then
+// on (expectNoWrites ends them).
+func (e *env) watchAtRest(ns string) []*framework.WriteWatch {
+	e.t.Helper()
+	k8s, err := client.NewWithWatch(e.c.AdminConfig, client.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var watches []*framework.WriteWatch
+	e.eventually("the ApiTokens and Secrets of "+ns+" at rest", framework.LongWait, func() error {
+		watches = nil
+		for _, gvk := range []schema.GroupVersionKind{tokensv1alpha1.GroupVersion.WithKind("ApiToken"), corev1.SchemeGroupVersion.WithKind("Secret")} {
+			w, err := framework.WatchWritesFromNow(e.ctx, k8s, gvk, ns)
+			if err != nil {
+				return err
+			}
+			watches = append(watches, w)
+		}
+		time.Sleep(framework.QuietPeriod)
+		for _, w := range watches {
+			if writes := w.Seen(); len(writes) > 0 {
+				e.stopWatches(watches)
+				return fmt.Errorf("still written: %v", writes)
+			}
+		}
+		return nil
+	})
+	return watches
+}
+
+// expectNoWrites keeps the watches a framework.QuietPeriod more, ends them,
+// and fails the test for every write they saw.
+func (e *env) expectNoWrites(watches []*framework.WriteWatch, why string) {
+	e.t.Helper()
+	for _, w := range watches {
+		writes, err := w.Stop(framework.QuietPeriod)
+		if err != nil {
+			e.t.Error(err)
+		}
+		for _, write := range writes {
+			e.t.Errorf("%s: %s", why, write)
+		}
+	}
+}
+
+func (e *env) stopWatches(watches []*framework.WriteWatch) {
+	for _, w := range watches {
+		_, _ = w.Stop(0)
+	}
+}
+
 func TestEndToEnd(t *testing.T) {
-	e := startCluster(t)
-	e.applySample("", "tokens_v1alpha1_tokenbackend.yaml")
-	e.kubectl("wait", "--for=condition=Ready", "tokenbackend/default", "--timeout=60s")
+	e := startCluster(t) // it kills and stops the operator, and counts its reads and leaks cluster-wide
+	e.defaultBackend()
 	e.kubectl("create", "namespace", "analytics")
 	e.applySample("analytics", "tokens_v1alpha1_apitoken.yaml")
-	e.kubectl("-n", "analytics", "wait", "--for=condition=Ready", "apitoken/reporting-etl", "--timeout=60s")
+	e.waitFor("analytics", "condition=Ready", "apitoken/reporting-etl")
 
 	sid := e.kubectl("-n", "analytics", "get", "apitoken", "reporting-etl", "-o", "jsonpath={.status.accountSid}")
 	creds := e.secretCredentials("analytics", "reporting-etl")
@@ -194,7 +325,7 @@ func TestEndToEnd(t *testing.T) {
 	t.Run("reset", func(t *testing.T) {
 		e.kubectl("-n", "analytics", "annotate", "apitoken", "reporting-etl", "tokens.apitoken.dev/reset=e2e-rotation-1", "--overwrite")
 		var fresh backend.Credentials
-		e.eventually("Secret rewritten after reset", 30*time.Second, func() error {
+		e.eventually("Secret rewritten after reset", framework.WaitTimeout, func() error {
 			fresh = e.secretCredentials("analytics", "reporting-etl")
 			if fresh.AuthToken == creds.AuthToken {
 				return errors.New("auth token unchanged")
@@ -215,15 +346,15 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("disable and re-enable", func(t *testing.T) {
 		e.kubectl("-n", "analytics", "patch", "apitoken", "reporting-etl", "--type=merge", "-p", `{"spec":{"disabled":true}}`)
-		e.eventually("disabled token rejected", 30*time.Second, func() error {
+		e.eventually("disabled token rejected", framework.WaitTimeout, func() error {
 			if got := e.verify(creds, "reports:read"); got != 401 {
 				return fmt.Errorf("verify %d", got)
 			}
 			return nil
 		})
-		e.kubectl("-n", "analytics", "wait", "--for=jsonpath={.status.state}=Disabled", "apitoken/reporting-etl", "--timeout=30s")
+		e.waitFor("analytics", "jsonpath={.status.state}=Disabled", "apitoken/reporting-etl")
 		e.kubectl("-n", "analytics", "patch", "apitoken", "reporting-etl", "--type=merge", "-p", `{"spec":{"disabled":false}}`)
-		e.eventually("re-enabled token accepted with the same credentials", 30*time.Second, func() error {
+		e.eventually("re-enabled token accepted with the same credentials", framework.WaitTimeout, func() error {
 			if got := e.verify(creds, "reports:read"); got != 200 {
 				return fmt.Errorf("verify %d", got)
 			}
@@ -232,17 +363,18 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("a killed operator restarts without writes", func(t *testing.T) {
-		e.kubectl("-n", "analytics", "wait", "--for=condition=Ready", "apitoken/reporting-etl", "--timeout=30s")
-		time.Sleep(2 * time.Second) // let the last status write land
-		before := e.kubectl("-n", "analytics", "get", "apitoken,secret", "-o", "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}")
-		beforeYAML := e.kubectl("-n", "analytics", "get", "apitoken", "reporting-etl", "-o", "yaml")
+		e.waitFor("analytics", "condition=Ready", "apitoken/reporting-etl")
+		// Watched from before the kill until a QuietPeriod after the restarted
+		// operator checked the token: any write of the restart is seen.
+		watches := e.watchAtRest("analytics")
 		e.c.KillOperator()
 		if err := e.c.StartOperator(e.ctx); err != nil {
+			e.stopWatches(watches)
 			t.Fatal(err)
 		}
 		// The new process becomes leader once the killed one's lease expires, then
 		// checks each token with one conditional read, answered 304.
-		e.eventually("restarted operator checked the token", 60*time.Second, func() error {
+		err := framework.Poll(framework.LongWait, func() error {
 			metrics, err := e.c.Metrics(e.ctx)
 			if err != nil {
 				return err
@@ -252,10 +384,9 @@ func TestEndToEnd(t *testing.T) {
 			}
 			return nil
 		})
-		time.Sleep(2 * time.Second)
-		after := e.kubectl("-n", "analytics", "get", "apitoken,secret", "-o", "jsonpath={range .items[*]}{.metadata.name}={.metadata.resourceVersion} {end}")
-		if before != after {
-			t.Errorf("a restart wrote objects:\nbefore %s\nafter  %s\n%s\n%s", before, after, beforeYAML, e.kubectl("-n", "analytics", "get", "apitoken", "reporting-etl", "-o", "yaml"))
+		e.expectNoWrites(watches, "a restart wrote an object")
+		if err != nil {
+			t.Fatalf("restarted operator checked the token: %v", err)
 		}
 		if got := e.verify(creds, "actions:read"); got != 200 {
 			t.Errorf("after restart: %d", got)
@@ -263,38 +394,26 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("delete removes the backend token and the Secret", func(t *testing.T) {
-		e.kubectl("-n", "analytics", "delete", "apitoken", "reporting-etl", "--timeout=60s")
+		e.kubectl("-n", "analytics", "delete", "apitoken", "reporting-etl", framework.KubectlTimeout(framework.LongWait))
 		if _, _, err := e.admin().Get(e.ctx, sid, ""); !errors.Is(err, backend.ErrNotFound) {
 			t.Errorf("backend token after delete: %v, want not found", err)
 		}
 		if got := e.verify(creds, "reports:read"); got != 401 {
 			t.Errorf("verify after delete: %d, want 401", got)
 		}
-		e.eventually("Secret gone", 30*time.Second, func() error {
-			out, err := e.c.Kubectl(e.ctx, "-n", "analytics", "get", "secret", "reporting-etl", "--ignore-not-found", "-o", "name")
-			if err != nil || out != "" {
-				return fmt.Errorf("still there: %q: %w", out, err)
-			}
-			return nil
-		})
+		e.secretGone("analytics", "reporting-etl", framework.WaitTimeout)
 	})
 
 	t.Run("Secrets are garbage collected with their ApiToken", func(t *testing.T) {
 		e.applySample("analytics", "tokens_v1alpha1_apitoken.yaml")
-		e.kubectl("-n", "analytics", "wait", "--for=condition=Ready", "apitoken/reporting-etl", "--timeout=60s")
+		e.waitFor("analytics", "condition=Ready", "apitoken/reporting-etl")
 		e.secretCredentials("analytics", "reporting-etl")
 		// Without the operator, force the ApiToken away: only the owner reference
 		// and kube-controller-manager's garbage collector remove the Secret.
 		e.c.StopOperator()
 		e.kubectl("-n", "analytics", "patch", "apitoken", "reporting-etl", "--type=merge", "-p", `{"metadata":{"finalizers":null}}`)
 		e.kubectl("-n", "analytics", "delete", "apitoken", "reporting-etl", "--wait=true")
-		e.eventually("Secret garbage collected", 60*time.Second, func() error {
-			out, err := e.c.Kubectl(e.ctx, "-n", "analytics", "get", "secret", "reporting-etl", "--ignore-not-found", "-o", "name")
-			if err != nil || out != "" {
-				return fmt.Errorf("still there: %q: %w", out, err)
-			}
-			return nil
-		})
+		e.secretGone("analytics", "reporting-etl", framework.LongWait)
 		if err := e.c.StartOperator(e.ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -302,7 +421,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("the operator needs no more RBAC than config/rbac grants", func(t *testing.T) {
 		if log := e.c.OperatorLog(); strings.Contains(log, "forbidden") {
-			t.Errorf("the operator was refused by RBAC:\n%s", grep(log, "forbidden"))
+			t.Errorf("the operator was refused by RBAC:\n%s", framework.GrepLines(log, "forbidden"))
 		}
 	})
 
@@ -328,7 +447,7 @@ func TestEndToEnd(t *testing.T) {
 }
 
 func TestDefaultManifestsPassServerSideDryRun(t *testing.T) {
-	e := startCluster(t)
+	e := sharedCluster(t)
 	out := e.kubectl("apply", "--dry-run=server", "-k", filepath.Join(repoRoot, "config", "default"))
 	for _, want := range []string{"deployment.apps/apitoken-controller-manager", "clusterrole.rbac.authorization.k8s.io/apitoken-manager-role", "customresourcedefinition.apiextensions.k8s.io/apitokens.tokens.apitoken.dev",
 		"clusterrole.rbac.authorization.k8s.io/apitoken-metrics-reader", "service/apitoken-controller-manager-metrics"} {
@@ -348,12 +467,14 @@ func TestDefaultManifestsPassServerSideDryRun(t *testing.T) {
 	}
 }
 
-func grep(text, needle string) string {
-	var out []string
-	for _, line := range strings.Split(text, "\n") {
-		if strings.Contains(line, needle) {
-			out = append(out, line)
+// secretGone waits until the Secret ns/name no longer exists.
+func (e *env) secretGone(ns, name string, timeout time.Duration) {
+	e.t.Helper()
+	e.eventually("Secret "+ns+"/"+name+" gone", timeout, func() error {
+		out, err := e.c.Kubectl(e.ctx, "-n", ns, "get", "secret", name, "--ignore-not-found", "-o", "name")
+		if err != nil || out != "" {
+			return fmt.Errorf("still there: %q: %w", out, err)
 		}
-	}
-	return strings.Join(out, "\n")
+		return nil
+	})
 }

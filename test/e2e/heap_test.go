@@ -23,7 +23,7 @@ import (
 // its heap is dumped whole (runtime/debug.WriteHeapDump: every live object's
 // bytes); no auth token may be found in it, as is, base64 or URL-encoded.
 func TestOperatorHeapHoldsNoAuthToken(t *testing.T) {
-	e := startCluster(t)
+	e := startCluster(t) // it stops the operator's binary and runs the operator in this process
 	e.c.StopOperator()
 	base := framework.ManagerOptions()
 	mgr, err := controllers.NewManager(e.c.AdminConfig, base, controllers.Options{CredentialsNamespace: framework.OperatorNamespace})
@@ -33,18 +33,17 @@ func TestOperatorHeapHoldsNoAuthToken(t *testing.T) {
 	stop := framework.RunManager(mgr)
 	defer stop()
 
-	e.applySample("", "tokens_v1alpha1_tokenbackend.yaml")
-	e.kubectl("wait", "--for=condition=Ready", "tokenbackend/default", "--timeout=60s")
+	e.defaultBackend()
 	e.kubectl("create", "namespace", "heap")
 	const n = 20
 	for i := range n {
-		e.applyManifest("heap", tenantToken(fmt.Sprintf("tok-%d", i), ""))
+		e.applyManifest("heap", apiToken(fmt.Sprintf("tok-%d", i), "[reports:read]", ""))
 	}
-	e.kubectl("-n", "heap", "wait", "--for=condition=Ready", "apitoken", "--all", "--timeout=90s")
+	e.kubectl("-n", "heap", "wait", "--for=condition=Ready", "apitoken", "--all", framework.KubectlTimeout(3*framework.LongWait/2))
 	for i := range n / 2 {
 		e.kubectl("-n", "heap", "annotate", "apitoken", fmt.Sprintf("tok-%d", i), "tokens.apitoken.dev/reset=heap-1")
 	}
-	e.eventually("every reset handled", 60*time.Second, func() error {
+	e.eventually("every reset handled", framework.LongWait, func() error {
 		for i := range n / 2 {
 			if got := e.kubectl("-n", "heap", "get", "apitoken", fmt.Sprintf("tok-%d", i), "-o", "jsonpath={.status.lastHandledReset}"); got != "heap-1" {
 				return fmt.Errorf("tok-%d: lastHandledReset %q", i, got)
@@ -57,7 +56,7 @@ func TestOperatorHeapHoldsNoAuthToken(t *testing.T) {
 	// carried Secret writes close a second after the last one
 	// (controllers/secret_writer.go); give them twice that.
 	idleSince := time.Time{}
-	e.eventually("the operator at rest", 60*time.Second, func() error {
+	e.eventually("the operator at rest", framework.LongWait, func() error {
 		busy, err := operatorBusy()
 		switch {
 		case err != nil:

@@ -21,13 +21,12 @@ import (
 // then a rotation with overlap while a consumer keeps calling /v1/verify with
 // whatever its Secret holds, and a real Deployment as the restart target.
 func TestCredentialLifecycle(t *testing.T) {
-	e := startCluster(t)
-	e.applySample("", "tokens_v1alpha1_tokenbackend.yaml")
-	e.kubectl("wait", "--for=condition=Ready", "tokenbackend/default", "--timeout=60s")
+	e := sharedCluster(t)
+	e.defaultBackend()
 	e.kubectl("create", "namespace", "billing")
 	e.applySample("billing", "consumer_deployment.yaml")
 	e.applyManifest("billing", strings.Replace(e.sample("tokens_v1alpha1_apitoken_rotating.yaml"), "overlap: 10m", "overlap: 6s", 1))
-	e.kubectl("-n", "billing", "wait", "--for=condition=Ready", "apitoken/billing-sync", "--timeout=60s")
+	e.waitFor("billing", "condition=Ready", "apitoken/billing-sync")
 	sid := e.jsonpath("apitoken", "billing-sync", "{.status.accountSid}")
 	if got := e.jsonpath("deployment", "billing-sync", "{.spec.template.metadata.annotations}"); got != "" {
 		t.Errorf("a new token rolled the Deployment: %s", got)
@@ -36,15 +35,15 @@ func TestCredentialLifecycle(t *testing.T) {
 	t.Run("A → B → A resets twice and never again", func(t *testing.T) {
 		for _, nonce := range []string{"A", "B"} {
 			e.kubectl("-n", "billing", "annotate", "apitoken", "billing-sync", "tokens.apitoken.dev/reset="+nonce, "--overwrite")
-			e.kubectl("-n", "billing", "wait", "--for=jsonpath={.status.lastHandledReset}="+nonce, "apitoken/billing-sync", "--timeout=30s")
+			e.waitFor("billing", "jsonpath={.status.lastHandledReset}="+nonce, "apitoken/billing-sync")
 		}
 		e.kubectl("-n", "billing", "annotate", "apitoken", "billing-sync", "tokens.apitoken.dev/reset=A", "--overwrite")
-		for range 15 {
+		framework.Consistently(t, "the Secret's credentials after the restore of A", 2*framework.QuietPeriod, func() error {
 			if got := e.verify(e.secretCredentials("billing", "billing-sync"), "invoices:read"); got != 200 {
-				t.Fatalf("the Secret's credentials were refused (%d) after the restore of A", got)
+				return fmt.Errorf("refused (%d)", got)
 			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return nil
+		})
 		if c, err := e.admin().Credentials(e.ctx, sid); err != nil || c.Generation != 3 {
 			t.Errorf("backend generation %d (%v), want 3: one reset each for A and B", c.Generation, err)
 		}
@@ -64,12 +63,12 @@ func TestCredentialLifecycle(t *testing.T) {
 		}
 		consumer := startConsumer(e.ctx, k8s, e.c.TokenServiceURL)
 		e.kubectl("-n", "billing", "annotate", "apitoken", "billing-sync", "tokens.apitoken.dev/rotate=e2e-q1", "--overwrite")
-		e.kubectl("-n", "billing", "wait", "--for=jsonpath={.status.lastHandledRotate}=e2e-q1", "apitoken/billing-sync", "--timeout=30s")
+		e.waitFor("billing", "jsonpath={.status.lastHandledRotate}=e2e-q1", "apitoken/billing-sync")
 		newSID := e.jsonpath("apitoken", "billing-sync", "{.status.accountSid}")
 		if newSID == sid {
 			t.Fatalf("a rotation with overlap kept the SID %s", sid)
 		}
-		e.eventually("old token retired", 30*time.Second, func() error {
+		e.eventually("old token retired", framework.WaitTimeout, func() error {
 			if got := e.jsonpath("apitoken", "billing-sync", "{.status.retiringTokens}"); got != "" {
 				return fmt.Errorf("still retiring: %s", got)
 			}

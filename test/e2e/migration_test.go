@@ -1,15 +1,14 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 // TestMigratingAHandMadeToken is "Migrating tokens you already have" as the README
@@ -18,11 +17,12 @@ import (
 // then a reset through the plugin with --wait, and a pause that lets the
 // namespace be deleted without a hang.
 func TestMigratingAHandMadeToken(t *testing.T) {
-	e := startCluster(t)
+	e := sharedCluster(t)
 	plugin := buildPlugin(t)
-	e.applySample("", "tokens_v1alpha1_tokenbackend.yaml")
-	e.kubectl("wait", "--for=condition=Ready", "tokenbackend/default", "--timeout=60s")
-	e.kubectl("patch", "tokenbackend", "default", "--type=merge", "-p", `{"spec":{"policy":{"adoptionNamespaces":{"matchLabels":{"migration":"true"}}}}}`)
+	// A TokenBackend of the test's own: it allows adoption, which the shared
+	// cluster's default backend does not.
+	e.ownBackend("migration")
+	e.kubectl("patch", "tokenbackend", "migration", "--type=merge", "-p", `{"spec":{"policy":{"adoptionNamespaces":{"matchLabels":{"migration":"true"}}}}}`)
 	e.kubectl("create", "namespace", "legacy")
 	e.kubectl("label", "namespace", "legacy", "migration=true")
 
@@ -43,12 +43,12 @@ func TestMigratingAHandMadeToken(t *testing.T) {
 		return string(out)
 	}
 
-	manifest := run("import", "--backend", "default", tok.SID)
+	manifest := run("import", "--backend", "migration", tok.SID)
 	if _, err := e.c.KubectlWithInput(e.ctx, manifest, "apply", "-n", "legacy", "-f", "-"); err != nil {
 		t.Fatalf("apply the imported manifest: %v\n%s", err, manifest)
 	}
 	name := strings.TrimPrefix(strings.TrimSpace(e.kubectl("-n", "legacy", "get", "apitokens", "-o", "name")), "apitoken.tokens.apitoken.dev/")
-	e.kubectl("-n", "legacy", "wait", "--for=condition=Ready", "apitoken/"+name, "--timeout=60s")
+	e.waitFor("legacy", "condition=Ready", "apitoken/"+name)
 	secret := e.secretCredentials("legacy", name)
 	if secret.AccountSID != tok.SID || secret.AuthToken.Reveal() != creds.AuthToken.Reveal() {
 		t.Errorf("the Secret holds %s and another auth token than the hand-made one (%s)", secret.AccountSID, tok.SID)
@@ -63,7 +63,7 @@ func TestMigratingAHandMadeToken(t *testing.T) {
 		t.Error("the token was not claimed")
 	}
 
-	if out := run("reset", name, "--wait", "--timeout=60s"); !strings.Contains(out, "2") {
+	if out := run("reset", name, "--wait", framework.KubectlTimeout(framework.LongWait)); !strings.Contains(out, "2") {
 		t.Errorf("reset --wait printed %q, want the new generation 2", out)
 	}
 	if got := e.verify(creds, "reports:read"); got != 401 {
@@ -71,10 +71,8 @@ func TestMigratingAHandMadeToken(t *testing.T) {
 	}
 
 	run("pause", name)
-	e.kubectl("-n", "legacy", "wait", "--for=condition=Paused", "apitoken/"+name, "--timeout=30s")
-	ctx, cancel := context.WithTimeout(e.ctx, 90*time.Second)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, filepath.Join(assets, "kubectl"), "--kubeconfig", e.c.AdminKubeconfig, "delete", "namespace", "legacy", "--timeout=80s").CombinedOutput(); err != nil {
+	e.waitFor("legacy", "condition=Paused", "apitoken/"+name)
+	if out, err := e.c.Kubectl(e.ctx, "delete", "namespace", "legacy", framework.KubectlTimeout(3*framework.LongWait/2)); err != nil {
 		t.Fatalf("deleting the namespace of a paused ApiToken hung: %v\n%s", err, out)
 	}
 	if _, _, err := e.admin().Get(e.ctx, tok.SID, ""); err != nil {

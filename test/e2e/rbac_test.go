@@ -45,58 +45,28 @@ var unusedButNeeded = map[access]string{
 	{"patch", "", "events"}: "repeated leader election events only",
 }
 
-const restartTargets = `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: consumer}
-spec:
-  selector: {matchLabels: {app: consumer}}
-  template:
-    metadata: {labels: {app: consumer}}
-    spec: {containers: [{name: consumer, image: registry.k8s.io/pause:3.10, envFrom: [{secretRef: {name: etl}}]}]}
----
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {name: consumer}
-spec:
-  serviceName: consumer
-  selector: {matchLabels: {app: consumer}}
-  template:
-    metadata: {labels: {app: consumer}}
-    spec: {containers: [{name: consumer, image: registry.k8s.io/pause:3.10, envFrom: [{secretRef: {name: etl}}]}]}
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: consumer}
-spec:
-  selector: {matchLabels: {app: consumer}}
-  template:
-    metadata: {labels: {app: consumer}}
-    spec: {containers: [{name: consumer, image: registry.k8s.io/pause:3.10, envFrom: [{secretRef: {name: etl}}]}]}
-`
+// rbacWorkloads are a restart target of each kind, all reading the Secret of
+// the ApiToken etl.
+var rbacWorkloads = manifests(
+	workload("Deployment", "consumer", "etl"),
+	workload("StatefulSet", "consumer", "etl"),
+	workload("DaemonSet", "consumer", "etl"),
+)
 
-const rbacApiTokens = `apiVersion: tokens.apitoken.dev/v1alpha1
-kind: ApiToken
-metadata: {name: etl}
-spec:
-  primaryContact: ops@example.com
-  scopes: [reports:read]
-  deletionPolicy: Delete
+// rbacApiTokens are etl (Delete, restarting the rbacWorkloads) and kept (Orphan).
+var rbacApiTokens = manifests(
+	apiToken("etl", "[reports:read]", `  deletionPolicy: Delete
   secret:
     restartTargets:
     - {kind: Deployment, name: consumer}
     - {kind: StatefulSet, name: consumer}
     - {kind: DaemonSet, name: consumer}
----
-apiVersion: tokens.apitoken.dev/v1alpha1
-kind: ApiToken
-metadata: {name: kept}
-spec:
-  primaryContact: ops@example.com
-  scopes: [reports:read]
-  deletionPolicy: Orphan
-`
+`),
+	apiToken("kept", "[reports:read]", "  deletionPolicy: Orphan\n"),
+)
 
 func TestOperatorRBACMatchesItsRequests(t *testing.T) {
+	// With the audit log, whose requests of the operator must be this test's alone.
 	e := startCluster(t, func(o *framework.Options) { o.Audit = true })
 	e.driveLifecycle("rbac")
 	if _, err := e.c.Metrics(e.ctx); err != nil { // a TokenReview and a SubjectAccessReview
@@ -163,27 +133,27 @@ func (e *env) driveLifecycle(ns string) {
 	// A selector makes the operator read the namespaces' labels.
 	e.applyManifest("", strings.Replace(e.sample("tokens_v1alpha1_tokenbackend.yaml"), "\nspec:\n",
 		"\nspec:\n  allowedNamespaces: {matchLabels: {apitoken-rbac: allowed}}\n", 1))
-	e.kubectl("wait", "--for=condition=Ready", "tokenbackend/default", "--timeout=60s")
+	e.waitFor("", "condition=Ready", "tokenbackend/default")
 	e.kubectl("create", "namespace", ns)
 	e.kubectl("label", "namespace", ns, "apitoken-rbac=allowed")
-	e.applyManifest(ns, restartTargets)
+	e.applyManifest(ns, rbacWorkloads)
 	e.applyManifest(ns, rbacApiTokens)
-	e.kubectl("-n", ns, "wait", "--for=condition=Ready", "apitoken/etl", "apitoken/kept", "--timeout=60s")
+	e.waitFor(ns, "condition=Ready", "apitoken/etl", "apitoken/kept")
 
 	e.kubectl("-n", ns, "patch", "apitoken", "etl", "--type=merge", "-p", `{"spec":{"scopes":["reports:read","actions:read"]}}`)
-	e.kubectl("-n", ns, "wait", "--for=jsonpath={.status.observedGeneration}=2", "apitoken/etl", "--timeout=30s")
-	e.kubectl("-n", ns, "annotate", "apitoken", "etl", "tokens.apitoken.dev/reset=rbac-1")
-	e.kubectl("-n", ns, "wait", "--for=jsonpath={.status.lastHandledReset}=rbac-1", "apitoken/etl", "--timeout=30s")
-	e.kubectl("-n", ns, "annotate", "apitoken", "etl", "tokens.apitoken.dev/rotate=rbac-1")
-	e.kubectl("-n", ns, "wait", "--for=jsonpath={.status.lastHandledRotate}=rbac-1", "apitoken/etl", "--timeout=30s")
+	e.waitFor(ns, "jsonpath={.status.observedGeneration}=2", "apitoken/etl")
+	for _, change := range []string{"reset", "rotate"} {
+		e.kubectl("-n", ns, "annotate", "apitoken", "etl", "tokens.apitoken.dev/"+change+"=rbac-1")
+		e.waitFor(ns, "jsonpath={.status.lastHandled"+strings.ToUpper(change[:1])+change[1:]+"}=rbac-1", "apitoken/etl")
+	}
 	for _, kind := range []string{"deployment", "statefulset", "daemonset"} {
 		if got := e.kubectl("-n", ns, "get", kind, "consumer", "-o", `jsonpath={.spec.template.metadata.annotations.tokens\.apitoken\.dev/credentials}`); got == "" {
 			e.t.Errorf("the %s was never rolled", kind)
 		}
 	}
 	e.kubectl("-n", ns, "patch", "apitoken", "etl", "--type=merge", "-p", `{"spec":{"disabled":true}}`)
-	e.kubectl("-n", ns, "wait", "--for=jsonpath={.status.state}=Disabled", "apitoken/etl", "--timeout=30s")
-	e.kubectl("-n", ns, "delete", "apitoken", "etl", "kept", "--timeout=60s")
+	e.waitFor(ns, "jsonpath={.status.state}=Disabled", "apitoken/etl")
+	e.kubectl("-n", ns, "delete", "apitoken", "etl", "kept", framework.KubectlTimeout(framework.LongWait))
 	if got := e.kubectl("-n", ns, "get", "secrets", "-o", "name"); !strings.Contains(got, "secret/kept") || strings.Contains(got, "secret/etl") {
 		e.t.Errorf("after deletion the Secrets are %q, want kept's (Orphan) and not etl's (Delete)", got)
 	}

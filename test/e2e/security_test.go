@@ -17,7 +17,7 @@ import (
 )
 
 func TestMetricsRequireAuthorization(t *testing.T) {
-	e := startCluster(t)
+	e := sharedCluster(t)
 	unbound, err := e.c.ServiceAccountToken(e.ctx, framework.OperatorNamespace, "no-metrics-reader")
 	if err != nil {
 		t.Fatal(err)

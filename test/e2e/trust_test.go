@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 // The trust boundary end to end (docs/design.md, "Trust boundary"; invariant 9):
@@ -20,36 +21,24 @@ import (
 const (
 	tenantA = "mallory@team-a.example.com"
 	tenantB = "bob@team-b.example.com"
+	// tenantsBackend is the TokenBackend of both tenants.
+	tenantsBackend = "tenants"
 )
 
 // tenantRBAC lets a user write ApiTokens and their status, read Secrets and
 // events, and get and patch Deployments in one namespace.
 func tenantRBAC(user string) string {
-	return `apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: tenant}
-rules:
-- {apiGroups: [tokens.apitoken.dev], resources: [apitokens, apitokens/status], verbs: [get, list, watch, create, update, patch, delete]}
-- {apiGroups: [""], resources: [secrets], verbs: [get, list]}
-- {apiGroups: [events.k8s.io], resources: [events], verbs: [get, list]}
-- {apiGroups: [apps], resources: [deployments], verbs: [get, list, create, patch]}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: tenant}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: tenant}
-subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: "` + user + `"}]
-`
+	return roleFor("tenant", user,
+		"{apiGroups: [tokens.apitoken.dev], resources: [apitokens, apitokens/status], verbs: [get, list, watch, create, update, patch, delete]}",
+		`{apiGroups: [""], resources: [secrets], verbs: [get, list]}`,
+		"{apiGroups: [events.k8s.io], resources: [events], verbs: [get, list]}",
+		"{apiGroups: [apps], resources: [deployments], verbs: [get, list, create, patch]}")
 }
 
+// tenantToken is an ApiToken of the tenants (on tenantsBackend), with extra
+// lines of spec.
 func tenantToken(name, extra string) string {
-	return `apiVersion: tokens.apitoken.dev/v1alpha1
-kind: ApiToken
-metadata: {name: ` + name + `}
-spec:
-  primaryContact: ops@example.com
-  scopes: [reports:read]
-` + extra
+	return apiToken(name, "[reports:read]", "  backendRef: {name: "+tenantsBackend+"}\n"+extra)
 }
 
 // asTenant runs kubectl as the user in its namespace and fails the test on error.
@@ -63,9 +52,10 @@ func (e *env) asTenant(user, ns, stdin string, args ...string) string {
 }
 
 func TestTenantsCannotReachEachOther(t *testing.T) {
-	e := startCluster(t)
-	e.applySample("", "tokens_v1alpha1_tokenbackend.yaml")
-	e.kubectl("wait", "--for=condition=Ready", "tokenbackend/default", "--timeout=60s")
+	e := sharedCluster(t)
+	// A TokenBackend of the test's own, whose policy it changes on the shared
+	// cluster; the tenants' ApiTokens name it.
+	e.ownBackend(tenantsBackend)
 	for ns, user := range map[string]string{"team-a": tenantA, "team-b": tenantB} {
 		e.kubectl("create", "namespace", ns)
 		e.applyManifest(ns, tenantRBAC(user))
@@ -73,8 +63,8 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 	}
 	e.asTenant(tenantB, "team-b", tenantToken("billing", ""), "apply", "-f", "-")
 	e.asTenant(tenantA, "team-a", tenantToken("etl", ""), "apply", "-f", "-")
-	e.kubectl("-n", "team-b", "wait", "--for=condition=Ready", "apitoken/billing", "--timeout=60s")
-	e.kubectl("-n", "team-a", "wait", "--for=condition=Ready", "apitoken/etl", "--timeout=60s")
+	e.waitFor("team-b", "condition=Ready", "apitoken/billing")
+	e.waitFor("team-a", "condition=Ready", "apitoken/etl")
 	victim := e.kubectl("-n", "team-b", "get", "apitoken", "billing", "-o", "jsonpath={.status.accountSid}")
 	own := e.kubectl("-n", "team-a", "get", "apitoken", "etl", "-o", "jsonpath={.status.accountSid}")
 	victimCreds := e.secretCredentials("team-b", "billing")
@@ -111,14 +101,14 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 	t.Run("a forged accountSid and a reset", func(t *testing.T) {
 		forge(`{"status":{"accountSid":"` + victim + `","backendETag":""}}`)
 		e.asTenant(tenantA, "team-a", "", "annotate", "apitoken", "etl", "tokens.apitoken.dev/reset=steal-1")
-		e.eventually("tenant A's own token is reset and its status rebuilt", 60*time.Second, func() error {
+		e.eventually("tenant A's own token is reset and its status rebuilt", framework.LongWait, func() error {
 			got := e.kubectl("-n", "team-a", "get", "apitoken", "etl", "-o", "jsonpath={.status.accountSid} {.status.lastHandledReset}")
 			if got != own+" steal-1" {
 				return fmt.Errorf("status %q", got)
 			}
 			return foreignTokenWarned()
 		})
-		e.eventually("tenant A's Secret works with its own token", 30*time.Second, func() error {
+		e.eventually("tenant A's Secret works with its own token", framework.WaitTimeout, func() error {
 			if creds := e.secretCredentials("team-a", "etl"); creds.AccountSID != own || e.verify(creds, "reports:read") != 200 {
 				return fmt.Errorf("Secret holds %s", creds.AccountSID)
 			}
@@ -130,7 +120,7 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 	t.Run("a forged accountSid and a deleted Secret", func(t *testing.T) {
 		forge(`{"status":{"accountSid":"` + victim + `"}}`)
 		e.kubectl("-n", "team-a", "delete", "secret", "etl")
-		e.eventually("tenant A's Secret is written again from its own token", 60*time.Second, func() error {
+		e.eventually("tenant A's Secret is written again from its own token", framework.LongWait, func() error {
 			if creds := e.secretCredentials("team-a", "etl"); creds.AccountSID != own {
 				return fmt.Errorf("Secret holds %q", creds.AccountSID)
 			}
@@ -143,7 +133,7 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 		past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 		forge(`{"status":{"retiringTokens":[{"accountSid":"` + victim + `","deleteAfter":"` + past + `"}]}}`)
 		e.asTenant(tenantA, "team-a", "", "patch", "apitoken", "etl", "--type=merge", "-p", `{"spec":{"description":"touch"}}`)
-		e.eventually("the forged retiring token is dropped", 60*time.Second, func() error {
+		e.eventually("the forged retiring token is dropped", framework.LongWait, func() error {
 			if got := e.kubectl("-n", "team-a", "get", "apitoken", "etl", "-o", "jsonpath={.status.retiringTokens}"); got != "" {
 				return fmt.Errorf("retiringTokens %s", got)
 			}
@@ -153,18 +143,10 @@ func TestTenantsCannotReachEachOther(t *testing.T) {
 	})
 
 	t.Run("a restart target that does not use the Secret", func(t *testing.T) {
-		e.asTenant(tenantA, "team-a", `apiVersion: apps/v1
-kind: Deployment
-metadata: {name: payments}
-spec:
-  selector: {matchLabels: {app: payments}}
-  template:
-    metadata: {labels: {app: payments}}
-    spec: {containers: [{name: payments, image: registry.k8s.io/pause:3.10}]}
-`, "apply", "-f", "-")
+		e.asTenant(tenantA, "team-a", workload("Deployment", "payments", ""), "apply", "-f", "-")
 		e.asTenant(tenantA, "team-a", tenantToken("etl", "  secret:\n    restartTargets: [{kind: Deployment, name: payments}]\n"), "apply", "-f", "-")
 		e.asTenant(tenantA, "team-a", "", "annotate", "--overwrite", "apitoken", "etl", "tokens.apitoken.dev/reset=roll-1")
-		e.eventually("the reset is handled and the target skipped", 60*time.Second, func() error {
+		e.eventually("the reset is handled and the target skipped", framework.LongWait, func() error {
 			out := e.asTenant(tenantA, "team-a", "", "get", "events.events.k8s.io", "--field-selector", "reason=RestartTargetNotConsumer", "-o", "name")
 			if strings.TrimSpace(out) == "" {
 				return errors.New("no RestartTargetNotConsumer event")
@@ -178,12 +160,13 @@ spec:
 
 	t.Run("a rotate storm", func(t *testing.T) {
 		e.asTenant(tenantA, "team-a", tenantToken("storm", "  rotation: {overlap: 168h}\n"), "apply", "-f", "-")
-		e.kubectl("-n", "team-a", "wait", "--for=condition=Ready", "apitoken/storm", "--timeout=60s")
+		e.waitFor("team-a", "condition=Ready", "apitoken/storm")
 		uid := e.kubectl("-n", "team-a", "get", "apitoken", "storm", "-o", "jsonpath={.metadata.uid}")
 		for i := range 14 {
 			e.asTenant(tenantA, "team-a", "", "annotate", "--overwrite", "apitoken", "storm", fmt.Sprintf("tokens.apitoken.dev/rotate=storm-%d", i))
 		}
-		e.kubectl("-n", "team-a", "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Reconciling\")].reason}=RotationDeferred", "apitoken/storm", "--timeout=90s")
+		e.kubectl("-n", "team-a", "wait", "--for=jsonpath={.status.conditions[?(@.type==\"Reconciling\")].reason}=RotationDeferred", "apitoken/storm",
+			framework.KubectlTimeout(3*framework.LongWait/2))
 		tracked := strings.Fields(e.kubectl("-n", "team-a", "get", "apitoken", "storm", "-o", "jsonpath={.status.accountSid} {.status.retiringTokens[*].accountSid}"))
 		if len(tracked) != 1+8 {
 			t.Errorf("%d tokens in the status, want the current one and 8 retiring", len(tracked))
@@ -203,11 +186,11 @@ spec:
 	})
 
 	t.Run("a paused ApiToken deleted where only Delete is allowed", func(t *testing.T) {
-		e.kubectl("patch", "tokenbackend", "default", "--type=merge", "-p", `{"spec":{"policy":{"allowedDeletionPolicies":["Delete"]}}}`)
+		e.kubectl("patch", "tokenbackend", tenantsBackend, "--type=merge", "-p", `{"spec":{"policy":{"allowedDeletionPolicies":["Delete"]}}}`)
 		uid := e.kubectl("-n", "team-a", "get", "apitoken", "etl", "-o", "jsonpath={.metadata.uid}")
 		e.asTenant(tenantA, "team-a", "", "annotate", "apitoken", "etl", "tokens.apitoken.dev/paused=true")
-		e.kubectl("-n", "team-a", "wait", "--for=condition=Paused", "apitoken/etl", "--timeout=60s")
-		e.asTenant(tenantA, "team-a", "", "delete", "apitoken", "etl", "--timeout=60s")
+		e.waitFor("team-a", "condition=Paused", "apitoken/etl")
+		e.asTenant(tenantA, "team-a", "", "delete", "apitoken", "etl", framework.KubectlTimeout(framework.LongWait))
 		found, err := e.admin().FindByExternalID(e.ctx, uid)
 		if err != nil {
 			t.Fatal(err)

@@ -8,15 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -95,20 +91,34 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	}
 	logf.SetLogger(logr.Discard()) // envtest logs nothing worth showing here
 	cluster := &Cluster{opts: o}
-	c = cluster
 	defer func() {
 		if err != nil {
 			cluster.Stop() // c itself is nil by then: "return nil, err"
 		}
 	}()
-	c.logf("starting etcd and kube-apiserver")
-	c.env = &envtest.Environment{BinaryAssetsDirectory: o.Assets}
-	if o.Audit {
-		policy := filepath.Join(o.Dir, "audit-policy.yaml")
-		if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+	for _, step := range []func(context.Context) error{
+		cluster.startControlPlane, cluster.startTokenService, cluster.installConfig,
+		cluster.writeOperatorKubeconfig, cluster.setUpMetricsReader,
+		func(ctx context.Context) error { return cluster.StartOperator(ctx) },
+	} {
+		if err := step(ctx); err != nil {
 			return nil, err
 		}
-		c.AuditLogPath = filepath.Join(o.Dir, "audit.log")
+	}
+	return cluster, nil
+}
+
+// startControlPlane starts etcd and kube-apiserver (with the audit log when
+// Options.Audit asks for it) and writes the cluster-admin kubeconfig.
+func (c *Cluster) startControlPlane(context.Context) error {
+	c.logf("starting etcd and kube-apiserver")
+	c.env = &envtest.Environment{BinaryAssetsDirectory: c.opts.Assets}
+	if c.opts.Audit {
+		policy := filepath.Join(c.opts.Dir, "audit-policy.yaml")
+		if err := os.WriteFile(policy, []byte(auditPolicy), 0o600); err != nil {
+			return err
+		}
+		c.AuditLogPath = filepath.Join(c.opts.Dir, "audit.log")
 		c.env.ControlPlane.GetAPIServer().Configure().
 			Set("audit-policy-file", policy).Set("audit-log-path", c.AuditLogPath).
 			Set("audit-log-format", "json").Set("audit-log-mode", "blocking").
@@ -118,58 +128,16 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			// writes gigabytes. One file, never rotated.
 			Set("audit-log-maxsize", "1000000").Set("audit-log-maxbackup", "0")
 	}
+	var err error
 	if c.AdminConfig, err = c.env.Start(); err != nil {
-		return nil, fmt.Errorf("start control plane: %w", err)
+		return fmt.Errorf("start control plane: %w", err)
 	}
 	admin, err := c.env.AddUser(envtest.User{Name: "dev-admin", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	kubeconfig, err := admin.KubeConfig()
-	if err != nil {
-		return nil, err
-	}
-	c.AdminKubeconfig = filepath.Join(o.Dir, "kubeconfig")
-	if err := os.WriteFile(c.AdminKubeconfig, kubeconfig, 0o600); err != nil {
-		return nil, err
-	}
-
-	if err := c.startTokenService(ctx); err != nil {
-		return nil, err
-	}
-
-	c.logf("installing CRDs, RBAC and namespace from config/default")
-	if _, err := c.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(o.RepoRoot, "config", "default")); err != nil {
-		return nil, err
-	}
-	if _, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "crd/apitokens.tokens.apitoken.dev", "crd/tokenbackends.tokens.apitoken.dev", "--timeout=60s"); err != nil {
-		return nil, err
-	}
-	// After the CRDs: the garbage collector finds the resources to watch at
-	// start and only every 30 s after, so started before them it would leave
-	// ApiTokens unwatched for up to 30 s, then catch up on every owner it had
-	// not seen at 10 GETs a second (a benchmark run measured it doing so during
-	// the operator's convergence).
-	c.logf("starting kube-controller-manager (garbage collection)")
-	c.controllerManager, err = StartProcess(filepath.Join(o.Dir, "kube-controller-manager.log"), nil,
-		filepath.Join(o.Assets, "kube-controller-manager"), "--kubeconfig="+c.AdminKubeconfig,
-		"--controllers=garbagecollector,namespace", "--leader-elect=false", "--secure-port=0")
-	if err != nil {
-		return nil, err
-	}
-	if _, err := c.Kubectl(ctx, "-n", OperatorNamespace, "create", "secret", "generic", "tokenservice-admin", "--from-literal=apiKey="+c.AdminKey); err != nil {
-		return nil, err
-	}
-	if err := c.writeOperatorKubeconfig(ctx, kubeconfig); err != nil {
-		return nil, err
-	}
-	if err := c.setUpMetricsReader(ctx); err != nil {
-		return nil, err
-	}
-	if err := c.StartOperator(ctx); err != nil {
-		return nil, err
-	}
-	return c, nil
+	c.AdminKubeconfig = filepath.Join(c.opts.Dir, "kubeconfig")
+	return WriteKubeconfig(c.AdminKubeconfig, admin.Config(), "", "")
 }
 
 func (c *Cluster) startTokenService(ctx context.Context) error {
@@ -186,28 +154,46 @@ func (c *Cluster) startTokenService(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return waitHTTP(ctx, c.TokenServiceURL+"/v1/verify", 30*time.Second)
+	return waitHTTP(ctx, c.TokenServiceURL+"/v1/verify", WaitTimeout)
+}
+
+// installConfig applies config/default (CRDs, RBAC, the operator's namespace,
+// the admission policy), starts kube-controller-manager and creates the admin
+// key Secret of the TokenBackends.
+func (c *Cluster) installConfig(ctx context.Context) error {
+	c.logf("installing CRDs, RBAC and namespace from config/default")
+	if _, err := c.Kubectl(ctx, "apply", "--server-side", "-k", filepath.Join(c.opts.RepoRoot, "config", "default")); err != nil {
+		return err
+	}
+	if _, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "crd/apitokens.tokens.apitoken.dev", "crd/tokenbackends.tokens.apitoken.dev", KubectlTimeout(LongWait)); err != nil {
+		return err
+	}
+	// After the CRDs: the garbage collector finds the resources to watch at
+	// start and only every 30 s after, so started before them it would leave
+	// ApiTokens unwatched for up to 30 s, then catch up on every owner it had
+	// not seen at 10 GETs a second (a benchmark run measured it doing so during
+	// the operator's convergence).
+	c.logf("starting kube-controller-manager (garbage collection)")
+	var err error
+	c.controllerManager, err = StartProcess(filepath.Join(c.opts.Dir, "kube-controller-manager.log"), nil,
+		filepath.Join(c.opts.Assets, "kube-controller-manager"), "--kubeconfig="+c.AdminKubeconfig,
+		"--controllers=garbagecollector,namespace", "--leader-elect=false", "--secure-port=0")
+	if err != nil {
+		return err
+	}
+	_, err = c.Kubectl(ctx, "-n", OperatorNamespace, "create", "secret", "generic", AdminKeySecret, "--from-literal="+AdminKeyKey+"="+c.AdminKey)
+	return err
 }
 
 // writeOperatorKubeconfig gives the operator the identity of its ServiceAccount,
 // bound by config/rbac and nothing else.
-func (c *Cluster) writeOperatorKubeconfig(ctx context.Context, adminKubeconfig []byte) error {
+func (c *Cluster) writeOperatorKubeconfig(ctx context.Context) error {
 	token, err := c.Kubectl(ctx, "-n", OperatorNamespace, "create", "token", "apitoken-controller-manager", "--duration=48h")
 	if err != nil {
 		return err
 	}
-	cfg, err := clientcmd.Load(adminKubeconfig)
-	if err != nil {
-		return err
-	}
-	current := cfg.Contexts[cfg.CurrentContext]
-	operatorCfg := clientcmdapi.NewConfig()
-	operatorCfg.Clusters["dev"] = cfg.Clusters[current.Cluster]
-	operatorCfg.AuthInfos["apitoken-operator"] = &clientcmdapi.AuthInfo{Token: strings.TrimSpace(token)}
-	operatorCfg.Contexts["dev"] = &clientcmdapi.Context{Cluster: "dev", AuthInfo: "apitoken-operator", Namespace: OperatorNamespace}
-	operatorCfg.CurrentContext = "dev"
 	c.OperatorKubeconfig = filepath.Join(c.opts.Dir, "operator.kubeconfig")
-	return clientcmd.WriteToFile(*operatorCfg, c.OperatorKubeconfig)
+	return WriteKubeconfig(c.OperatorKubeconfig, c.AdminConfig, strings.TrimSpace(token), OperatorNamespace)
 }
 
 // StartOperator runs the operator binary as its ServiceAccount, with leader
@@ -235,7 +221,7 @@ func (c *Cluster) StartOperator(ctx context.Context, extraArgs ...string) error 
 	if err != nil {
 		return err
 	}
-	return waitHTTP(ctx, "http://"+probes+"/readyz", 60*time.Second)
+	return waitHTTP(ctx, "http://"+probes+"/readyz", LongWait)
 }
 
 // OperatorPID is the operator's process id.
@@ -261,16 +247,9 @@ func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
 	return c.KubectlWithInput(ctx, "", args...)
 }
 
-// KubectlWithInput runs kubectl with stdin.
+// KubectlWithInput runs kubectl as cluster admin with stdin.
 func (c *Cluster) KubectlWithInput(ctx context.Context, stdin string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(c.opts.Assets, "kubectl"), append([]string{"--kubeconfig=" + c.AdminKubeconfig}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String(), nil
+	return Kubectl(ctx, c.opts.Assets, c.AdminKubeconfig, stdin, args...)
 }
 
 // Stop stops everything, the operator first.

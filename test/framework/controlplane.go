@@ -37,7 +37,8 @@ const (
 type ControlPlane struct {
 	Env    *envtest.Environment
 	Config *rest.Config
-	Client client.Client
+	// Client can watch too: ExpectNoWrites watches what must not be written.
+	Client client.WithWatch
 }
 
 // StartControlPlane starts envtest with the CRDs of config/crd/bases. repoRoot
@@ -54,7 +55,7 @@ func StartControlPlane(repoRoot string, scheme *runtime.Scheme) (*ControlPlane, 
 	if err != nil {
 		return nil, fmt.Errorf("start envtest: %w", err)
 	}
-	k8s, err := client.New(cfg, client.Options{Scheme: scheme})
+	k8s, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
 	if err != nil {
 		_ = env.Stop()
 		return nil, err
@@ -93,12 +94,18 @@ func TokenBackendFor(name, url string, resync time.Duration) *tokensv1alpha1.Tok
 
 // CreateTokenBackend creates a TokenBackend and waits until it is Ready.
 func (c *ControlPlane) CreateTokenBackend(ctx context.Context, tb *tokensv1alpha1.TokenBackend) error {
-	if err := c.Client.Create(ctx, tb); err != nil {
+	return CreateTokenBackend(ctx, c.Client, tb, WaitTimeout)
+}
+
+// CreateTokenBackend creates a TokenBackend with c and waits up to timeout
+// until it is Ready.
+func CreateTokenBackend(ctx context.Context, c client.Client, tb *tokensv1alpha1.TokenBackend, timeout time.Duration) error {
+	if err := c.Create(ctx, tb); err != nil {
 		return err
 	}
-	return Poll(30*time.Second, func() error {
+	return Poll(timeout, func() error {
 		got := &tokensv1alpha1.TokenBackend{}
-		if err := c.Client.Get(ctx, client.ObjectKeyFromObject(tb), got); err != nil {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(tb), got); err != nil {
 			return err
 		}
 		if !ConditionTrue(got.Status.Conditions, tokensv1alpha1.ConditionReady) {

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"time"
 
 	certutil "k8s.io/client-go/util/cert"
 )
@@ -106,7 +105,7 @@ func (c *Cluster) Metrics(ctx context.Context) (string, error) {
 // empty), trusting only the operator's metrics certificate, and returns the
 // status code and body.
 func (c *Cluster) ScrapeMetrics(ctx context.Context, token string) (int, string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, WaitTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.OperatorMetricsURL, nil)
 	if err != nil {

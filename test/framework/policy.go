@@ -84,7 +84,7 @@ func InstallAdmissionPolicy(ctx context.Context, c client.Client, repoRoot strin
 				return err
 			}
 		}
-		return Poll(30*time.Second, func() error {
+		return Poll(WaitTimeout, func() error {
 			return c.Create(context.Background(), probe.DeepCopy(), client.DryRunAll)
 		})
 	}
@@ -113,7 +113,7 @@ func unstructuredObjects(objs []*unstructured.Unstructured) []client.Object {
 // refuses it as invalid, and returns that refusal: a policy, its binding and the
 // params it reads take effect a moment after they are written.
 func WaitUntilRefused(ctx context.Context, c client.Client, obj client.Object) (refusal error, err error) {
-	err = Poll(30*time.Second, func() error {
+	err = Poll(WaitTimeout, func() error {
 		attempt := obj.DeepCopyObject().(client.Object)
 		createErr := c.Create(ctx, attempt, client.DryRunAll)
 		switch {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -87,24 +86,35 @@ func FreeAddr() string {
 	return ln.Addr().String()
 }
 
+// waitHTTP waits until url answers below 500: a process that listens and is ready.
 func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout) // also bounds a request that hangs
 	defer cancel()
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	err := Poll(timeout, func() error {
+		if ctx.Err() != nil {
+			return nil // the caller gave up, or the time is up: stop polling, and say so below
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return err
+		}
 		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode < 500 {
-				return nil
-			}
+		if err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return errors.Join(fmt.Errorf("%s did not answer within %v", url, timeout), err)
-		case <-time.After(100 * time.Millisecond):
+		resp.Body.Close()
+		if resp.StatusCode >= 500 {
+			return fmt.Errorf("HTTP %d", resp.StatusCode)
 		}
+		return nil
+	})
+	if err == nil {
+		err = ctx.Err()
 	}
+	if err != nil {
+		return fmt.Errorf("%s did not answer within %v: %w", url, timeout, err)
+	}
+	return nil
 }
 
 func randomHex(n int) string {

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/internal/tokenservice"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
@@ -92,13 +93,20 @@ func VerifyStatus(ctx context.Context, url string, creds backend.Credentials, sc
 	return -1
 }
 
-// CredentialsOf reads the SID and auth token out of a token Secret with the
-// default keys (Opaque) or as username/password (basic-auth).
+// CredentialsOf reads the SID and auth token out of a token Secret where the
+// operator puts them by default: username and password in a basic-auth
+// Secret, accountSid and authToken in any other.
 func CredentialsOf(s *corev1.Secret) backend.Credentials {
 	if s.Type == corev1.SecretTypeBasicAuth {
-		return backend.Credentials{AccountSID: string(s.Data[corev1.BasicAuthUsernameKey]), AuthToken: backend.AuthToken(s.Data[corev1.BasicAuthPasswordKey])}
+		return CredentialsAt(s, corev1.BasicAuthUsernameKey, corev1.BasicAuthPasswordKey)
 	}
-	return backend.Credentials{AccountSID: string(s.Data["accountSid"]), AuthToken: backend.AuthToken(s.Data["authToken"])}
+	return CredentialsAt(s, tokensv1alpha1.DefaultAccountSIDKey, tokensv1alpha1.DefaultAuthTokenKey)
+}
+
+// CredentialsAt reads the SID and auth token out of a token Secret under the
+// given keys (an ApiToken's spec.secret.accountSidKey and authTokenKey).
+func CredentialsAt(s *corev1.Secret, sidKey, tokenKey string) backend.Credentials {
+	return backend.Credentials{AccountSID: string(s.Data[sidKey]), AuthToken: backend.AuthToken(s.Data[tokenKey])}
 }
 
 // IssuedTokens records every auth token a backend answers with.

@@ -7,7 +7,24 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// PollInterval is how often Poll and Eventually check.
+// The timeouts of every layer's tests, from one place: a test that needs
+// longer says so with a multiple of one of them, never with a number of its
+// own, so that a slow machine is answered here once.
+const (
+	// WaitTimeout is how long one change may take to show: a reconcile, an
+	// event, admission seeing a TokenBackend through its watch, a process
+	// answering on its port.
+	WaitTimeout = 30 * time.Second
+	// LongWait is for what takes several passes or a restart: an ApiToken made
+	// and delivered end to end, a TokenBackend reaching its verdict, a
+	// restarted operator taking the lease.
+	LongWait = 60 * time.Second
+	// QuietPeriod is how long a test watches for a write that must not come
+	// (ExpectNoWrites, WriteWatch).
+	QuietPeriod = 2 * time.Second
+)
+
+// PollInterval is how often Poll, Eventually and Consistently check.
 const PollInterval = 50 * time.Millisecond
 
 // Poll calls check until it returns nil or timeout has passed, and returns its
@@ -28,6 +45,20 @@ func Eventually(t testing.TB, what string, timeout time.Duration, check func() e
 	t.Helper()
 	if err := Poll(timeout, check); err != nil {
 		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Consistently fails the test the first time check fails within d: what must
+// hold throughout a period, checked at every PollInterval of it.
+func Consistently(t testing.TB, what string, d time.Duration, check func() error) {
+	t.Helper()
+	for deadline := time.Now().Add(d); ; time.Sleep(PollInterval) {
+		if err := check(); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if time.Now().After(deadline) {
+			return
+		}
 	}
 }
 

@@ -167,11 +167,7 @@ func TestHealth(t *testing.T) {
 	}
 	badCredsTB := waitBackendReason(t, badCreds.Name, tokensv1alpha1.ReasonCredentialsInvalid)
 
-	insecure := framework.TokenBackendFor("gitops-insecure", "http://tokens.example.com", time.Minute)
-	if err := k8s.Create(ctx, insecure); err != nil {
-		t.Fatal(err)
-	}
-	insecureTB := waitBackendReason(t, insecure.Name, tokensv1alpha1.ReasonInsecureURL)
+	insecureTB := createBackend(t, framework.TokenBackendFor("gitops-insecure", "http://tokens.example.com", time.Minute), tokensv1alpha1.ReasonInsecureURL)
 
 	if err := k8s.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "wrong-admin-key", Namespace: framework.OperatorNamespace},
@@ -181,24 +177,16 @@ func TestHealth(t *testing.T) {
 	}
 	unauthorized := framework.TokenBackendFor("gitops-unauthorized", service.URL, time.Minute)
 	unauthorized.Spec.CredentialsSecretRef.Name = "wrong-admin-key"
-	if err := k8s.Create(ctx, unauthorized); err != nil {
-		t.Fatal(err)
-	}
-	unauthorizedTB := waitBackendReason(t, unauthorized.Name, tokensv1alpha1.ReasonBackendUnauthorized)
-
-	down := framework.TokenBackendFor("gitops-down", "http://127.0.0.1:1", time.Minute)
-	if err := k8s.Create(ctx, down); err != nil {
-		t.Fatal(err)
-	}
-	downTB := waitBackendReason(t, down.Name, tokensv1alpha1.ReasonBackendUnavailable)
+	unauthorizedTB := createBackend(t, unauthorized, tokensv1alpha1.ReasonBackendUnauthorized)
+	downTB := createBackend(t, framework.TokenBackendFor("gitops-down", "http://127.0.0.1:1", time.Minute), tokensv1alpha1.ReasonBackendUnavailable)
 
 	cases = append(cases,
 		healthCase{"TokenBackend/fresh", freshBackend, tokenBackendKey, "Progressing", "Waiting for the operator", status.CurrentStatus, status.UnknownStatus},
 		healthCase{"TokenBackend/ready", okTB, tokenBackendKey, "Healthy", "Catalog fetched", status.CurrentStatus, status.CurrentStatus},
 		healthCase{"TokenBackend/stale", staleTB, tokenBackendKey, "Progressing", fmt.Sprintf("observe generation %d", staleTB.Generation), status.InProgressStatus, status.InProgressStatus},
-		healthCase{"TokenBackend/credentials-invalid", badCredsTB, tokenBackendKey, "Degraded", "no-such-secret", status.InProgressStatus, status.FailedStatus},
-		healthCase{"TokenBackend/insecure-url", insecureTB, tokenBackendKey, "Degraded", "plain http://", status.InProgressStatus, status.FailedStatus},
-		healthCase{"TokenBackend/unauthorized", unauthorizedTB, tokenBackendKey, "Degraded", "HTTP 401", status.InProgressStatus, status.FailedStatus},
+		healthCase{"TokenBackend/credentials-invalid", badCredsTB, tokenBackendKey, "Degraded", "no-such-secret", status.FailedStatus, status.FailedStatus},
+		healthCase{"TokenBackend/insecure-url", insecureTB, tokenBackendKey, "Degraded", "plain http://", status.FailedStatus, status.FailedStatus},
+		healthCase{"TokenBackend/unauthorized", unauthorizedTB, tokenBackendKey, "Degraded", "HTTP 401", status.FailedStatus, status.FailedStatus},
 		healthCase{"TokenBackend/unreachable", downTB, tokenBackendKey, "Progressing", "could not be reached", status.InProgressStatus, status.InProgressStatus},
 	)
 
@@ -271,7 +259,7 @@ func paused(at *tokensv1alpha1.ApiToken, annotated bool) *tokensv1alpha1.ApiToke
 func waitApiToken(t *testing.T, name string, done func(*tokensv1alpha1.ApiToken) bool) *tokensv1alpha1.ApiToken {
 	t.Helper()
 	at := &tokensv1alpha1.ApiToken{}
-	framework.Eventually(t, "ApiToken "+name, 30*time.Second, func() error {
+	framework.Eventually(t, "ApiToken "+name, framework.WaitTimeout, func() error {
 		if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: namespace, Name: name}, at); err != nil {
 			return err
 		}
@@ -286,7 +274,7 @@ func waitApiToken(t *testing.T, name string, done func(*tokensv1alpha1.ApiToken)
 func waitBackendReason(t *testing.T, name, reason string) *tokensv1alpha1.TokenBackend {
 	t.Helper()
 	tb := &tokensv1alpha1.TokenBackend{}
-	framework.Eventually(t, "TokenBackend "+name, 60*time.Second, func() error {
+	framework.Eventually(t, "TokenBackend "+name, framework.LongWait, func() error {
 		if err := k8s.Get(t.Context(), client.ObjectKey{Name: name}, tb); err != nil {
 			return err
 		}
@@ -297,6 +285,16 @@ func waitBackendReason(t *testing.T, name, reason string) *tokensv1alpha1.TokenB
 		return nil
 	})
 	return tb
+}
+
+// createBackend creates the TokenBackend and waits until its Ready condition
+// has the reason.
+func createBackend(t *testing.T, tb *tokensv1alpha1.TokenBackend, reason string) *tokensv1alpha1.TokenBackend {
+	t.Helper()
+	if err := k8s.Create(t.Context(), tb); err != nil {
+		t.Fatal(err)
+	}
+	return waitBackendReason(t, tb.Name, reason)
 }
 
 // setKind fills in apiVersion and kind, which typed objects read by the client lack.

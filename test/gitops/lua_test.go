@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -98,14 +99,8 @@ func toLua(l *lua.LState, v any) lua.LValue {
 		return lua.LBool(x)
 	case string:
 		return lua.LString(x)
-	case int64:
-		return lua.LNumber(x)
-	case int32:
-		return lua.LNumber(x)
-	case int:
-		return lua.LNumber(x)
-	case float64:
-		return lua.LNumber(x)
+	case int, int32, int64, float64:
+		return lua.LNumber(reflect.ValueOf(x).Convert(reflect.TypeFor[float64]()).Float())
 	case []any:
 		t := l.CreateTable(len(x), 0)
 		for _, item := range x {

@@ -34,6 +34,20 @@ func TestChartLint(t *testing.T) {
 	}
 }
 
+// defaultKinds counts the objects the chart renders with its default values
+// by kind, with changes: a count for a kind, 0 for a kind that is absent.
+func defaultKinds(changes map[string]int) map[string]int {
+	kinds := map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
+		"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1}
+	for kind, n := range changes {
+		kinds[kind] = n
+		if n == 0 {
+			delete(kinds, kind)
+		}
+	}
+	return kinds
+}
+
 // renderCases are values and what they must render: want counts objects by
 // kind (kinds not listed must be absent; the admission policy objects of
 // config/admission are added to every case).
@@ -46,8 +60,7 @@ var renderCases = map[string]struct {
 	check func(t *testing.T, objs []*unstructured.Unstructured)
 }{
 	"default values": {
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1},
+		want: defaultKinds(nil),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			d := ofKind(objs, "Deployment")[0]
 			wantContainer(t, d, "image", "apitoken-operator:0.1.0")
@@ -68,15 +81,13 @@ var renderCases = map[string]struct {
 	},
 	"crds off": {
 		values: "crds: {enabled: false}",
-		want: map[string]int{"ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1},
+		want:   defaultKinds(map[string]int{"CustomResourceDefinition": 0}),
 	},
 	"crds not kept, no aggregation, digest, no leader election, compression": {
 		values: `{crds: {keep: false}, rbac: {aggregateToView: false, aggregateToEdit: false},
 			image: {digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}, leaderElection: {enabled: false},
 			kubeAPI: {compression: true}}`,
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1},
+		want: defaultKinds(nil),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			for _, crd := range ofKind(objs, "CustomResourceDefinition") {
 				if _, ok := crd.GetAnnotations()["helm.sh/resource-policy"]; ok {
@@ -98,8 +109,7 @@ var renderCases = map[string]struct {
 	},
 	"plain HTTP metrics": {
 		values: "metrics: {secure: false, port: 8080, serviceMonitor: {enabled: true}}",
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1},
+		want:   defaultKinds(map[string]int{"ServiceMonitor": 1}),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			wantArg(t, ofKind(objs, "Deployment")[0], "--metrics-secure=false")
 			wantMetricsCert(t, ofKind(objs, "Deployment")[0], "")
@@ -110,16 +120,14 @@ var renderCases = map[string]struct {
 	},
 	"ServiceMonitor verifies the metrics certificate by default": {
 		values: "metrics: {serviceMonitor: {enabled: true}}",
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1},
+		want:   defaultKinds(map[string]int{"ServiceMonitor": 1}),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			wantVerifiedMetrics(t, objs, fullname+"-metrics-cert")
 		},
 	},
 	"cert-manager issues the metrics certificate, self-signed": {
 		values: "metrics: {certificate: {certManager: {enabled: true}}, serviceMonitor: {enabled: true}}",
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1, "Certificate": 1, "Issuer": 1},
+		want:   defaultKinds(map[string]int{"ServiceMonitor": 1, "Certificate": 1, "Issuer": 1}),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			wantVerifiedMetrics(t, objs, fullname+"-metrics-cert")
 			issuer := ofKind(objs, "Issuer")[0]
@@ -134,8 +142,7 @@ var renderCases = map[string]struct {
 	},
 	"cert-manager issues the metrics certificate from your issuer, no ServiceMonitor": {
 		values: "metrics: {certificate: {certManager: {enabled: true, issuerRef: {name: corp-ca, kind: ClusterIssuer}}}}",
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "Certificate": 1},
+		want:   defaultKinds(map[string]int{"Certificate": 1}),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			wantMetricsCert(t, ofKind(objs, "Deployment")[0], fullname+"-metrics-cert")
 			ref, _, _ := unstructured.NestedStringMap(ofKind(objs, "Certificate")[0].Object, "spec", "issuerRef")
@@ -146,16 +153,14 @@ var renderCases = map[string]struct {
 	},
 	"metrics certificate from a Secret of yours": {
 		values: "metrics: {certificate: {secretName: corp-metrics-tls}, serviceMonitor: {enabled: true}}",
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1},
+		want:   defaultKinds(map[string]int{"ServiceMonitor": 1}),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			wantVerifiedMetrics(t, objs, "corp-metrics-tls")
 		},
 	},
 	"ServiceMonitor opts out of verification": {
 		values: "metrics: {serviceMonitor: {enabled: true, insecureSkipVerify: true}}",
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1},
+		want:   defaultKinds(map[string]int{"ServiceMonitor": 1}),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			tls, _, _ := unstructured.NestedMap(ofKind(objs, "ServiceMonitor")[0].Object["spec"].(map[string]any)["endpoints"].([]any)[0].(map[string]any), "tlsConfig")
 			if got := toYAML(tls); got != "insecureSkipVerify: true\n" {
@@ -166,35 +171,30 @@ var renderCases = map[string]struct {
 	},
 	"ServiceMonitor opts out the older way, tlsConfig.insecureSkipVerify": {
 		values: "metrics: {serviceMonitor: {enabled: true, tlsConfig: {insecureSkipVerify: true}}}",
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1},
+		want:   defaultKinds(map[string]int{"ServiceMonitor": 1}),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			wantMetricsCert(t, ofKind(objs, "Deployment")[0], "") // no Secret to wait for
 		},
 	},
 	"monitoring asked for, CRDs missing, renderMode ifCRDExists": {
 		values: `{metrics: {serviceMonitor: {enabled: true, renderMode: ifCRDExists}}, prometheusRule: {enabled: true, renderMode: ifCRDExists}}`,
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1},
+		want:   defaultKinds(nil),
 	},
 	"monitoring asked for, CRDs present, renderMode ifCRDExists": {
 		values:      `{metrics: {serviceMonitor: {enabled: true, renderMode: ifCRDExists}}, prometheusRule: {enabled: true, renderMode: ifCRDExists}}`,
 		apiVersions: []string{"monitoring.coreos.com/v1/ServiceMonitor", "monitoring.coreos.com/v1/PrometheusRule"},
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 1, "Service": 1, "ServiceMonitor": 1, "PrometheusRule": 1},
+		want:        defaultKinds(map[string]int{"ServiceMonitor": 1, "PrometheusRule": 1}),
 	},
 	"watched namespaces: Roles for Secrets and ApiTokens": {
 		values: "watchNamespaces: [team-a, team-b]",
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 4, "RoleBinding": 4, "Deployment": 1, "Service": 1},
+		want:   defaultKinds(map[string]int{"Role": 4, "RoleBinding": 4}),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			wantArg(t, ofKind(objs, "Deployment")[0], "--watch-namespaces=team-a,team-b")
 		},
 	},
 	"tokenservice in memory": {
 		values: "tokenservice: {enabled: true, persistence: {enabled: false}}",
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 1, "RoleBinding": 1, "Deployment": 2, "Service": 2},
+		want:   defaultKinds(map[string]int{"Deployment": 2, "Service": 2}),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			d := findNamed(t, ofKind(objs, "Deployment"), "apitoken-system", fullname+"-tokenservice")
 			wantArgs(t, d, []string{"--listen=:8080", "--rate-limit=0", "--auth-failure-limit=1"})
@@ -204,9 +204,8 @@ var renderCases = map[string]struct {
 	},
 	"every option": {
 		valuesFile: "values-full.yaml",
-		want: map[string]int{"CustomResourceDefinition": 2, "ServiceAccount": 1, "ClusterRole": 4, "ClusterRoleBinding": 1,
-			"Role": 4, "RoleBinding": 4, "Deployment": 2, "Service": 2, "PodDisruptionBudget": 1, "ServiceMonitor": 1,
-			"PrometheusRule": 1, "ConfigMap": 1, "PersistentVolumeClaim": 1, "Certificate": 1, "Issuer": 1},
+		want: defaultKinds(map[string]int{"Role": 4, "RoleBinding": 4, "Deployment": 2, "Service": 2, "PodDisruptionBudget": 1,
+			"ServiceMonitor": 1, "PrometheusRule": 1, "ConfigMap": 1, "PersistentVolumeClaim": 1, "Certificate": 1, "Issuer": 1}),
 		check: func(t *testing.T, objs []*unstructured.Unstructured) {
 			for _, d := range ofKind(objs, "Deployment") {
 				wantRestricted(t, d)
@@ -307,39 +306,37 @@ func TestChartLeaderElectionRoleEqualsConfig(t *testing.T) {
 	}
 }
 
+// TestValuesSchemaRejectsTypos: values the chart must refuse to render, each
+// with a word of the error that names why (the values schema, or the chart's
+// own check).
 func TestValuesSchemaRejectsTypos(t *testing.T) {
-	cases := map[string]string{
-		"unknown top-level key":            "replicacount: 2",
-		"unknown nested key":               "metrics: {serviceMonitor: {enable: true}}",
-		"image.repo instead of repository": "image: {repo: example.com/x}",
-		"watchNamespaces as a string":      "watchNamespaces: team-a,team-b",
-		"replicaCount as a string":         "replicaCount: two",
-		"crds.keep as a string":            "crds: {keep: \"yes\"}",
-		"unknown log level":                "logLevel: verbose",
-		"unknown renderMode":               "prometheusRule: {renderMode: sometimes}",
-		"a digest that is no digest":       "image: {digest: latest}",
-		"tokenservice typo":                "tokenservice: {enabeld: true}",
-		"kubeAPI.qps zero":                 "kubeAPI: {qps: 0}",
-		"kubeAPI.compression as a string":  "kubeAPI: {compression: \"no\"}",
-		"insecureSkipVerify as a string":   "metrics: {serviceMonitor: {insecureSkipVerify: \"yes\"}}",
-		"certManager misspelt":             "metrics: {certificate: {certmanager: {enabled: true}}}",
-		"issuerRef without a name":         "metrics: {certificate: {certManager: {enabled: true, issuerRef: {kind: ClusterIssuer}}}}",
-		"authFailureLimit negative":        "tokenservice: {authFailureLimit: -1}",
+	cases := map[string]struct{ values, want string }{
+		"unknown top-level key":            {"replicacount: 2", "schema"},
+		"unknown nested key":               {"metrics: {serviceMonitor: {enable: true}}", "schema"},
+		"image.repo instead of repository": {"image: {repo: example.com/x}", "schema"},
+		"watchNamespaces as a string":      {"watchNamespaces: team-a,team-b", "schema"},
+		"replicaCount as a string":         {"replicaCount: two", "schema"},
+		"crds.keep as a string":            {"crds: {keep: \"yes\"}", "schema"},
+		"unknown log level":                {"logLevel: verbose", "schema"},
+		"unknown renderMode":               {"prometheusRule: {renderMode: sometimes}", "schema"},
+		"a digest that is no digest":       {"image: {digest: latest}", "schema"},
+		"tokenservice typo":                {"tokenservice: {enabeld: true}", "schema"},
+		"kubeAPI.qps zero":                 {"kubeAPI: {qps: 0}", "schema"},
+		"kubeAPI.compression as a string":  {"kubeAPI: {compression: \"no\"}", "schema"},
+		"insecureSkipVerify as a string":   {"metrics: {serviceMonitor: {insecureSkipVerify: \"yes\"}}", "schema"},
+		"certManager misspelt":             {"metrics: {certificate: {certmanager: {enabled: true}}}", "schema"},
+		"issuerRef without a name":         {"metrics: {certificate: {certManager: {enabled: true, issuerRef: {kind: ClusterIssuer}}}}", "schema"},
+		"authFailureLimit negative":        {"tokenservice: {authFailureLimit: -1}", "schema"},
+		"replicas without leader election": {"{replicaCount: 2, leaderElection: {enabled: false}}", "leaderElection"},
 	}
-	for name, values := range cases {
+	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			_, err := renderChart(parseValues(t, values), renderOptions{})
-			if err == nil || !strings.Contains(err.Error(), "schema") {
-				t.Errorf("values %q rendered; want a schema error, got %v", values, err)
+			_, err := renderChart(parseValues(t, tc.values), renderOptions{})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("values %q rendered; want an error naming %q, got %v", tc.values, tc.want, err)
 			}
 		})
 	}
-	t.Run("replicas without leader election", func(t *testing.T) {
-		_, err := renderChart(parseValues(t, "{replicaCount: 2, leaderElection: {enabled: false}}"), renderOptions{})
-		if err == nil || !strings.Contains(err.Error(), "leaderElection") {
-			t.Errorf("want a failure naming leaderElection, got %v", err)
-		}
-	})
 }
 
 // TestChartFilesMatchConfig fails when make chart-sync was not run: the

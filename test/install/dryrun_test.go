@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 var monitoringCRDs sync.Once
@@ -24,7 +26,7 @@ func installMonitoringCRDs(t *testing.T) {
 	monitoringCRDs.Do(func() {
 		mustKubectl(t, "", "apply", "--server-side", "-f", filepath.Join("testdata", "monitoring-crds.yaml"),
 			"-f", filepath.Join("testdata", "certmanager-crds.yaml"))
-		mustKubectl(t, "", "wait", "--for=condition=Established", "--timeout=30s",
+		mustKubectl(t, "", "wait", "--for=condition=Established", framework.KubectlTimeout(framework.WaitTimeout),
 			"crd/servicemonitors.monitoring.coreos.com", "crd/prometheusrules.monitoring.coreos.com",
 			"crd/certificates.cert-manager.io", "crd/issuers.cert-manager.io")
 	})

@@ -15,14 +15,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
-
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/apitoken-dev/apitoken-operator/controllers"
 	"github.com/apitoken-dev/apitoken-operator/test/framework"
@@ -64,7 +58,7 @@ func run(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	kubeconfig = filepath.Join(dir, "kubeconfig")
-	if err := writeKubeconfig(kubeconfig, cp.Config, ""); err != nil {
+	if err := framework.WriteKubeconfig(kubeconfig, cp.Config, "", ""); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
@@ -79,34 +73,9 @@ func needCluster(t *testing.T) {
 	}
 }
 
-// writeKubeconfig writes a kubeconfig for cfg's server: cfg's own credentials,
-// or the bearer token when one is given.
-func writeKubeconfig(path string, cfg *rest.Config, token string) error {
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["test"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
-	user := &clientcmdapi.AuthInfo{Token: token}
-	if token == "" {
-		user = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
-	}
-	kc.AuthInfos["test"] = user
-	kc.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: "test"}
-	kc.CurrentContext = "test"
-	if err := clientcmd.WriteToFile(*kc, path); err != nil {
-		return fmt.Errorf("write kubeconfig: %w", err)
-	}
-	return nil
-}
-
 // kubectl runs kubectl as cluster admin with stdin and returns its output.
 func kubectl(ctx context.Context, stdin string, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, filepath.Join(assets, "kubectl"), append([]string{"--kubeconfig=" + kubeconfig}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return stdout.String(), nil
+	return framework.Kubectl(ctx, assets, kubeconfig, stdin, args...)
 }
 
 // mustKubectl is kubectl that fails the test on error.
@@ -117,13 +86,4 @@ func mustKubectl(t *testing.T, stdin string, args ...string) string {
 		t.Fatal(err)
 	}
 	return out
-}
-
-// createNamespaces creates namespaces for one test; they are left behind with
-// the control plane (no kube-controller-manager deletes namespaces here).
-func createNamespaces(t *testing.T, names ...string) {
-	t.Helper()
-	for _, ns := range names {
-		mustKubectl(t, "", "create", "namespace", ns)
-	}
 }

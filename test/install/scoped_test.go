@@ -34,37 +34,29 @@ const testVersion = "v0.0.0-install-test"
 var (
 	buildOnce sync.Once
 	binDir    string
+	binaries  framework.Binaries
 	buildErr  error
 )
 
 // buildBinaries builds the operator and tokenservice once, as the Dockerfile
-// does (CGO_ENABLED=0, -trimpath, -X main.version).
-func buildBinaries(t *testing.T) (manager, tokenservice string) {
+// does (framework.BuildBinaries), with -X main.version.
+func buildBinaries(t *testing.T) framework.Binaries {
 	t.Helper()
 	buildOnce.Do(func() {
-		if binDir, buildErr = os.MkdirTemp("", "apitoken-install-bin"); buildErr != nil {
-			return
-		}
-		for out, pkg := range map[string]string{"manager": ".", "tokenservice": "./cmd/tokenservice"} {
-			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-X main.version="+testVersion, "-o", filepath.Join(binDir, out), pkg)
-			cmd.Dir = repoRoot
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if b, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("build %s: %w\n%s", pkg, err, b)
-				return
-			}
+		if binDir, buildErr = os.MkdirTemp("", "apitoken-install-bin"); buildErr == nil {
+			binaries, buildErr = framework.BuildBinaries(repoRoot, binDir, "-ldflags", "-X main.version="+testVersion)
 		}
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return filepath.Join(binDir, "manager"), filepath.Join(binDir, "tokenservice")
+	return binaries
 }
 
 func TestVersionFlag(t *testing.T) {
 	needCluster(t)
-	manager, tokenservice := buildBinaries(t)
-	for binary, want := range map[string]string{manager: "apitoken-operator " + testVersion, tokenservice: "tokenservice " + testVersion} {
+	b := buildBinaries(t)
+	for binary, want := range map[string]string{b.Manager: "apitoken-operator " + testVersion, b.TokenService: "tokenservice " + testVersion} {
 		out, err := exec.Command(binary, "--version").Output()
 		if err != nil {
 			t.Fatalf("%s --version: %v", filepath.Base(binary), err)
@@ -86,8 +78,10 @@ var scopedWatched = []string{"scoped-a", "scoped-b"}
 
 func TestScopedInstall(t *testing.T) {
 	needCluster(t)
-	manager, _ := buildBinaries(t)
-	createNamespaces(t, append([]string{scopedSystem, scopedOut}, scopedWatched...)...)
+	manager := buildBinaries(t).Manager
+	for _, ns := range append([]string{scopedSystem, scopedOut}, scopedWatched...) {
+		framework.CreateNamespace(t, cp.Client, ns, nil)
+	}
 	installScoped(t)
 	ts := framework.NewTokenService(t, "scoped-admin-key", nil)
 	mustKubectl(t, "", "-n", scopedSystem, "create", "secret", "generic", "tokenservice-admin", "--from-literal=apiKey="+ts.AdminKey)
@@ -109,7 +103,7 @@ func TestScopedInstall(t *testing.T) {
 		}
 	}
 	for _, ns := range scopedWatched {
-		framework.Eventually(t, "ApiToken in "+ns+" Ready with its Secret", 60*time.Second, func() error {
+		framework.Eventually(t, "ApiToken in "+ns+" Ready with its Secret", framework.LongWait, func() error {
 			return readyWithSecret(t, ns)
 		})
 	}
@@ -126,7 +120,7 @@ func TestScopedInstall(t *testing.T) {
 		t.Errorf("a Secret outside the watched namespaces: %v", err)
 	}
 	if log := string(readFile(t, op.logPath)); strings.Contains(log, "forbidden") {
-		t.Errorf("the operator was refused something:\n%s", grepLines(log, "forbidden"))
+		t.Errorf("the operator was refused something:\n%s", framework.GrepLines(log, "forbidden"))
 	}
 	// The metrics are HTTPS for clients allowed get on /metrics: a scraper
 	// bound to the chart's metrics-reader ClusterRole.
@@ -168,7 +162,7 @@ func startScopedOperator(t *testing.T, manager string) scopedOperator {
 	op := scopedOperator{logPath: filepath.Join(dir, "operator.log")}
 	op.token = strings.TrimSpace(mustKubectl(t, "", "-n", scopedSystem, "create", "token", scopedSA, "--duration=1h"))
 	kubeconfig := filepath.Join(dir, "operator.kubeconfig")
-	if err := writeKubeconfig(kubeconfig, cp.Config, op.token); err != nil {
+	if err := framework.WriteKubeconfig(kubeconfig, cp.Config, op.token, ""); err != nil {
 		t.Fatal(err)
 	}
 	metrics, probes := framework.FreeAddr(), framework.FreeAddr()
@@ -214,7 +208,7 @@ func wantCanI(t *testing.T, namespace, sa string, want map[string]string) {
 func checkScopedMetrics(t *testing.T, url, bearer string, issued []string) {
 	t.Helper()
 	var body string
-	framework.Eventually(t, "state metrics served", 30*time.Second, func() error {
+	framework.Eventually(t, "state metrics served", framework.WaitTimeout, func() error {
 		code, b, err := scrape(url, bearer)
 		if err != nil {
 			return err
@@ -237,7 +231,7 @@ func checkScopedMetrics(t *testing.T, url, bearer string, issued []string) {
 		}
 	}
 	if strings.Contains(body, `namespace="scoped-c"`) {
-		t.Errorf("metrics report the namespace outside the set:\n%s", grepLines(body, "scoped-c"))
+		t.Errorf("metrics report the namespace outside the set:\n%s", framework.GrepLines(body, "scoped-c"))
 	}
 	served := servedMetricNames(body)
 	for _, name := range metricsReadByRulesAndDashboard(t) {
@@ -264,7 +258,7 @@ func scrape(url, bearer string) (int, string, error) {
 	if bearer != "" {
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	c := &http.Client{Timeout: framework.WaitTimeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, "", err
@@ -297,14 +291,4 @@ func servedMetricNames(body string) map[string]bool {
 		}
 	}
 	return names
-}
-
-func grepLines(text, needle string) string {
-	var out []string
-	for _, line := range strings.Split(text, "\n") {
-		if strings.Contains(line, needle) {
-			out = append(out, line)
-		}
-	}
-	return strings.Join(out, "\n")
 }

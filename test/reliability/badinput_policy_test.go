@@ -3,16 +3,14 @@ package reliability
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,36 +23,28 @@ import (
 // (the ValidatingAdmissionPolicy of config/admission) and, where admission did
 // not see it, at reconcile (Stalled, PolicyViolation, nothing in the backend).
 
-// policyBackend is a TokenBackend whose catalog this test publishes itself, as
-// the operator would (no operator runs in the admission test).
-func policyBackend(t *testing.T, name string, policy *tokensv1alpha1.TokenBackendPolicy, catalog *tokensv1alpha1.TokenBackendCatalog) {
+// createPolicyBackend creates the TokenBackend of a policy case with the
+// catalog the case says it has published, as the operator would (no operator
+// runs in the admission test).
+func createPolicyBackend(t *testing.T, b framework.PolicyBackend) {
 	t.Helper()
-	tb := framework.TokenBackendFor(name, "http://127.0.0.1:1", time.Minute)
-	tb.Spec.Policy = policy
+	tb := b.TokenBackend()
+	catalog := tb.Status.Catalog
 	mustCreate(t, tb)
 	t.Cleanup(func() { _ = k8s.Delete(context.Background(), tb) })
+	if catalog == nil {
+		return
+	}
 	tb.Status.Catalog = catalog
 	if err := k8s.Status().Update(t.Context(), tb); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func demoCatalog() *tokensv1alpha1.TokenBackendCatalog {
-	c := &tokensv1alpha1.TokenBackendCatalog{APIVersions: []int32{12, 13, 14, 15, 16}, Contacts: []string{"admin@example.com", "ops@example.com"}}
-	for _, category := range []string{"accounts", "actions", "deals", "reports"} {
-		c.Scopes = append(c.Scopes, category+":read", category+":write")
-	}
-	return c
-}
-
-func stringsOf(n int, format string) []string {
-	out := make([]string, n)
-	for i := range out {
-		out[i] = fmt.Sprintf(format, i)
-	}
-	return out
-}
-
+// TestAdmissionRefusesPolicyViolations runs framework.PolicyCases against the
+// admission policy of config/admission (controllers' TestPolicyCasesAtReconcile
+// runs them against the operator's own rules): each refusal is Invalid, from
+// apitoken-policy, with the case's message; every other case is admitted.
 func TestAdmissionRefusesPolicyViolations(t *testing.T) {
 	uninstall, err := framework.InstallAdmissionPolicy(t.Context(), k8s, filepath.Join("..", ".."))
 	if err != nil {
@@ -66,76 +56,48 @@ func TestAdmissionRefusesPolicyViolations(t *testing.T) {
 		}
 	})
 	ns := "badinput-policy-admission"
-	createNamespace(t, ns)
-	policyBackend(t, "badinput-policy", &tokensv1alpha1.TokenBackendPolicy{
-		AllowedScopes:           []string{"reports:*", "*:read"},
-		AllowedDeletionPolicies: []tokensv1alpha1.DeletionPolicy{tokensv1alpha1.DeletionPolicyDelete},
-	}, demoCatalog())
-	// The largest policy, catalog and spec the CRDs accept stay within the CEL
-	// cost budget: a policy that ran out of it would admit (failurePolicy Ignore).
-	largest := &tokensv1alpha1.TokenBackendCatalog{Scopes: append(stringsOf(256, "c%d:read"), stringsOf(256, "c%d:write")...)}
-	policyBackend(t, "badinput-policy-max", &tokensv1alpha1.TokenBackendPolicy{AllowedScopes: stringsOf(128, "c%d:*")}, largest)
-
-	token := func(backendName string, mutate func(*tokensv1alpha1.ApiToken)) *tokensv1alpha1.ApiToken {
-		at := newToken(ns, "bad", backendName)
-		if mutate != nil {
-			mutate(at)
+	framework.CreateNamespace(t, k8s, ns, nil)
+	cases := framework.PolicyCases()
+	created := map[string]bool{}
+	for _, tc := range cases {
+		if !created[tc.Backend.Name] {
+			created[tc.Backend.Name] = true
+			createPolicyBackend(t, tc.Backend)
 		}
-		return at
 	}
-	probe := token("badinput-policy", func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"accounts:write"} })
-	if _, err := framework.WaitUntilRefused(t.Context(), k8s, probe); err != nil {
-		t.Fatalf("the policy of badinput-policy is not enforced: %v", err)
-	}
-
-	cases := map[string]struct {
-		at   *tokensv1alpha1.ApiToken
-		want string
-	}{
-		"policy: scope not allowed": {token("badinput-policy", func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"reports:read", "accounts:write"} }),
-			"scopes [accounts:write] are not allowed by TokenBackend badinput-policy"},
-		"policy: every scope not allowed is named": {token("badinput-policy", func(at *tokensv1alpha1.ApiToken) {
-			at.Spec.Scopes = []string{"deals:write", "reports:write", "accounts:write"}
-		}),
-			"scopes [deals:write, accounts:write] are not allowed by TokenBackend badinput-policy"},
-		"policy: deletionPolicy Orphan not allowed": {token("badinput-policy", func(at *tokensv1alpha1.ApiToken) { at.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyOrphan }),
-			"deletionPolicy Orphan is not allowed by TokenBackend badinput-policy"},
-		"policy: deletionPolicy Disable not allowed": {token("badinput-policy", func(at *tokensv1alpha1.ApiToken) { at.Spec.DeletionPolicy = tokensv1alpha1.DeletionPolicyDisable }),
-			"deletionPolicy Disable is not allowed by TokenBackend badinput-policy"},
-		"catalog: unknown scope": {token("badinput-policy", func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = []string{"ghost:read"} }),
-			"scopes [ghost:read] are not in the catalog of TokenBackend badinput-policy"},
-		"catalog: unknown contact": {token("badinput-policy", func(at *tokensv1alpha1.ApiToken) { at.Spec.PrimaryContact = "stranger@example.com" }),
-			"primaryContact stranger@example.com is not a contact in the catalog of TokenBackend badinput-policy"},
-		"catalog: unknown apiVersion": {token("badinput-policy", func(at *tokensv1alpha1.ApiToken) { at.Spec.APIVersion = ptr.To[int32](17) }),
-			"apiVersion 17 is not in the catalog of TokenBackend badinput-policy"},
-		"largest sizes: the one scope not allowed": {token("badinput-policy-max", func(at *tokensv1alpha1.ApiToken) {
-			at.Spec.Scopes = append(append(stringsOf(128, "c%d:read"), stringsOf(127, "c%d:write")...), "c200:read")
-		}), "scopes [c200:read] are not allowed by TokenBackend badinput-policy-max"},
-	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
+	// The API server reads the TokenBackends through a watch: each refusal is
+	// awaited (a server-side dry run, until refused). The admitted cases come
+	// after the refused ones of their backend, when admission has seen it whole,
+	// catalog included: before, anything would be admitted.
+	refused := slices.DeleteFunc(slices.Clone(cases), func(c framework.PolicyCase) bool { return c.Refusal == "" })
+	admitted := slices.DeleteFunc(slices.Clone(cases), func(c framework.PolicyCase) bool { return c.Refusal != "" })
+	for _, tc := range append(refused, admitted...) {
+		t.Run(tc.Name, func(t *testing.T) {
 			badInputCount++
-			err := k8s.Create(t.Context(), tc.at)
-			if err == nil {
-				_ = k8s.Delete(t.Context(), tc.at)
-				t.Fatalf("admitted; want a refusal naming %q", tc.want)
+			at := tc.ApiToken(ns, "bad")
+			if tc.Refusal == "" {
+				if err := k8s.Create(t.Context(), at, client.DryRunAll); err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
 			}
-			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "ValidatingAdmissionPolicy 'apitoken-policy'") {
-				t.Fatalf("err %v, want Invalid from apitoken-policy", err)
+			refusal, err := framework.WaitUntilRefused(t.Context(), k8s, at)
+			if err != nil {
+				t.Fatalf("want a refusal naming %q: %v", tc.Refusal, err)
 			}
-			if !strings.HasSuffix(err.Error(), tc.want) {
-				t.Fatalf("err %q does not end with %q", err, tc.want)
+			if !strings.Contains(refusal.Error(), "ValidatingAdmissionPolicy 'apitoken-policy'") || !strings.HasSuffix(refusal.Error(), tc.Refusal) {
+				t.Fatalf("refused with %q, want apitoken-policy's %q", refusal, tc.Refusal)
 			}
 		})
 	}
 
-	t.Run("policy: a change that adds a scope not allowed", func(t *testing.T) {
+	t.Run("a change that adds a scope not allowed", func(t *testing.T) {
 		badInputCount++
-		at := newToken(ns, "stored", "badinput-policy")
+		at := newToken(ns, "stored", "policy-tenant")
 		mustCreate(t, at)
 		at.Spec.Scopes = append(at.Spec.Scopes, "accounts:write")
 		err := k8s.Update(t.Context(), at)
-		if !apierrors.IsInvalid(err) || !strings.HasSuffix(err.Error(), "scopes [accounts:write] are not allowed by TokenBackend badinput-policy") {
+		if !apierrors.IsInvalid(err) || !strings.HasSuffix(err.Error(), "scopes [accounts:write] are not allowed by TokenBackend policy-tenant") {
 			t.Fatalf("update: %v", err)
 		}
 		if got := getToken(t, ns, "stored"); len(got.Spec.Scopes) != 1 {
@@ -159,7 +121,7 @@ func TestAdmissionRefusesPolicyViolations(t *testing.T) {
 func TestBadPolicyStallsWithReasonAndEvent(t *testing.T) {
 	w := newWorld(t, "badpolicy", worldOptions{resync: 5 * time.Second})
 	ns := "badinput-policy-stall"
-	createNamespace(t, ns)
+	framework.CreateNamespace(t, k8s, ns, nil)
 	// A second TokenBackend to the same tokenservice, for one tenant.
 	tenant := framework.TokenBackendFor("badinput-tenant", w.service.URL, 5*time.Second)
 	tenant.Spec.Policy = &tokensv1alpha1.TokenBackendPolicy{
@@ -188,7 +150,7 @@ func TestBadPolicyStallsWithReasonAndEvent(t *testing.T) {
 			at := newToken(ns, "create-"+strings.ToLower(strings.ReplaceAll(name, " ", "-")), tenant.Name)
 			tc.change(at)
 			mustCreate(t, at)
-			expectPolicyStall(t, at, tc.message)
+			expectStalled(t, at, tokensv1alpha1.ReasonPolicyViolation, tc.message, true)
 			tokens, err := w.service.Admin.FindByExternalID(t.Context(), string(getToken(t, ns, at.Name).UID))
 			if err != nil || len(tokens) != 0 {
 				t.Errorf("%d backend tokens (%v), want none", len(tokens), err)
@@ -222,7 +184,7 @@ func TestBadPolicyStallsWithReasonAndEvent(t *testing.T) {
 		if err := k8s.Patch(t.Context(), tightened, patch); err != nil {
 			t.Fatal(err)
 		}
-		expectPolicyStall(t, at, "scopes [reports:write] are not allowed by TokenBackend badinput-tenant")
+		expectStalled(t, at, tokensv1alpha1.ReasonPolicyViolation, "scopes [reports:write] are not allowed by TokenBackend badinput-tenant", true)
 
 		// Never narrowed silently: the token, its Secret and its consumers are as they were.
 		tokenAfter, _, err := w.service.Admin.Get(t.Context(), sid, "")
@@ -250,31 +212,4 @@ func TestBadPolicyStallsWithReasonAndEvent(t *testing.T) {
 		}
 	})
 	t.Logf("bad-input cases so far: %d", badInputCount)
-}
-
-// expectPolicyStall waits until the ApiToken is Stalled for a PolicyViolation
-// with the message, for its current generation, with a Warning event.
-func expectPolicyStall(t *testing.T, at *tokensv1alpha1.ApiToken, message string) {
-	t.Helper()
-	err := framework.Poll(30*time.Second, func() error {
-		got := getToken(t, at.Namespace, at.Name)
-		c := meta.FindStatusCondition(got.Status.Conditions, tokensv1alpha1.ConditionStalled)
-		switch {
-		case c == nil || c.Status != metav1.ConditionTrue || c.Reason != tokensv1alpha1.ReasonPolicyViolation || got.Status.ObservedGeneration != got.Generation:
-			return fmt.Errorf("Stalled %+v, want True/PolicyViolation", c)
-		case c.Message != message:
-			return fmt.Errorf("message %q, want %q", c.Message, message)
-		case !meta.IsStatusConditionFalse(got.Status.Conditions, tokensv1alpha1.ConditionReady):
-			return errors.New("Ready is not False")
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := framework.Poll(10*time.Second, func() error {
-		return hasWarning(t, at.Namespace, at.Name, tokensv1alpha1.ReasonPolicyViolation)
-	}); err != nil {
-		t.Error(err)
-	}
 }

@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -37,7 +38,7 @@ func manyStrings(n int, format string) []any {
 // to store nothing.
 func TestAdmissionRejectsBadManifests(t *testing.T) {
 	ns := "badinput-admission"
-	createNamespace(t, ns)
+	framework.CreateNamespace(t, k8s, ns, nil)
 	apiToken := func(spec map[string]any) *unstructured.Unstructured {
 		base := withSpec(map[string]any{"primaryContact": "ops@example.com", "scopes": []any{"reports:read"}}, spec)
 		return &unstructured.Unstructured{Object: map[string]any{
@@ -172,31 +173,8 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 	w := newWorld(t, "badinput", worldOptions{resync: 5 * time.Second, wrap: framework.StaleCatalog(
 		[]string{"nosuch:read"}, []string{"stranger@example.com"}, []int{99})})
 	ns := "badinput-stall"
-	createNamespace(t, ns)
+	framework.CreateNamespace(t, k8s, ns, nil)
 
-	expectStalled := func(t *testing.T, at *tokensv1alpha1.ApiToken, reason, message string) {
-		t.Helper()
-		err := framework.Poll(30*time.Second, func() error {
-			got := getToken(t, at.Namespace, at.Name)
-			c := meta.FindStatusCondition(got.Status.Conditions, tokensv1alpha1.ConditionStalled)
-			if c == nil || c.Status != metav1.ConditionTrue || c.Reason != reason || got.Status.ObservedGeneration != got.Generation {
-				return fmt.Errorf("Stalled %+v, want True/%s", c, reason)
-			}
-			if !strings.Contains(c.Message, message) {
-				return fmt.Errorf("message %q lacks %q", c.Message, message)
-			}
-			if !meta.IsStatusConditionFalse(got.Status.Conditions, tokensv1alpha1.ConditionReady) {
-				return fmt.Errorf("Ready is not False")
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := framework.Poll(10*time.Second, func() error { return hasWarning(t, at.Namespace, at.Name, reason) }); err != nil {
-			t.Error(err)
-		}
-	}
 	noBackendToken := func(t *testing.T, at *tokensv1alpha1.ApiToken) {
 		t.Helper()
 		tokens, err := w.service.Admin.FindByExternalID(t.Context(), string(getToken(t, at.Namespace, at.Name).UID))
@@ -209,7 +187,7 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 		badInputCount++
 		at := newToken(ns, "unknown-backend", "no-such-backend")
 		mustCreate(t, at)
-		expectStalled(t, at, tokensv1alpha1.ReasonBackendNotFound, `"no-such-backend" does not exist`)
+		expectStalled(t, at, tokensv1alpha1.ReasonBackendNotFound, `"no-such-backend" does not exist`, false)
 	})
 	t.Run("namespace not allowed", func(t *testing.T) {
 		badInputCount++
@@ -224,7 +202,7 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 		t.Cleanup(func() { _ = k8s.Delete(context.Background(), restricted) })
 		at := newToken(ns, "not-allowed", restricted.Name)
 		mustCreate(t, at)
-		expectStalled(t, at, tokensv1alpha1.ReasonNamespaceNotAllowed, `does not allow namespace "badinput-stall"`)
+		expectStalled(t, at, tokensv1alpha1.ReasonNamespaceNotAllowed, `does not allow namespace "badinput-stall"`, false)
 		noBackendToken(t, at)
 	})
 	t.Run("foreign Secret name", func(t *testing.T) {
@@ -233,7 +211,7 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 		mustCreate(t, foreign)
 		at := newToken(ns, "taken", w.backend)
 		mustCreate(t, at)
-		expectStalled(t, at, tokensv1alpha1.ReasonSecretConflict, `Secret "taken" exists and is not controlled`)
+		expectStalled(t, at, tokensv1alpha1.ReasonSecretConflict, `Secret "taken" exists and is not controlled`, false)
 		noBackendToken(t, at)
 		after := &corev1.Secret{}
 		_ = k8s.Get(t.Context(), client.ObjectKeyFromObject(foreign), after)
@@ -256,7 +234,7 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 			at := newToken(ns, "create-"+strings.ReplaceAll(name, " ", "-"), w.backend)
 			tc.change(at)
 			mustCreate(t, at)
-			expectStalled(t, at, tokensv1alpha1.ReasonBackendRejected, tc.message)
+			expectStalled(t, at, tokensv1alpha1.ReasonBackendRejected, tc.message, false)
 			noBackendToken(t, at)
 		})
 		t.Run("backend rejects on update: "+name, func(t *testing.T) {
@@ -273,7 +251,7 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 			if err := mutate(&trialState{ns: ns, name: at.Name}, tc.change); err != nil {
 				t.Fatal(err)
 			}
-			expectStalled(t, at, tokensv1alpha1.ReasonBackendRejected, tc.message)
+			expectStalled(t, at, tokensv1alpha1.ReasonBackendRejected, tc.message, false)
 			tokenAfter, _, _ := w.service.Admin.Get(t.Context(), ready.Status.AccountSID, "")
 			if tokenAfter.ETag != tokenBefore.ETag {
 				t.Error("the backend token changed")
@@ -325,7 +303,7 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 			mustCreate(t, key)
 			mustCreate(t, bad)
 			t.Cleanup(func() { _ = k8s.Delete(context.Background(), bad) })
-			if err := framework.Poll(30*time.Second, func() error {
+			if err := framework.Poll(framework.WaitTimeout, func() error {
 				got := &tokensv1alpha1.TokenBackend{}
 				_ = k8s.Get(t.Context(), client.ObjectKeyFromObject(bad), got)
 				c := meta.FindStatusCondition(got.Status.Conditions, tokensv1alpha1.ConditionReady)
@@ -336,12 +314,12 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			if err := framework.Poll(10*time.Second, func() error { return hasWarning(t, "", bad.Name, tc.reason) }); err != nil {
+			if err := framework.Poll(framework.WaitTimeout, func() error { return hasWarning(t, "", bad.Name, tc.reason) }); err != nil {
 				t.Error(err)
 			}
 			at := newToken(ns, fmt.Sprintf("on-bad-backend-%d", i), bad.Name)
 			mustCreate(t, at)
-			if err := framework.Poll(30*time.Second, func() error {
+			if err := framework.Poll(framework.WaitTimeout, func() error {
 				c := meta.FindStatusCondition(getToken(t, ns, at.Name).Status.Conditions, tokensv1alpha1.ConditionReady)
 				if c == nil || c.Status != metav1.ConditionFalse || c.Reason != tokensv1alpha1.ReasonBackendNotReady {
 					return fmt.Errorf("Ready %+v, want False/BackendNotReady", c)
@@ -354,6 +332,34 @@ func TestBadSituationsStallWithReasonAndEvent(t *testing.T) {
 		})
 	}
 	t.Logf("bad-input cases so far: %d", badInputCount)
+}
+
+// expectStalled waits until the ApiToken is Stalled for the reason, for its
+// current generation, with Ready False and a message that contains want (is
+// want, when exact), and then for a Warning event with the reason.
+func expectStalled(t *testing.T, at *tokensv1alpha1.ApiToken, reason, want string, exact bool) {
+	t.Helper()
+	err := framework.Poll(framework.WaitTimeout, func() error {
+		got := getToken(t, at.Namespace, at.Name)
+		c := meta.FindStatusCondition(got.Status.Conditions, tokensv1alpha1.ConditionStalled)
+		switch {
+		case c == nil || c.Status != metav1.ConditionTrue || c.Reason != reason || got.Status.ObservedGeneration != got.Generation:
+			return fmt.Errorf("Stalled %+v, want True/%s", c, reason)
+		case exact && c.Message != want:
+			return fmt.Errorf("message %q, want %q", c.Message, want)
+		case !strings.Contains(c.Message, want):
+			return fmt.Errorf("message %q lacks %q", c.Message, want)
+		case !meta.IsStatusConditionFalse(got.Status.Conditions, tokensv1alpha1.ConditionReady):
+			return errors.New("Ready is not False")
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := framework.Poll(framework.WaitTimeout, func() error { return hasWarning(t, at.Namespace, at.Name, reason) }); err != nil {
+		t.Error(err)
+	}
 }
 
 func mustCreate(t *testing.T, obj client.Object) {

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -73,18 +72,9 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}})
 	canary.issued = w.service.Issued
 	ns := "canary"
-	if err := k8s.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
+	framework.CreateNamespace(t, k8s, ns, nil)
 	for i := range 3 {
-		at := &tokensv1alpha1.ApiToken{
-			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("canary-%d", i), Namespace: ns},
-			Spec: tokensv1alpha1.ApiTokenSpec{BackendRef: tokensv1alpha1.BackendReference{Name: w.backend},
-				PrimaryContact: "ops@example.com", Scopes: []string{"reports:read"}},
-		}
-		if err := k8s.Create(t.Context(), at); err != nil {
-			t.Fatal(err)
-		}
+		mustCreate(t, newToken(ns, fmt.Sprintf("canary-%d", i), w.backend))
 	}
 	s := &trialState{ns: ns, name: "canary-0"}
 	if err := settle(s); err != nil {
@@ -119,7 +109,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	// through a resync whose reads fail with canary bodies too.
 	w.stopOperator()
 	w.startOperator()
-	if err := framework.Poll(30*time.Second, func() error {
+	if err := framework.Poll(framework.WaitTimeout, func() error {
 		at := &tokensv1alpha1.ApiToken{}
 		_ = k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "canary-1"}, at)
 		for _, c := range at.Status.Conditions {

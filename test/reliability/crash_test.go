@@ -192,7 +192,7 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		at.Spec.Rotation.Overlap = &metav1.Duration{Duration: trialOverlap}
 	}
 	if s.restarts = rng.IntN(2) == 0; s.restarts {
-		if err := k8s.Create(ctx, consumerDeployment(s.ns, secretNameOf(at))); err != nil {
+		if err := k8s.Create(ctx, framework.ConsumerDeployment(s.ns, "consumer", secretNameOf(at))); err != nil {
 			return []string{err.Error()}
 		}
 		at.Spec.Secret.RestartTargets = []tokensv1alpha1.RestartTarget{{Kind: tokensv1alpha1.RestartTargetDeployment, Name: "consumer"}}
@@ -291,7 +291,7 @@ func pickScopes(rng *rand.Rand) []string {
 }
 
 func mutate(s *trialState, change func(*tokensv1alpha1.ApiToken)) error {
-	return framework.Poll(30*time.Second, func() error {
+	return framework.Poll(framework.WaitTimeout, func() error {
 		at := &tokensv1alpha1.ApiToken{}
 		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: s.ns, Name: s.name}, at); err != nil {
 			return err
@@ -303,7 +303,7 @@ func mutate(s *trialState, change func(*tokensv1alpha1.ApiToken)) error {
 
 // settle waits until the operator has carried out everything asked so far.
 func settle(s *trialState) error {
-	return framework.Poll(60*time.Second, func() error {
+	return framework.Poll(framework.LongWait, func() error {
 		at := &tokensv1alpha1.ApiToken{}
 		err := k8s.Get(context.Background(), client.ObjectKey{Namespace: s.ns, Name: s.name}, at)
 		if s.deleted {
@@ -445,22 +445,6 @@ func secretNameOf(at *tokensv1alpha1.ApiToken) string {
 	return at.Name
 }
 
-// consumerDeployment reads the Secret (envFrom): only a consumer is rolled.
-func consumerDeployment(ns, secret string) *appsv1.Deployment {
-	labels := map[string]string{"app": "consumer"}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "consumer", Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/app:1",
-					EnvFrom: []corev1.EnvFromSource{{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret}}}}}}},
-			},
-		},
-	}
-}
-
 // currentToken checks invariant 1 for a live ApiToken: the backend holds exactly
 // its current token and the retiring tokens its status lists, none past its
 // deadline (with a little slack for the pass that deletes it).
@@ -548,7 +532,7 @@ func pause(s *trialState) error {
 	if err := mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.PausedAnnotation, "true") }); err != nil {
 		return err
 	}
-	return framework.Poll(60*time.Second, func() error {
+	return framework.Poll(framework.LongWait, func() error {
 		at := &tokensv1alpha1.ApiToken{}
 		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: s.ns, Name: s.name}, at); err != nil {
 			return err
@@ -625,7 +609,7 @@ var hostileOps = map[string]int{}
 // forgeStatus writes the ApiToken's status as a tenant with access to the status
 // subresource can.
 func forgeStatus(s *trialState, change func(*tokensv1alpha1.ApiTokenStatus)) error {
-	return framework.Poll(30*time.Second, func() error {
+	return framework.Poll(framework.WaitTimeout, func() error {
 		at := &tokensv1alpha1.ApiToken{}
 		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: s.ns, Name: s.name}, at); err != nil {
 			return err

@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
 
@@ -49,13 +49,6 @@ func newToken(ns, name, backendName string) *tokensv1alpha1.ApiToken {
 	}
 }
 
-func createNamespace(t *testing.T, name string) {
-	t.Helper()
-	if err := k8s.Create(t.Context(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestBackendOutage takes the backend down while a create, a reset and a delete
 // are asked for: the finalizer holds, conditions say what is happening, no token is
 // hot-looped, and after recovery each change is carried out with exactly one
@@ -68,7 +61,7 @@ func TestBackendOutage(t *testing.T) {
 		return calls
 	}})
 	ns := "outage"
-	createNamespace(t, ns)
+	framework.CreateNamespace(t, k8s, ns, nil)
 	for _, name := range []string{"to-reset", "to-delete", "idle"} {
 		if err := k8s.Create(t.Context(), newToken(ns, name, w.backend)); err != nil {
 			t.Fatal(err)
@@ -158,7 +151,7 @@ func TestRetryAfterIsHonoured(t *testing.T) {
 		policy: faults.Random(42, map[faults.Kind]float64{faults.TooMany: 0.2}), retryAfter: time.Second,
 	})
 	ns := "ratelimited"
-	createNamespace(t, ns)
+	framework.CreateNamespace(t, k8s, ns, nil)
 	const n = 10
 	start := w.transport.Requests()
 	for i := range n {

@@ -42,12 +42,12 @@ func TestThrottledBackendDoesNotDelayOthers(t *testing.T) {
 	}
 
 	ns := "throttle"
-	createNamespace(t, ns)
+	framework.CreateNamespace(t, k8s, ns, nil)
 	const throttled = 12 // more than the operator's 10 workers
 	for i := range throttled {
 		mustCreate(t, newToken(ns, fmt.Sprintf("slow-%d", i), "throttled"))
 	}
-	w.eventually("throttled ApiTokens report BackendThrottled", 30*time.Second, func() error {
+	w.eventually("throttled ApiTokens report BackendThrottled", framework.WaitTimeout, func() error {
 		for i := range throttled {
 			at := getToken(t, ns, fmt.Sprintf("slow-%d", i))
 			c := meta.FindStatusCondition(at.Status.Conditions, tokensv1alpha1.ConditionReconciling)
@@ -62,7 +62,7 @@ func TestThrottledBackendDoesNotDelayOthers(t *testing.T) {
 	for i := range 5 {
 		mustCreate(t, newToken(ns, fmt.Sprintf("fast-%d", i), w.backend))
 	}
-	w.eventually("healthy ApiTokens Ready", 20*time.Second, func() error {
+	w.eventually("healthy ApiTokens Ready", framework.WaitTimeout, func() error {
 		for i := range 5 {
 			at := getToken(t, ns, fmt.Sprintf("fast-%d", i))
 			if !framework.ConditionTrue(at.Status.Conditions, tokensv1alpha1.ConditionReady) {

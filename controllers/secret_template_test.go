@@ -1,0 +1,147 @@
+package controllers
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var sampleInput = templateInput{
+	AccountSID: "TK0123", AuthToken: "s3cr3t-t0ken", Scopes: []string{"reports:read", "users:write"},
+	APIVersion: 3, BackendURL: "https://api.example.com/v1",
+}
+
+func TestRenderTemplates(t *testing.T) {
+	for name, tc := range map[string]struct {
+		templates map[string]string
+		formats   []string
+		want      map[string]string
+	}{
+		"connection string": {
+			templates: map[string]string{"DATABASE_URL": "https://{{ .AccountSID }}:{{ .AuthToken | urlquery }}@api.example.com"},
+			want:      map[string]string{"DATABASE_URL": "https://TK0123:s3cr3t-t0ken@api.example.com"},
+		},
+		"key names of an existing chart": {
+			templates: map[string]string{"api-user": "{{ .AccountSID }}", "api-password": "{{ .AuthToken }}"},
+			want:      map[string]string{"api-user": "TK0123", "api-password": "s3cr3t-t0ken"},
+		},
+		"sprig functions": {
+			templates: map[string]string{"basic": `{{ printf "%s:%s" .AccountSID .AuthToken | b64enc }}`, "scopes": `{{ .Scopes | join "," | upper }}`},
+			want:      map[string]string{"basic": "VEswMTIzOnMzY3IzdC10MGtlbg==", "scopes": "REPORTS:READ,USERS:WRITE"},
+		},
+		"formats": {
+			formats: []string{FormatEnv, FormatNetrc, FormatJSON},
+			want: map[string]string{
+				".env":   "ACCOUNT_SID=\"TK0123\"\nAUTH_TOKEN=\"s3cr3t-t0ken\"\nAPI_BASE_URL=\"https://api.example.com/v1\"\n",
+				".netrc": "machine api.example.com login TK0123 password s3cr3t-t0ken\n",
+				"credentials.json": `{
+  "accountSid": "TK0123",
+  "authToken": "s3cr3t-t0ken",
+  "apiVersion": 3,
+  "scopes": [
+    "reports:read",
+    "users:write"
+  ],
+  "backendUrl": "https://api.example.com/v1"
+}
+`,
+			},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			out, err := renderTemplates(tc.templates, tc.formats, sampleInput)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]string{}
+			for k, v := range out {
+				got[k] = string(v)
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("rendered (-want +got):\n%s", diff)
+			}
+		})
+	}
+	var doc map[string]any
+	out, _ := renderTemplates(nil, []string{FormatJSON}, sampleInput)
+	if err := json.Unmarshal(out["credentials.json"], &doc); err != nil {
+		t.Errorf("credentials.json is not JSON: %v", err)
+	}
+}
+
+func TestTemplateErrorsNameTheKeyAndPositionOnly(t *testing.T) {
+	for name, tc := range map[string]struct {
+		template string
+		want     string
+	}{
+		"parse error":                       {template: "{{ .AccountSID ", want: `spec.secret.template.data["k"]: k:1: unclosed action`},
+		"unknown field":                     {template: "{{ .Password }}", want: `spec.secret.template.data["k"]: k:1:3: executing "k" at <.Password>: can't evaluate field Password in type controllers.templateInput`},
+		"function left out":                 {template: `{{ env "HOME" }}`, want: `spec.secret.template.data["k"]: k:1: function "env" not defined`},
+		"random function left out":          {template: `{{ randAlpha 8 }}`, want: `spec.secret.template.data["k"]: k:1: function "randAlpha" not defined`},
+		"only the real credentials fail it": {template: `{{ index (splitList "-" .AuthToken) 1 }}`, want: `spec.secret.template.data["k"]: line 1, column 3 fails with the current credentials`},
+		"too large":                         {template: `{{ .AuthToken | repeat 10000 }}{{ range $i := until 100000 }}x{{ end }}`, want: `spec.secret.template.data["k"]: k:1: function "repeat" not defined`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			in := sampleInput
+			if name == "only the real credentials fail it" {
+				in.AuthToken = "nodash"
+			}
+			_, err := renderTemplates(map[string]string{"k": tc.template}, nil, in)
+			var te *templateError
+			if !errors.As(err, &te) {
+				t.Fatalf("error = %v, want a templateError", err)
+			}
+			if diff := cmp.Diff(tc.want, err.Error()); diff != "" {
+				t.Errorf("message (-want +got):\n%s", diff)
+			}
+			if strings.Contains(err.Error(), in.AuthToken) {
+				t.Errorf("the message holds the token: %s", err)
+			}
+		})
+	}
+}
+
+func TestTemplateOutputIsBounded(t *testing.T) {
+	big := `{{ range $i := list 1 2 3 4 5 6 7 8 }}{{ $.Scopes | toJson }}{{ end }}`
+	in := sampleInput
+	in.Scopes = []string{strings.Repeat("s", 10<<10)}
+	if _, err := renderTemplates(map[string]string{"k": big}, nil, in); err == nil || !strings.Contains(err.Error(), "renders more than 65536 bytes") {
+		t.Errorf("a key over %d bytes: error %v", maxRenderedKey, err)
+	}
+	many := map[string]string{}
+	for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
+		many[k] = `{{ range $i := list 1 2 3 4 5 }}{{ $.Scopes | toJson }}{{ end }}`
+	}
+	if _, err := renderTemplates(many, nil, in); err == nil || !strings.Contains(err.Error(), "more than") {
+		t.Errorf("a Secret over %d bytes: error %v", maxRenderedSecret, err)
+	}
+}
+
+// FuzzRenderTemplate: whatever the template and the token, an error never
+// holds the token. A message may hold the token's characters only where the
+// template itself does (then the same message comes with any other token).
+func FuzzRenderTemplate(f *testing.F) {
+	f.Add("{{ .AuthToken }}", "tok-en")
+	f.Add(`{{ index (splitList "-" .AuthToken) 1 }}`, "nodash")
+	f.Add(`{{ index .Scopes 5 }}`, "token")
+	f.Add(`{{ .AuthToken | trunc 3 | printf "%q" }}`, "secret")
+	f.Fuzz(func(t *testing.T, text, token string) {
+		if len(token) < 4 {
+			return
+		}
+		in := sampleInput
+		in.AuthToken = token
+		_, err := renderTemplates(map[string]string{"k": text}, nil, in)
+		if err == nil || !strings.Contains(err.Error(), token) {
+			return
+		}
+		in.AuthToken = "other-" + strings.Repeat("z", len(token))
+		_, other := renderTemplates(map[string]string{"k": text}, nil, in)
+		if other == nil || !strings.Contains(other.Error(), token) {
+			t.Errorf("error holds the token %q: %s", token, err)
+		}
+	})
+}
