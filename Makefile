@@ -31,6 +31,7 @@ FUZZ_TARGETS = \
 	./pkg/backend:FuzzDecodeProblem \
 	./pkg/backend:FuzzDecodeResponses \
 	./controllers:FuzzRenderSecret \
+	./controllers:FuzzRenderTemplate \
 	./controllers:FuzzResetDue
 
 SHELL = /usr/bin/env bash -o pipefail

@@ -45,7 +45,7 @@ func (r *ApiTokenReconciler) syncBackendToken(ctx context.Context, p *pass) (*ba
 	now := r.Clock.Now()
 	change, changeDue := dueCredentialChange(at, now)
 	var observed *backend.Token
-	if backendReadDue(at, p.reads.lastRead(resync), now, resync) {
+	if backendReadDue(at, p.reads.lastRead(resync), now, resync, p.reads.specConfirmed(specDigest(at))) {
 		var lost bool
 		var err error
 		if observed, lost, err = r.readBackendToken(ctx, p, desired); err != nil || lost {
@@ -306,6 +306,9 @@ func (r *ApiTokenReconciler) carryOutDeletion(ctx context.Context, p *pass, requ
 		return r.orphanSecrets(ctx, at)
 	}
 	if err := r.releaseBackendToken(ctx, p, policy); err != nil {
+		return err
+	}
+	if err := r.deleteSource(ctx, at); err != nil {
 		return err
 	}
 	return r.deleteOwnSecret(ctx, at, secretName(at))

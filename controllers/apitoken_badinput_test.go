@@ -140,6 +140,25 @@ func TestAdmissionRejectsInvalidSpecs(t *testing.T) {
 			at.Spec.Secret.Labels = map[string]tokensv1alpha1.LabelValue{"example.com/team": "a.b_c-d"}
 		}, ""},
 		"bad Secret annotation key": {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Annotations = map[string]string{"-bad": "x"} }, "valid annotation key"},
+		"bad template key": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"a/b": "{{ .AccountSID }}"}}
+		}, "valid Secret data key"},
+		"template key a format writes": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{".env": "x"}}
+			at.Spec.Secret.Formats = []tokensv1alpha1.SecretFormat{tokensv1alpha1.SecretFormatEnv}
+		}, "must not name a key that secret.formats writes"},
+		"template key a kept key": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.AuthTokenKey = "password"
+			at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"password": "x"}, Keep: []tokensv1alpha1.KeptKey{tokensv1alpha1.KeepAuthToken}}
+		}, "must not name a key that secret.template.keep keeps"},
+		"template too long": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"k": strings.Repeat("x", 16385)}}
+		}, "at most 16384 characters"},
+		"unknown format": {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Formats = []tokensv1alpha1.SecretFormat{"YAML"} }, "formats"},
+		"a template and every format": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"url": "{{ .AccountSID }}"}, Keep: []tokensv1alpha1.KeptKey{tokensv1alpha1.KeepAccountSID}}
+			at.Spec.Secret.Formats = []tokensv1alpha1.SecretFormat{tokensv1alpha1.SecretFormatEnv, tokensv1alpha1.SecretFormatNetrc, tokensv1alpha1.SecretFormatJSON}
+		}, ""},
 		"rotation period below 1h":  {func(at *tokensv1alpha1.ApiToken) { at.Spec.Rotation.Period = &metav1.Duration{Duration: time.Minute} }, "at least 1h"},
 		"rotation overlap above 168h": {func(at *tokensv1alpha1.ApiToken) {
 			at.Spec.Rotation.Overlap = &metav1.Duration{Duration: 200 * time.Hour}

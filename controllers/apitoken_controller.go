@@ -106,7 +106,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if at.DeletionTimestamp.IsZero() || controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
 			retErr = errors.Join(retErr, r.patchStatus(ctx, p.original, at))
 		}
-		lease.end(at, p.resync, p.ready && retErr == nil)
+		lease.end(at, p.resync, p.ready && retErr == nil, specDigest(at))
 	}()
 
 	if isPaused(at) {
@@ -130,6 +130,9 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	}
 	if err := r.checkSecretAvailable(ctx, p); err != nil {
 		return r.classify(at, err, p.resync)
+	}
+	if err := checkLayout(p.layout()); err != nil {
+		return r.respondWhileBlocked(ctx, p, err)
 	}
 	err := r.reconcileBackendToken(ctx, p)
 	if isStall(err) {
@@ -171,19 +174,31 @@ func (r *ApiTokenReconciler) forgetGone(key types.NamespacedName) {
 }
 
 // rollForNewCredentials rolls the restart targets when this pass recorded a
-// credential change that consumers must pick up. On a failure it records nothing
+// credential change that consumers must pick up, or delivered the Secret's data
+// rendered from another template (renderedAnew). On a failure it records nothing
 // of the change: the next pass replays it (same key, same credentials) and rolls
 // the targets then.
 func (r *ApiTokenReconciler) rollForNewCredentials(ctx context.Context, p *pass) error {
 	change, ok := newCredentialChange(p.original, p.at)
-	if !ok || !rollsTargets(change.Type) {
+	if (!ok || !rollsTargets(change.Type)) && !renderedAnew(p.original, p.at) {
 		return nil
 	}
-	if err := r.rollRestartTargets(ctx, p.at, credentialsRef(p.delivered.accountSID, p.delivered.generation)); err != nil {
+	ref := credentialsRef(p.delivered.accountSID, p.delivered.generation)
+	if digest := p.at.Status.SecretDigest; digest != "" {
+		ref += "/" + digest[:8]
+	}
+	if err := r.rollRestartTargets(ctx, p.at, ref); err != nil {
 		p.at.Status = *p.original.Status.DeepCopy()
 		return err
 	}
 	return nil
+}
+
+// renderedAnew reports a pass that delivered a Secret rendered anew: its
+// layout's digest changed (a template, the formats, the scopes, the API version
+// or the backend URL) on an ApiToken whose Secret had been delivered before.
+func renderedAnew(original, at *tokensv1alpha1.ApiToken) bool {
+	return original.Status.SecretName != "" && at.Status.SecretDigest != original.Status.SecretDigest
 }
 
 // forgetUndeliveredChange records nothing of a credential change whose Secret

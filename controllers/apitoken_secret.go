@@ -37,14 +37,11 @@ func secretType(at *tokensv1alpha1.ApiToken) corev1.SecretType {
 	return at.Spec.Secret.Type
 }
 
-// secretKeys are the data keys of the SID and the auth token.
-func secretKeys(at *tokensv1alpha1.ApiToken) (sidKey, tokenKey string) {
-	return at.Spec.Secret.KeyNames()
-}
-
-// renderSecret is the Secret that the spec and the credentials call for. The owner
-// reference is set by the caller, which knows the scheme.
-func renderSecret(at *tokensv1alpha1.ApiToken, creds backend.Credentials) *corev1.Secret {
+// secretOf is the Secret named name that the spec asks for, holding the
+// credentials of sid at generation in layout l, without its data: what the
+// metadata must say (labels, annotations, type, the data keys with empty
+// values). The owner reference is set by the caller, which knows the scheme.
+func secretOf(at *tokensv1alpha1.ApiToken, name string, l secretLayout, sid string, generation int64) *corev1.Secret {
 	labels := map[string]string{}
 	for k, v := range at.Spec.Secret.Labels {
 		labels[k] = string(v)
@@ -52,17 +49,28 @@ func renderSecret(at *tokensv1alpha1.ApiToken, creds backend.Credentials) *corev
 	labels[tokensv1alpha1.ManagedByLabel] = tokensv1alpha1.ManagedByValue
 	labels[tokensv1alpha1.ApiTokenLabel] = at.Name
 	annotations := map[string]string{}
-	maps.Copy(annotations, at.Spec.Secret.Annotations)
-	sidKey, tokenKey := secretKeys(at)
-	annotations[credentialsGenerationAnnotation] = strconv.FormatInt(creds.Generation, 10)
-	annotations[credentialsHashAnnotation] = credentialsHash(creds.AccountSID, creds.Generation, secretType(at), sidKey, tokenKey)
-	return &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name: secretName(at), Namespace: at.Namespace, Labels: labels, Annotations: annotations,
-		},
-		Type: secretType(at),
-		Data: map[string][]byte{sidKey: []byte(creds.AccountSID), tokenKey: []byte(creds.AuthToken.Reveal())},
+	if l.secretType != sourceSecretType {
+		maps.Copy(annotations, at.Spec.Secret.Annotations)
 	}
+	annotations[credentialsGenerationAnnotation] = strconv.FormatInt(generation, 10)
+	annotations[credentialsHashAnnotation] = credentialsHash(sid, generation, l)
+	data := map[string][]byte{}
+	for _, k := range l.keys {
+		data[k] = nil
+	}
+	return &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: at.Namespace, Labels: labels, Annotations: annotations},
+		Type:       l.secretType,
+		Data:       data,
+	}
+}
+
+// renderSecret is the Secret that the spec and the credentials call for.
+func renderSecret(at *tokensv1alpha1.ApiToken, l secretLayout, creds backend.Credentials) (*corev1.Secret, error) {
+	s := secretOf(at, secretName(at), l, creds.AccountSID, creds.Generation)
+	data, err := l.secretData(creds)
+	s.Data = data
+	return s, err
 }
 
 // deliveredCredentials names the credentials a Secret holds (never the token).
@@ -229,7 +237,7 @@ func (r *ApiTokenReconciler) reconcileSecret(ctx context.Context, p *pass) error
 
 func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (deliveredCredentials, error) {
 	at, lookup, creds, observed := p.at, p.lookup, p.creds, p.observed
-	name := secretName(at)
+	name, layout := secretName(at), p.layout()
 	existing := lookup.existing
 	if !lookup.done {
 		var err error
@@ -238,28 +246,36 @@ func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (d
 		}
 	}
 	current := deliveryIn(existing)
-	if creds != nil && staleCredentials(*creds, current.generation, current.holds(at, creds.AccountSID), at.Status.History) {
+	if creds != nil && staleCredentials(*creds, current.generation, current.holds(layout, creds.AccountSID), at.Status.History) {
 		logf.FromContext(ctx).Info("ignored credentials older than those delivered; reading the current ones", "sid", creds.AccountSID, "generation", creds.Generation)
 		creds, observed = nil, nil
 	}
 	sid := at.Status.AccountSID
-	if creds == nil && current.holds(at, sid) && (observed == nil || observed.Generation == current.generation) &&
+	if creds == nil && current.holds(layout, sid) && (observed == nil || observed.Generation == current.generation) &&
 		current.generation >= latestGeneration(at.Status.History, sid) &&
-		secretUpToDate(existing, renderSecret(at, backend.Credentials{AccountSID: sid, Generation: current.generation})) &&
+		secretUpToDate(existing, secretOf(at, name, layout, sid, current.generation)) &&
 		(at.Status.SecretName == name || at.Status.SecretName == "") {
-		at.Status.SecretName = name
+		at.Status.SecretName, at.Status.SecretDigest = name, layout.digest
 		return deliveredCredentials{accountSID: sid, generation: current.generation}, nil
 	}
 	if creds == nil {
-		fetched, err := r.ownCredentials(ctx, p)
+		fetched, err := r.currentCredentials(ctx, p, layout)
 		if err != nil {
 			return deliveredCredentials{}, err
 		}
 		creds = &fetched
 	}
-	desired := renderSecret(at, *creds)
+	desired, err := renderSecret(at, layout, *creds)
+	if err != nil {
+		return deliveredCredentials{}, err
+	}
 	if err := controllerutil.SetControllerReference(at, desired, r.Scheme); err != nil {
 		return deliveredCredentials{}, fmt.Errorf("own Secret %s: %w", name, err)
+	}
+	if layout.rendered() {
+		if err := r.writeSource(ctx, at, *creds); err != nil {
+			return deliveredCredentials{}, err
+		}
 	}
 	if err := r.writeSecret(ctx, at, existing, desired); err != nil {
 		return deliveredCredentials{}, err
@@ -270,8 +286,26 @@ func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (d
 		}
 		r.event(at, corev1.EventTypeNormal, "SecretMoved", "Moved the credentials from Secret %s to %s", old, name)
 	}
-	at.Status.SecretName = name
+	at.Status.SecretName, at.Status.SecretDigest = name, layout.digest
 	return deliveredCredentials{accountSID: creds.AccountSID, generation: creds.Generation}, nil
+}
+
+// currentCredentials are the credentials of the status's token for a Secret
+// that must be written again without new ones: from the source Secret when the
+// layout is rendered and it holds them (a change of template costs no backend
+// call), else from the backend. The source Secret is trusted as far as its
+// data was written by the operator alone (managedFields) for this ApiToken's
+// current token and generation.
+func (r *ApiTokenReconciler) currentCredentials(ctx context.Context, p *pass, layout secretLayout) (backend.Credentials, error) {
+	at := p.at
+	if layout.rendered() {
+		generation := latestGeneration(at.Status.History, at.Status.AccountSID)
+		creds, ok, err := r.sourceCredentials(ctx, at, at.Status.AccountSID, generation)
+		if err != nil || ok {
+			return creds, err
+		}
+	}
+	return r.ownCredentials(ctx, p)
 }
 
 // ownCredentials reads the credentials of the status's token once it is
@@ -387,7 +421,8 @@ func (r *ApiTokenReconciler) deleteOwnSecret(ctx context.Context, at *tokensv1al
 
 // orphanSecrets removes the ApiToken's owner reference from its Secret, and from
 // the one its status names when a rename has not been carried out yet, so that
-// neither is garbage-collected with the ApiToken.
+// neither is garbage-collected with the ApiToken. The source Secret of a
+// rendered layout is deleted: it is of no use without the ApiToken.
 func (r *ApiTokenReconciler) orphanSecrets(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
 	names := []string{secretName(at)}
 	if old := at.Status.SecretName; old != "" && old != names[0] {
@@ -398,7 +433,7 @@ func (r *ApiTokenReconciler) orphanSecrets(ctx context.Context, at *tokensv1alph
 			return err
 		}
 	}
-	return nil
+	return r.deleteSource(ctx, at)
 }
 
 // orphanSecret removes the ApiToken's owner reference from the named Secret if

@@ -61,7 +61,7 @@ func TestRenderSecret(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			at := apiToken(tc.mutate)
-			s := renderSecret(at, testCreds)
+			s := mustRender(at, testCreds)
 			if s.Name != tc.wantName || s.Namespace != "analytics" || s.Type != tc.wantType {
 				t.Errorf("got %s/%s type %s", s.Namespace, s.Name, s.Type)
 			}
@@ -79,7 +79,7 @@ func TestRenderSecret(t *testing.T) {
 				t.Errorf("team label %q, want %q", s.Labels["team"], tc.wantTeam)
 			}
 			d := deliveryIn(headOf(s, FieldManager))
-			if !d.holds(at, testCreds.AccountSID) || d.generation != 3 {
+			if !d.holds(layoutOf(at, ""), testCreds.AccountSID) || d.generation != 3 {
 				t.Errorf("deliveryIn of a rendered Secret: %+v", d)
 			}
 			for k, v := range s.Annotations {
@@ -136,23 +136,23 @@ func TestDeliveryInDetectsEdits(t *testing.T) {
 		},
 	}
 	for name, edit := range tests {
-		head := headOf(renderSecret(at, testCreds), FieldManager)
+		head := headOf(mustRender(at, testCreds), FieldManager)
 		edit(head)
-		if deliveryIn(head).holds(at, testCreds.AccountSID) {
+		if deliveryIn(head).holds(layoutOf(at, ""), testCreds.AccountSID) {
 			t.Errorf("%s: edited Secret accepted as intact", name)
 		}
 	}
-	if deliveryIn(nil).holds(at, testCreds.AccountSID) {
+	if deliveryIn(nil).holds(layoutOf(at, ""), testCreds.AccountSID) {
 		t.Error("nil Secret accepted")
 	}
 	// A status that names another token (a forged status.accountSid) never makes
 	// the Secret's credentials pass for that token's, nor does another layout.
-	head := headOf(renderSecret(at, testCreds), FieldManager)
-	if deliveryIn(head).holds(at, "TK999") {
+	head := headOf(mustRender(at, testCreds), FieldManager)
+	if deliveryIn(head).holds(layoutOf(at, ""), "TK999") {
 		t.Error("a Secret of TK123 accepted as holding TK999")
 	}
 	basic := apiToken(func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = corev1.SecretTypeBasicAuth })
-	if deliveryIn(head).holds(basic, testCreds.AccountSID) {
+	if deliveryIn(head).holds(layoutOf(basic, ""), testCreds.AccountSID) {
 		t.Error("an Opaque Secret accepted as the basic-auth one the spec asks for")
 	}
 }
@@ -162,7 +162,7 @@ func TestDeliveryInDetectsEdits(t *testing.T) {
 // but names and owners.
 func TestSecretCacheTransform(t *testing.T) {
 	at := apiToken(nil)
-	owned := headOf(renderSecret(at, testCreds), FieldManager)
+	owned := headOf(mustRender(at, testCreds), FieldManager)
 	owned.OwnerReferences = []metav1.OwnerReference{{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "ApiToken", Name: at.Name, UID: "u1", Controller: ptr.To(true)}}
 	owned.ManagedFields = append(owned.ManagedFields, managed("kube-controller-manager", nil, "other"))
 	out, err := secretCacheTransform(owned.DeepCopyObject())
@@ -170,13 +170,13 @@ func TestSecretCacheTransform(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.(*metav1.PartialObjectMetadata)
-	if len(got.ManagedFields) != 1 || !deliveryIn(got).holds(at, testCreds.AccountSID) {
+	if len(got.ManagedFields) != 1 || !deliveryIn(got).holds(layoutOf(at, ""), testCreds.AccountSID) {
 		t.Errorf("owned Secret's metadata no longer tells what it holds: %+v", got.ManagedFields)
 	}
 	edited := owned.DeepCopy()
 	edited.ManagedFields = append(edited.ManagedFields, managed("kubectl-edit", []string{"authToken"}))
 	out, _ = secretCacheTransform(edited)
-	if deliveryIn(out.(*metav1.PartialObjectMetadata)).holds(at, testCreds.AccountSID) {
+	if deliveryIn(out.(*metav1.PartialObjectMetadata)).holds(layoutOf(at, ""), testCreds.AccountSID) {
 		t.Error("the cache lost the sign of an edit")
 	}
 	for name, refs := range map[string][]metav1.OwnerReference{
@@ -196,7 +196,7 @@ func TestSecretCacheTransform(t *testing.T) {
 
 func TestSecretUpToDate(t *testing.T) {
 	at := apiToken(nil)
-	desired := renderSecret(at, testCreds)
+	desired := mustRender(at, testCreds)
 	tests := map[string]struct {
 		edit func(*metav1.PartialObjectMetadata)
 		want bool
@@ -216,13 +216,13 @@ func TestSecretUpToDate(t *testing.T) {
 		"older generation": {func(s *metav1.PartialObjectMetadata) { s.Annotations[credentialsGenerationAnnotation] = "2" }, false},
 	}
 	for name, tc := range tests {
-		existing := headOf(renderSecret(at, testCreds), FieldManager)
+		existing := headOf(mustRender(at, testCreds), FieldManager)
 		tc.edit(existing)
 		if got := secretUpToDate(existing, desired); got != tc.want {
 			t.Errorf("%s: secretUpToDate = %v, want %v", name, got, tc.want)
 		}
 	}
-	if secretUpToDate(headOf(renderSecret(at, testCreds), FieldManager), renderSecret(apiToken(func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = corev1.SecretTypeBasicAuth }), testCreds)) {
+	if secretUpToDate(headOf(mustRender(at, testCreds), FieldManager), mustRender(apiToken(func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = corev1.SecretTypeBasicAuth }), testCreds)) {
 		t.Error("a change of type is up to date")
 	}
 }
@@ -241,7 +241,7 @@ func FuzzRenderSecret(f *testing.F) {
 			}
 		})
 		creds := backend.Credentials{AccountSID: sid, AuthToken: backend.AuthToken(token), Generation: generation}
-		s := renderSecret(at, creds)
+		s := mustRender(at, creds)
 		if s.Labels[tokensv1alpha1.ManagedByLabel] != tokensv1alpha1.ManagedByValue {
 			t.Fatal("managed-by label missing")
 		}
@@ -258,10 +258,10 @@ func FuzzRenderSecret(f *testing.F) {
 		got := deliveryIn(headOf(s, FieldManager))
 		// With equal keys (which admission refuses) the Secret has one key only.
 		wantOK := sid != "" && (basic || effectiveKeysDiffer(sidKey, tokenKey))
-		if ok := got.holds(at, sid); ok != wantOK {
+		if ok := got.holds(layoutOf(at, ""), sid); ok != wantOK {
 			t.Fatalf("deliveryIn holds = %v, want %v", ok, wantOK)
 		}
-		if got.holds(at, sid) && got.generation != generation {
+		if got.holds(layoutOf(at, ""), sid) && got.generation != generation {
 			t.Fatalf("round trip lost the generation")
 		}
 		if string(s.Data[sidKeyOf(at)]) != sid && wantOK {
@@ -396,7 +396,7 @@ func TestForeignSecretRemovedLaterGetsAWorkingToken(t *testing.T) {
 }
 
 func sidKeyOf(at *tokensv1alpha1.ApiToken) string {
-	k, _ := secretKeys(at)
+	k, _ := at.Spec.Secret.KeyNames()
 	return k
 }
 
@@ -406,3 +406,13 @@ var secretKeyPattern = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
 // validKey reports a key name admission accepts: empty (the default) or one that
 // matches secretKeyPattern.
 func validKey(key string) bool { return key == "" || secretKeyPattern.MatchString(key) }
+
+// mustRender renders the Secret of the ApiToken's default or templated layout
+// (with no backend URL).
+func mustRender(at *tokensv1alpha1.ApiToken, creds backend.Credentials) *corev1.Secret {
+	s, err := renderSecret(at, layoutOf(at, ""), creds)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}

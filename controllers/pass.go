@@ -46,3 +46,13 @@ func (p *pass) resyncOrDefault() time.Duration {
 	}
 	return DefaultResyncInterval
 }
+
+// layout is the Secret layout the spec asks for, with the TokenBackend's URL
+// (empty before the backend is resolved).
+func (p *pass) layout() secretLayout {
+	url := ""
+	if p.tb != nil {
+		url = p.tb.Spec.URL
+	}
+	return layoutOf(p.at, url)
+}

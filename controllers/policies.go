@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"encoding/json"
 	"slices"
 	"strings"
 	"time"
@@ -105,17 +106,29 @@ func specUnconfirmed(at *tokensv1alpha1.ApiToken) bool {
 // not since it started: after a restart every token is read once (a conditional
 // read, answered 304 when nothing changed), and events that do not concern the
 // backend (the operator's own Secret writes, restarted watches) cost no call.
-// A pass is woken no earlier than the read is due (nextWake), so there is no
-// margin: one would let a restart's first pass read every token whose first-read
-// slot falls within it, a burst of them at once.
-func backendReadDue(at *tokensv1alpha1.ApiToken, lastRead, now time.Time, resync time.Duration) bool {
+// specConfirmed reports that this process has seen the backend token match the
+// spec's backend fields as they are now: a new generation that changed only
+// what the backend does not hold (the Secret's name, template or restart
+// targets) then costs no read either. A pass is woken no earlier than the read
+// is due (nextWake), so there is no margin: one would let a restart's first pass
+// read every token whose first-read slot falls within it, a burst of them at once.
+func backendReadDue(at *tokensv1alpha1.ApiToken, lastRead, now time.Time, resync time.Duration, specConfirmed bool) bool {
 	switch {
-	case specUnconfirmed(at):
+	case !isReady(at.Status.Conditions):
+		return true
+	case at.Generation != at.Status.ObservedGeneration && !specConfirmed:
 		return true
 	case lastRead.IsZero():
 		return true
 	}
 	return now.Sub(lastRead) >= resync
+}
+
+// specDigest fingerprints the spec's backend fields, what the backend token
+// must match.
+func specDigest(at *tokensv1alpha1.ApiToken) string {
+	doc, _ := json.Marshal(desiredToken(at))
+	return shortHash(string(doc))
 }
 
 // resetDue reports whether the reset annotation asks for a reset that has not been

@@ -140,15 +140,23 @@ func TestBackendReadDue(t *testing.T) {
 		at.Status.Conditions = []metav1.Condition{{Type: tokensv1alpha1.ConditionReady, Status: metav1.ConditionTrue}}
 	}
 	tests := map[string]struct {
-		mutate   func(*tokensv1alpha1.ApiToken)
-		lastRead time.Time
-		want     bool
+		mutate        func(*tokensv1alpha1.ApiToken)
+		lastRead      time.Time
+		specConfirmed bool
+		want          bool
 	}{
 		"read recently":                    {lastRead: now.Add(-time.Minute), want: false},
 		"not read since the process began": {lastRead: time.Time{}, want: true},
 		"resync interval passed":           {lastRead: now.Add(-resync), want: true},
 		"a second short of the interval":   {lastRead: now.Add(-resync + time.Second), want: false},
 		"new generation":                   {mutate: func(at *tokensv1alpha1.ApiToken) { at.Generation = 3 }, lastRead: now, want: true},
+		// A new generation that changed only what the backend does not hold (the
+		// Secret's template, say) costs no read.
+		"new generation, backend fields confirmed": {mutate: func(at *tokensv1alpha1.ApiToken) { at.Generation = 3 }, lastRead: now, specConfirmed: true, want: false},
+		"last pass did not end Ready, backend fields confirmed": {
+			mutate:   func(at *tokensv1alpha1.ApiToken) { at.Status.Conditions[0].Status = metav1.ConditionFalse },
+			lastRead: now, specConfirmed: true, want: true,
+		},
 		"last pass did not end Ready": {
 			mutate:   func(at *tokensv1alpha1.ApiToken) { at.Status.Conditions[0].Status = metav1.ConditionFalse },
 			lastRead: now, want: true,
@@ -175,7 +183,7 @@ func TestBackendReadDue(t *testing.T) {
 			if tc.mutate != nil {
 				tc.mutate(at)
 			}
-			if diff := cmp.Diff(tc.want, backendReadDue(at, tc.lastRead, now, resync)); diff != "" {
+			if diff := cmp.Diff(tc.want, backendReadDue(at, tc.lastRead, now, resync, tc.specConfirmed)); diff != "" {
 				t.Errorf("backendReadDue (-want +got):\n%s", diff)
 			}
 		})

@@ -88,6 +88,9 @@ type readEntry struct {
 	// waiting records a pass refused while the reader read: the read's end
 	// queues the ApiToken.
 	waiting bool
+	// spec is the digest of the backend fields of the spec the token was last
+	// seen to match (specDigest), when the last pass ended Ready.
+	spec string
 	// What the reader reads, and when: set when a lease ends Ready.
 	backend, sid, etag string
 	due                time.Time
@@ -273,6 +276,14 @@ func (l *readLease) setLast(t time.Time) {
 	l.entry.last, l.entry.lastKnown = t, true
 }
 
+// specConfirmed reports whether the token was seen to match a spec with this
+// digest at the end of the last pass that ended Ready.
+func (l *readLease) specConfirmed(digest string) bool {
+	l.schedule.mu.Lock()
+	defer l.schedule.mu.Unlock()
+	return l.entry.spec != "" && l.entry.spec == digest
+}
+
 // forget drops the ApiToken: it is gone (its finalizer released). The lease's
 // end then does nothing.
 func (l *readLease) forget() {
@@ -282,11 +293,11 @@ func (l *readLease) forget() {
 	l.gone = true
 }
 
-// end closes the lease. A pass that ended Ready (with its status saved) hands
-// the token to its backend's reader, which reads it one resync after its last
+// end closes the lease. A pass that ended Ready (with its status saved) records
+// the digest of the spec the token matches, and hands the token to its backend's reader, which reads it one resync after its last
 // read (at once when a read was asked for); any other end leaves the token to
 // the pass's own requeues.
-func (l *readLease) end(at *tokensv1alpha1.ApiToken, resync time.Duration, ready bool) {
+func (l *readLease) end(at *tokensv1alpha1.ApiToken, resync time.Duration, ready bool, spec string) {
 	s := l.schedule
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -296,8 +307,10 @@ func (l *readLease) end(at *tokensv1alpha1.ApiToken, resync time.Duration, ready
 	}
 	e.holder, e.waiting = heldByNobody, false
 	if !ready {
+		e.spec = ""
 		return
 	}
+	e.spec = spec
 	e.backend, e.sid, e.etag = backendName(at), at.Status.AccountSID, at.Status.BackendETag
 	e.due = s.clock.Now()
 	if last := s.lastReadLocked(e, resync); !last.IsZero() {

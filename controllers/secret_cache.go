@@ -1,8 +1,6 @@
 package controllers
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"maps"
 	"slices"
@@ -35,13 +33,6 @@ const (
 	credentialsGenerationAnnotation = "tokens.apitoken.dev/credentials-generation"
 	credentialsHashAnnotation       = "tokens.apitoken.dev/credentials-hash"
 )
-
-// credentialsHash fingerprints what a Secret is meant to hold: the SID, the
-// generation, the Secret type and the two key names. It holds nothing secret.
-func credentialsHash(sid string, generation int64, secretType corev1.SecretType, sidKey, tokenKey string) string {
-	sum := sha256.Sum256([]byte(strings.Join([]string{sid, strconv.FormatInt(generation, 10), string(secretType), sidKey, tokenKey}, "\x00")))
-	return hex.EncodeToString(sum[:16])
-}
 
 // secretHead is an empty Secret metadata object, the form the operator reads
 // Secrets in.
@@ -76,12 +67,8 @@ func deliveryIn(s *metav1.PartialObjectMetadata) secretDelivery {
 
 // holds reports whether the Secret holds, untouched, the credentials of sid at
 // its generation, in the layout the ApiToken's spec asks for.
-func (d secretDelivery) holds(at *tokensv1alpha1.ApiToken, sid string) bool {
-	sidKey, tokenKey := secretKeys(at)
-	want := []string{sidKey, tokenKey}
-	slices.Sort(want)
-	return d.untouched && sid != "" && slices.Equal(d.dataKeys, want) &&
-		d.hash == credentialsHash(sid, d.generation, secretType(at), sidKey, tokenKey)
+func (d secretDelivery) holds(l secretLayout, sid string) bool {
+	return d.untouched && sid != "" && slices.Equal(d.dataKeys, l.keys) && d.hash == credentialsHash(sid, d.generation, l)
 }
 
 // secretUpToDate reports whether the Secret whose metadata is existing already

@@ -14,10 +14,12 @@ import (
 	"text/template"
 
 	"github.com/Masterminds/sprig/v3"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 )
 
-// Secret templates (groundwork for spec.secret.template and spec.secret.formats):
-// the pure renderer, with its limits and its error messages. Rendering never
+// Secret templates (spec.secret.template and spec.secret.formats): the pure
+// renderer, with its limits and its error messages. Rendering never
 // reads the environment, files, the network, the clock or randomness: the same
 // credentials and spec always give the same bytes, so a Secret is rewritten only
 // when either changes.
@@ -41,14 +43,6 @@ const (
 	maxRenderedSecret = 256 << 10
 )
 
-// Ready-made formats and the key each writes.
-const (
-	FormatEnv   = "Env"
-	FormatNetrc = "Netrc"
-	FormatJSON  = "JSON"
-)
-
-var formatKeys = map[string]string{FormatEnv: ".env", FormatNetrc: ".netrc", FormatJSON: "credentials.json"}
 
 // templateFuncNames are the functions a template may call: sprig's string, list,
 // encoding and hashing functions. Left out on purpose: env and expandenv (the
@@ -88,7 +82,7 @@ func (e *templateError) Error() string { return e.message }
 // Templates are checked first against placeholder credentials, so that what an
 // error says can only come from the template; a failure that only the real
 // credentials cause is reported by its position alone.
-func renderTemplates(templates map[string]string, formats []string, in templateInput) (map[string][]byte, error) {
+func renderTemplates(templates map[string]string, formats []tokensv1alpha1.SecretFormat, in templateInput) (map[string][]byte, error) {
 	out := map[string][]byte{}
 	keys := slices.Sorted(maps.Keys(templates))
 	total := 0
@@ -101,8 +95,11 @@ func renderTemplates(templates map[string]string, formats []string, in templateI
 		out[key] = rendered
 	}
 	for _, format := range formats {
-		key, ok := formatKeys[format]
-		if !ok {
+		key := format.Key()
+		if _, taken := out[key]; taken {
+			return nil, &templateError{message: fmt.Sprintf("spec.secret.formats: %s writes %s, which spec.secret.template.data names too", format, key)}
+		}
+		if key == "" {
 			return nil, &templateError{message: fmt.Sprintf("spec.secret.formats: unknown format %q (Env, Netrc, JSON)", format)}
 		}
 		rendered, err := renderFormat(format, in)
@@ -179,9 +176,9 @@ func errorPosition(err error) string {
 }
 
 // renderFormat writes one ready-made format.
-func renderFormat(format string, in templateInput) ([]byte, error) {
+func renderFormat(format tokensv1alpha1.SecretFormat, in templateInput) ([]byte, error) {
 	switch format {
-	case FormatEnv:
+	case tokensv1alpha1.SecretFormatEnv:
 		var b strings.Builder
 		for _, kv := range [][2]string{
 			{"ACCOUNT_SID", in.AccountSID}, {"AUTH_TOKEN", in.AuthToken}, {"API_BASE_URL", in.BackendURL}, {"TOKEN_URL", in.TokenURL},
@@ -191,7 +188,7 @@ func renderFormat(format string, in templateInput) ([]byte, error) {
 			}
 		}
 		return []byte(b.String()), nil
-	case FormatNetrc:
+	case tokensv1alpha1.SecretFormatNetrc:
 		host := "localhost"
 		if u, err := url.Parse(in.BackendURL); err == nil && u.Hostname() != "" {
 			host = u.Hostname()

@@ -3,10 +3,16 @@ package controllers
 import (
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
 
 var sampleInput = templateInput{
@@ -17,7 +23,7 @@ var sampleInput = templateInput{
 func TestRenderTemplates(t *testing.T) {
 	for name, tc := range map[string]struct {
 		templates map[string]string
-		formats   []string
+		formats   []tokensv1alpha1.SecretFormat
 		want      map[string]string
 	}{
 		"connection string": {
@@ -33,7 +39,7 @@ func TestRenderTemplates(t *testing.T) {
 			want:      map[string]string{"basic": "VEswMTIzOnMzY3IzdC10MGtlbg==", "scopes": "REPORTS:READ,USERS:WRITE"},
 		},
 		"formats": {
-			formats: []string{FormatEnv, FormatNetrc, FormatJSON},
+			formats: []tokensv1alpha1.SecretFormat{tokensv1alpha1.SecretFormatEnv, tokensv1alpha1.SecretFormatNetrc, tokensv1alpha1.SecretFormatJSON},
 			want: map[string]string{
 				".env":   "ACCOUNT_SID=\"TK0123\"\nAUTH_TOKEN=\"s3cr3t-t0ken\"\nAPI_BASE_URL=\"https://api.example.com/v1\"\n",
 				".netrc": "machine api.example.com login TK0123 password s3cr3t-t0ken\n",
@@ -66,7 +72,7 @@ func TestRenderTemplates(t *testing.T) {
 		})
 	}
 	var doc map[string]any
-	out, _ := renderTemplates(nil, []string{FormatJSON}, sampleInput)
+	out, _ := renderTemplates(nil, []tokensv1alpha1.SecretFormat{tokensv1alpha1.SecretFormatJSON}, sampleInput)
 	if err := json.Unmarshal(out["credentials.json"], &doc); err != nil {
 		t.Errorf("credentials.json is not JSON: %v", err)
 	}
@@ -144,4 +150,64 @@ func FuzzRenderTemplate(f *testing.F) {
 			t.Errorf("error holds the token %q: %s", token, err)
 		}
 	})
+}
+
+// A Secret written before templates existed keeps its fingerprint: an upgrade
+// rewrites nothing.
+func TestDefaultLayoutKeepsItsFingerprint(t *testing.T) {
+	at := &tokensv1alpha1.ApiToken{}
+	l := layoutOf(at, "https://api.example.com")
+	if l.rendered() || l.digest != "" {
+		t.Fatalf("the default layout is not rendered: %+v", l)
+	}
+	if diff := cmp.Diff([]string{"accountSid", "authToken"}, l.keys); diff != "" {
+		t.Errorf("keys (-want +got):\n%s", diff)
+	}
+	if got := credentialsHash("TK1", 3, l); got != "01e45ae60a9fd49fcef891be4b081360" {
+		t.Errorf("credentialsHash = %s, want the one the previous release wrote", got)
+	}
+}
+
+func TestLayoutOf(t *testing.T) {
+	tmpl := func(keep ...tokensv1alpha1.KeptKey) *tokensv1alpha1.SecretDataTemplate {
+		return &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"url": "{{ .AccountSID }}"}, Keep: keep}
+	}
+	for name, tc := range map[string]struct {
+		secret   tokensv1alpha1.SecretTemplate
+		wantKeys []string
+	}{
+		"default":                     {wantKeys: []string{"accountSid", "authToken"}},
+		"formats beside the defaults": {secret: tokensv1alpha1.SecretTemplate{Formats: []tokensv1alpha1.SecretFormat{"JSON", "Env"}}, wantKeys: []string{".env", "accountSid", "authToken", "credentials.json"}},
+		"data keeps nothing":          {secret: tokensv1alpha1.SecretTemplate{Template: tmpl()}, wantKeys: []string{"url"}},
+		"keep one, at its custom key": {secret: tokensv1alpha1.SecretTemplate{Template: tmpl(tokensv1alpha1.KeepAuthToken), AuthTokenKey: "password"}, wantKeys: []string{"password", "url"}},
+		"basic-auth keeps both":       {secret: tokensv1alpha1.SecretTemplate{Template: tmpl(), Type: corev1.SecretTypeBasicAuth}, wantKeys: []string{"password", "url", "username"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			at := &tokensv1alpha1.ApiToken{Spec: tokensv1alpha1.ApiTokenSpec{Secret: tc.secret}}
+			l := layoutOf(at, "https://api.example.com")
+			if diff := cmp.Diff(tc.wantKeys, l.keys); diff != "" {
+				t.Errorf("keys (-want +got):\n%s", diff)
+			}
+			data, err := l.secretData(backend.Credentials{AccountSID: "TK1", AuthToken: "tok"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.wantKeys, slices.Sorted(maps.Keys(data))); diff != "" {
+				t.Errorf("rendered keys (-want +got):\n%s", diff)
+			}
+		})
+	}
+	// What a template reads besides the credentials moves the digest.
+	base := &tokensv1alpha1.ApiToken{Spec: tokensv1alpha1.ApiTokenSpec{Scopes: []string{"a"}, Secret: tokensv1alpha1.SecretTemplate{Template: tmpl()}}}
+	digest := layoutOf(base, "https://one").digest
+	scopes := base.DeepCopy()
+	scopes.Spec.Scopes = []string{"b"}
+	for what, other := range map[string]string{
+		"backend URL": layoutOf(base, "https://two").digest,
+		"scopes":      layoutOf(scopes, "https://one").digest,
+	} {
+		if other == digest {
+			t.Errorf("a change of %s keeps the digest", what)
+		}
+	}
 }

@@ -121,6 +121,8 @@ type BackendReference struct {
 
 // SecretTemplate says where and how the token's credentials are written.
 // +kubebuilder:validation:XValidation:rule="!has(self.accountSidKey) || !has(self.authTokenKey) || self.accountSidKey != self.authTokenKey",message="accountSidKey and authTokenKey must differ"
+// +kubebuilder:validation:XValidation:rule="!has(self.template) || !has(self.template.data) || !has(self.formats) || self.formats.all(f, !((f == 'Env' ? '.env' : (f == 'Netrc' ? '.netrc' : 'credentials.json')) in self.template.data))",message="secret.template.data must not name a key that secret.formats writes (.env, .netrc, credentials.json)"
+// +kubebuilder:validation:XValidation:rule="!has(self.template) || !has(self.template.data) || !has(self.template.keep) || self.template.keep.all(k, !((k == 'accountSid' ? (has(self.accountSidKey) ? self.accountSidKey : 'accountSid') : (has(self.authTokenKey) ? self.authTokenKey : 'authToken')) in self.template.data))",message="secret.template.data must not name a key that secret.template.keep keeps"
 type SecretTemplate struct {
 	// name of the Secret, in the ApiToken's namespace. Defaults to the ApiToken's name.
 	// Changing it moves the Secret.
@@ -165,6 +167,21 @@ type SecretTemplate struct {
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 
+	// template renders the Secret's data from Go text/templates, for consumers
+	// that want a connection string, a file or the key names their chart already
+	// expects. Without it the Secret holds the two default keys.
+	// +optional
+	Template *SecretDataTemplate `json:"template,omitempty"`
+
+	// formats adds ready-made keys beside the others: Env writes .env
+	// (ACCOUNT_SID, AUTH_TOKEN, API_BASE_URL), Netrc writes .netrc (machine
+	// <backend host> login <sid> password <token>), JSON writes credentials.json
+	// (accountSid, authToken, apiVersion, scopes, backendUrl).
+	// +kubebuilder:validation:MaxItems=3
+	// +listType=set
+	// +optional
+	Formats []SecretFormat `json:"formats,omitempty"`
+
 	// restartTargets are workloads in the ApiToken's namespace whose pods are
 	// rolled when the credentials change (reset, rotation, recreation): their pod
 	// template gets the annotation tokens.apitoken.dev/credentials: <sid>/<generation>.
@@ -175,6 +192,64 @@ type SecretTemplate struct {
 	// +optional
 	RestartTargets []RestartTarget `json:"restartTargets,omitempty"`
 }
+
+// SecretDataTemplate renders the Secret's data.
+type SecretDataTemplate struct {
+	// data maps each data key of the Secret to a Go text/template. A template sees
+	// .AccountSID, .AuthToken, .Scopes, .APIVersion, .BackendURL and, for OAuth2
+	// backends, .TokenURL, and may call the functions listed in the README (string,
+	// list, encoding and hashing functions; nothing that reads the environment,
+	// files, the network, the clock or randomness). Each key renders at most 64 KiB,
+	// all of them together at most 256 KiB.
+	// +kubebuilder:validation:MaxProperties=32
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))",message="secret.template.data: every key must be a valid Secret data key (at most 253 of alphanumerics, '-', '_' and '.')"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() <= 16384)",message="secret.template.data: every template must be at most 16384 characters"
+	// +optional
+	Data map[string]string `json:"data,omitempty"`
+
+	// keep lists the default keys written beside the templated ones: accountSid
+	// (at accountSidKey) and authToken (at authTokenKey). By default none is kept
+	// when data is set. A kubernetes.io/basic-auth Secret always keeps username
+	// and password, which its type requires.
+	// +kubebuilder:validation:MaxItems=2
+	// +listType=set
+	// +optional
+	Keep []KeptKey `json:"keep,omitempty"`
+}
+
+// SecretFormat is a ready-made layout of the credentials.
+// +kubebuilder:validation:Enum=Env;Netrc;JSON
+type SecretFormat string
+
+// Ready-made formats.
+const (
+	SecretFormatEnv   SecretFormat = "Env"
+	SecretFormatNetrc SecretFormat = "Netrc"
+	SecretFormatJSON  SecretFormat = "JSON"
+)
+
+// Key is the data key a format writes.
+func (f SecretFormat) Key() string {
+	switch f {
+	case SecretFormatEnv:
+		return ".env"
+	case SecretFormatNetrc:
+		return ".netrc"
+	case SecretFormatJSON:
+		return "credentials.json"
+	}
+	return ""
+}
+
+// KeptKey names a default key of the Secret.
+// +kubebuilder:validation:Enum=accountSid;authToken
+type KeptKey string
+
+// Default keys a template may keep.
+const (
+	KeepAccountSID KeptKey = "accountSid"
+	KeepAuthToken  KeptKey = "authToken"
+)
 
 // The data keys of the account SID and the auth token in an Opaque Secret when
 // the template leaves them unset. The +kubebuilder:default markers of
@@ -371,6 +446,16 @@ type ApiTokenStatus struct {
 	// secretName is the Secret that holds the credentials.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
+
+	// secretDigest fingerprints what, besides the credentials, the Secret's
+	// templated data was last rendered from and delivered to the restart targets
+	// with: spec.secret.template, spec.secret.formats, the scopes, the API version
+	// and the backend URL. Empty without a template or formats. When it changes,
+	// the Secret is rendered again (without a backend call) and each restart
+	// target is rolled once.
+	// +kubebuilder:validation:MaxLength=64
+	// +optional
+	SecretDigest string `json:"secretDigest,omitempty"`
 
 	// lastHandledReset is the last value of the tokens.apitoken.dev/reset annotation
 	// that was acted on.

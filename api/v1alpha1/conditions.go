@@ -63,6 +63,9 @@ const (
 	// ReasonRestartTargetNotConsumer (a Warning event): a restart target's pod
 	// template does not use the ApiToken's Secret, so it was not rolled.
 	ReasonRestartTargetNotConsumer = "RestartTargetNotConsumer"
+	// ReasonTemplateError (Stalled): spec.secret.template or formats cannot be
+	// rendered; the Secret is left as it was.
+	ReasonTemplateError = "TemplateError"
 )
 
 // Well-known names.

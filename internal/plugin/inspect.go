@@ -71,11 +71,12 @@ func (ino *inspectOptions) run(ctx context.Context, name string) error {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	token := "(hidden: --show-token prints it)"
-	if _, ok := s.Data[tokenKey]; !ok {
+	rendered := renderedKeys(at)
+	token := ino.hidden(s.Data[tokenKey])
+	if _, ok := s.Data[tokenKey]; !ok && len(rendered) > 0 {
+		token = "(not kept: the rendered keys below hold it)"
+	} else if !ok {
 		token = fmt.Sprintf("(missing: no key %q)", tokenKey)
-	} else if ino.showToken {
-		token = string(s.Data[tokenKey])
 	}
 	w := printers.GetNewTabWriter(ino.IOStreams.Out)
 	fmt.Fprintf(w, "Secret:\t%s/%s\n", ns, s.Name)
@@ -84,10 +85,42 @@ func (ino *inspectOptions) run(ctx context.Context, name string) error {
 	fmt.Fprintf(w, "Account SID:\t%s\t(key %s)\n", orDash(string(s.Data[sidKey])), sidKey)
 	fmt.Fprintf(w, "Generation:\t%s\t(annotation %s)\n", orDash(s.Annotations[credentialsGenerationAnnotation]), credentialsGenerationAnnotation)
 	fmt.Fprintf(w, "Auth token:\t%s\t(key %s)\n", token, tokenKey)
-	if at.Status.AccountSID != "" && at.Status.AccountSID != string(s.Data[sidKey]) {
+	for _, k := range rendered {
+		value, ok := s.Data[k]
+		if !ok {
+			fmt.Fprintf(w, "Rendered %s:\t(missing: not rendered yet)\n", k)
+			continue
+		}
+		fmt.Fprintf(w, "Rendered %s:\t%s\t(%d bytes)\n", k, ino.hidden(value), len(value))
+	}
+	if _, kept := s.Data[sidKey]; kept && at.Status.AccountSID != "" && at.Status.AccountSID != string(s.Data[sidKey]) {
 		fmt.Fprintf(w, "Warning:\tthe Secret's SID differs from status.accountSid %s (a change in progress?)\n", at.Status.AccountSID)
 	}
 	return w.Flush()
+}
+
+// hidden is a value that may hold the auth token: shown only with --show-token.
+func (ino *inspectOptions) hidden(value []byte) string {
+	if ino.showToken {
+		return string(value)
+	}
+	return "(hidden: --show-token prints it)"
+}
+
+// renderedKeys are the keys spec.secret.template and spec.secret.formats
+// render, sorted.
+func renderedKeys(at *tokensv1alpha1.ApiToken) []string {
+	var keys []string
+	if t := at.Spec.Secret.Template; t != nil {
+		for k := range t.Data {
+			keys = append(keys, k)
+		}
+	}
+	for _, f := range at.Spec.Secret.Formats {
+		keys = append(keys, f.Key())
+	}
+	slices.Sort(keys)
+	return keys
 }
 
 // secretNameOf is the Secret the ApiToken writes: status first, then the spec

@@ -84,3 +84,44 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("err %v, output %q", r.err, r.out)
 	}
 }
+
+func TestInspectListsRenderedKeys(t *testing.T) {
+	const secretToken = "s3cr3t-rendered-token"
+	ctx := context.Background()
+	createNamespace(t, "inspect-rendered")
+	at := &tokensv1alpha1.ApiToken{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "inspect-rendered", Name: "templated"},
+		Spec: tokensv1alpha1.ApiTokenSpec{PrimaryContact: "ops@example.com", Scopes: []string{"reports:read"}, Secret: tokensv1alpha1.SecretTemplate{
+			Template: &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"DATABASE_URL": "https://{{ .AccountSID }}:{{ .AuthToken }}@db"}},
+			Formats:  []tokensv1alpha1.SecretFormat{tokensv1alpha1.SecretFormatEnv},
+		}},
+	}
+	if err := k8s.Create(ctx, at); err != nil {
+		t.Fatal(err)
+	}
+	at.Status = tokensv1alpha1.ApiTokenStatus{AccountSID: "TK9", SecretName: "templated", Conditions: ready(metav1.ConditionTrue, "Ready")}
+	if err := k8s.Status().Update(ctx, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "inspect-rendered", Name: "templated", Annotations: map[string]string{credentialsGenerationAnnotation: "1"}},
+		Data: map[string][]byte{"DATABASE_URL": []byte("https://TK9:" + secretToken + "@db"), ".env": []byte(`AUTH_TOKEN="` + secretToken + `"`)},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, "inspect", "templated", "-n", "inspect-rendered")
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	for _, want := range []string{".env, DATABASE_URL", "Rendered .env:", "Rendered DATABASE_URL:", "(not kept: the rendered keys below hold it)", "(36 bytes)"} {
+		if !strings.Contains(r.out, want) {
+			t.Errorf("output lacks %q:\n%s", want, r.out)
+		}
+	}
+	if strings.Contains(r.out+r.errOut, secretToken) {
+		t.Errorf("a rendered value was printed without --show-token:\n%s", r.out)
+	}
+	if r = run(t, "inspect", "templated", "-n", "inspect-rendered", "--show-token"); !strings.Contains(r.out, "https://TK9:"+secretToken+"@db") {
+		t.Errorf("--show-token does not print the rendered value:\n%s", r.out)
+	}
+}

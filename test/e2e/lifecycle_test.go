@@ -61,7 +61,7 @@ func TestCredentialLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		consumer := startConsumer(e.ctx, k8s, e.c.TokenServiceURL)
+		consumer := startConsumer(e.ctx, k8s, e.c.TokenServiceURL, client.ObjectKey{Namespace: "billing", Name: "billing-sync"}, "invoices:read", framework.CredentialsOf)
 		e.kubectl("-n", "billing", "annotate", "apitoken", "billing-sync", "tokens.apitoken.dev/rotate=e2e-q1", "--overwrite")
 		e.waitFor("billing", "jsonpath={.status.lastHandledRotate}=e2e-q1", "apitoken/billing-sync")
 		newSID := e.jsonpath("apitoken", "billing-sync", "{.status.accountSid}")
@@ -96,22 +96,23 @@ func TestCredentialLifecycle(t *testing.T) {
 	})
 }
 
-// consumer calls /v1/verify every 100 ms with whatever the Secret holds.
+// consumer calls /v1/verify every 100 ms with whatever the Secret holds, read
+// by read.
 type consumer struct {
 	requests, refused atomic.Int64
 	cancel            context.CancelFunc
 	done              chan struct{}
 }
 
-func startConsumer(ctx context.Context, k8s client.Client, tokenServiceURL string) *consumer {
+func startConsumer(ctx context.Context, k8s client.Client, tokenServiceURL string, secret client.ObjectKey, scope string, read func(*corev1.Secret) backend.Credentials) *consumer {
 	ctx, cancel := context.WithCancel(ctx)
 	c := &consumer{cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(c.done)
 		for ctx.Err() == nil {
 			s := &corev1.Secret{}
-			if err := k8s.Get(ctx, client.ObjectKey{Namespace: "billing", Name: "billing-sync"}, s); err == nil {
-				status := framework.VerifyStatus(ctx, tokenServiceURL, framework.CredentialsOf(s), "invoices:read")
+			if err := k8s.Get(ctx, secret, s); err == nil {
+				status := framework.VerifyStatus(ctx, tokenServiceURL, read(s), scope)
 				if ctx.Err() == nil {
 					c.requests.Add(1)
 					if status != 200 {

@@ -1,0 +1,139 @@
+package controllers
+
+import (
+	"strings"
+	"testing"
+
+	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
+)
+
+// Secret templates (docs/design.md, "Secret templates"): rendered at delivery,
+// re-rendered without a backend call, one roll per template change.
+
+func backendCallsNow() map[string]float64 {
+	calls := map[string]float64{}
+	for _, c := range []string{"create", "get", "update", "credentials", "reset", "find", "delete"} {
+		calls[c] = backendCalls(c)
+	}
+	return calls
+}
+
+func TestTemplateChangeRendersAgainWithoutABackendCall(t *testing.T) {
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	g.Expect(k8s.Create(t.Context(), framework.ConsumerDeployment(ns, "consumer", "templated"))).To(Succeed())
+	at := newApiToken(ns, "templated")
+	at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{
+		"DATABASE_URL": "https://{{ .AccountSID }}:{{ .AuthToken }}@db.example.com",
+	}}
+	at.Spec.Secret.Formats = []tokensv1alpha1.SecretFormat{tokensv1alpha1.SecretFormatEnv}
+	at.Spec.Secret.RestartTargets = []tokensv1alpha1.RestartTarget{{Kind: tokensv1alpha1.RestartTargetDeployment, Name: "consumer"}}
+	at = createReady(t, at)
+
+	s := getSecret(t, ns, "templated")
+	creds := backend.Credentials{AccountSID: at.Status.AccountSID}
+	url := string(s.Data["DATABASE_URL"])
+	g.Expect(url).To(HavePrefix("https://" + at.Status.AccountSID + ":"))
+	creds.AuthToken = backend.AuthToken(strings.TrimSuffix(strings.TrimPrefix(url, "https://"+at.Status.AccountSID+":"), "@db.example.com"))
+	g.Expect(verifyStatus(t, creds, "reports:read")).To(Equal(200), "the templated key holds the live token")
+	g.Expect(string(s.Data[".env"])).To(ContainSubstring(`AUTH_TOKEN="` + creds.AuthToken.Reveal() + `"`))
+	g.Expect(s.Data).NotTo(HaveKey("authToken"), "no default key is kept when data is set")
+	ref, _ := templateAnnotation(t, ns, "consumer")
+	g.Expect(ref).To(BeEmpty(), "a new token rolls nothing")
+
+	before := backendCallsNow()
+	update(t, at, func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Secret.Template.Data["DATABASE_URL"] = "postgres://{{ .AccountSID }}:{{ .AuthToken | urlquery }}@db.example.com/app"
+		at.Spec.Secret.Template.Keep = []tokensv1alpha1.KeptKey{tokensv1alpha1.KeepAccountSID}
+	})
+	g.Eventually(func() string { return string(getSecret(t, ns, "templated").Data["DATABASE_URL"]) }, wait, tick).
+		Should(HavePrefix("postgres://"))
+	s = getSecret(t, ns, "templated")
+	g.Expect(string(s.Data["accountSid"])).To(Equal(at.Status.AccountSID), "keep writes the default key")
+	g.Expect(string(s.Data["DATABASE_URL"])).To(ContainSubstring(creds.AuthToken.Reveal()), "the same credentials, rendered anew")
+	g.Eventually(func() string { ref, _ := templateAnnotation(t, ns, "consumer"); return ref }, wait, tick).
+		Should(HavePrefix(at.Status.AccountSID+"/1/"), "the template change rolls the target once")
+	ref, rv := templateAnnotation(t, ns, "consumer")
+	waitReady(t, at)
+	g.Expect(backendCallsNow()).To(Equal(before), "a template change costs no backend call")
+
+	// A resync and an unrelated change roll nothing more.
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = "spec only" })
+	waitReady(t, at)
+	framework.ExpectNoWrites(t, k8s, deploymentAt(ns, "consumer", rv), "a spec change rolled the restart target again")
+	again, _ := templateAnnotation(t, ns, "consumer")
+	g.Expect(again).To(Equal(ref))
+}
+
+func TestBrokenTemplateStallsAndLeavesTheSecret(t *testing.T) {
+	g := NewWithT(t)
+	ns, at := readyToken(t, "broken-template", nil)
+	before := getSecret(t, ns, "broken-template")
+	update(t, at, func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"url": "{{ .AccountSID }}:{{ .Password }}"}}
+	})
+	at = waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonTemplateError)
+	stalled := conditionOf(at, tokensv1alpha1.ConditionStalled)
+	g.Expect(stalled.Message).To(ContainSubstring(`spec.secret.template.data["url"]: url:1:21`))
+	g.Expect(stalled.Message).NotTo(ContainSubstring(at.Status.AccountSID), "no rendered data")
+	g.Expect(getSecret(t, ns, "broken-template").Data).To(Equal(before.Data), "the Secret stays as it was")
+	g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, tokensv1alpha1.ReasonTemplateError) }, wait, tick).Should(BeTrue())
+
+	// Fixed, it renders; the previous layout's keys go.
+	update(t, at, func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Secret.Template.Data["url"] = "{{ .AccountSID }}"
+	})
+	waitReady(t, at)
+	g.Eventually(func() map[string][]byte { return getSecret(t, ns, "broken-template").Data }, wait, tick).
+		Should(Equal(map[string][]byte{"url": []byte(at.Status.AccountSID)}))
+}
+
+func conditionOf(at *tokensv1alpha1.ApiToken, typ string) metav1.Condition {
+	for _, c := range at.Status.Conditions {
+		if c.Type == typ {
+			return c
+		}
+	}
+	return metav1.Condition{}
+}
+
+func deploymentAt(ns, name, resourceVersion string) *appsv1.Deployment {
+	return &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: resourceVersion}}
+}
+
+// The source Secret is trusted only as the operator wrote it, and goes with the
+// ApiToken.
+func TestSourceSecretIsNeverTrustedWhenEditedAndGoesWithTheApiToken(t *testing.T) {
+	g := NewWithT(t)
+	ns, at := readyToken(t, "sourced", func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"token": "{{ .AuthToken }}"}}
+	})
+	source := getSecret(t, ns, sourceSecretName(at))
+	g.Expect(source.Type).To(Equal(sourceSecretType))
+	real := string(source.Data["authToken"])
+	g.Expect(string(getSecret(t, ns, "sourced").Data["token"])).To(Equal(real))
+
+	source.Data["authToken"] = []byte("forged-by-a-tenant")
+	g.Expect(k8s.Update(t.Context(), source)).To(Succeed())
+	before := backendCalls("credentials")
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Template.Data["token"] = "Bearer {{ .AuthToken }}" })
+	g.Eventually(func() string { return string(getSecret(t, ns, "sourced").Data["token"]) }, wait, tick).
+		Should(Equal("Bearer "+real), "rendered from the backend's credentials, not the edited source")
+	g.Expect(backendCalls("credentials")).To(BeNumerically(">", before), "an edited source costs a credentials read")
+	g.Eventually(func() string { return string(getSecret(t, ns, sourceSecretName(at)).Data["authToken"]) }, wait, tick).Should(Equal(real))
+
+	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
+	waitGone(t, at)
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: sourceSecretName(at)}, &corev1.Secret{}))
+	}, wait, tick).Should(BeTrue(), "the source Secret is deleted with the ApiToken")
+}

@@ -1,0 +1,227 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+)
+
+// secretLayout is what, besides the credentials, decides a Secret's data: its
+// type, its data keys and, for a Secret rendered from spec.secret.template or
+// spec.secret.formats, the templates and what they read besides the
+// credentials. The credentials-hash annotation fingerprints the layout with the
+// credentials, so that a Secret of another layout is rendered again.
+type secretLayout struct {
+	secretType       corev1.SecretType
+	sidKey, tokenKey string
+	// keys are the data keys the Secret holds, sorted.
+	keys []string
+	// digest is empty for the default layout (two keys), so that a Secret
+	// written before templates existed keeps its fingerprint.
+	digest string
+
+	templates map[string]string
+	formats   []tokensv1alpha1.SecretFormat
+	// keepSID and keepToken write the default keys beside rendered ones.
+	keepSID, keepToken bool
+	// input is what templates see, but the credentials.
+	input templateInput
+}
+
+// layoutOf is the layout the ApiToken's spec asks for; backendURL is its
+// TokenBackend's URL, which templates may read.
+func layoutOf(at *tokensv1alpha1.ApiToken, backendURL string) secretLayout {
+	spec := &at.Spec.Secret
+	l := secretLayout{secretType: secretType(at), formats: spec.Formats, keepSID: true, keepToken: true}
+	l.sidKey, l.tokenKey = spec.KeyNames()
+	if spec.Template != nil && len(spec.Template.Data) > 0 {
+		l.templates = spec.Template.Data
+		l.keepSID = slices.Contains(spec.Template.Keep, tokensv1alpha1.KeepAccountSID)
+		l.keepToken = slices.Contains(spec.Template.Keep, tokensv1alpha1.KeepAuthToken)
+		if l.secretType == corev1.SecretTypeBasicAuth { // the type requires both
+			l.keepSID, l.keepToken = true, true
+		}
+	}
+	keys := slices.Collect(maps.Keys(l.templates))
+	if l.keepSID {
+		keys = append(keys, l.sidKey)
+	}
+	if l.keepToken {
+		keys = append(keys, l.tokenKey)
+	}
+	for _, f := range l.formats {
+		keys = append(keys, f.Key())
+	}
+	// Not compacted: two names for one key (which admission refuses) never
+	// match the Secret's single key, so such a Secret is never taken as held.
+	slices.Sort(keys)
+	l.keys = keys
+	if !l.rendered() {
+		return l
+	}
+	l.input = templateInput{
+		Scopes: backend.NormalizeSet(at.Spec.Scopes), APIVersion: int(at.Status.APIVersion), BackendURL: backendURL,
+	}
+	l.digest = layoutDigest(l)
+	return l
+}
+
+// rendered reports a layout rendered from templates or formats.
+func (l secretLayout) rendered() bool { return len(l.templates) > 0 || len(l.formats) > 0 }
+
+// layoutDigest fingerprints a rendered layout: everything rendering reads but
+// the credentials.
+func layoutDigest(l secretLayout) string {
+	doc, _ := json.Marshal(struct {
+		Type            corev1.SecretType
+		SIDKey, Token   string
+		Keys            []string
+		Templates       map[string]string
+		Formats         []tokensv1alpha1.SecretFormat
+		KeepSID, KeepTk bool
+		Input           templateInput
+	}{l.secretType, l.sidKey, l.tokenKey, l.keys, l.templates, l.formats, l.keepSID, l.keepToken, l.input})
+	return shortHash(string(doc))
+}
+
+// credentialsHash fingerprints what a Secret is meant to hold: the SID, the
+// generation and the layout. It holds nothing secret. The default layout keeps
+// the form it has always had (type and key names).
+func credentialsHash(sid string, generation int64, l secretLayout) string {
+	parts := []string{sid, strconv.FormatInt(generation, 10), string(l.secretType), l.sidKey, l.tokenKey}
+	if l.digest != "" {
+		parts = append(parts, strings.Join(l.keys, ","), l.digest)
+	}
+	sum := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return hex.EncodeToString(sum[:16])
+}
+
+// secretData is the data of a Secret of this layout with these credentials. A
+// template that fails is a TemplateError stall whose message holds no data.
+func (l secretLayout) secretData(creds backend.Credentials) (map[string][]byte, error) {
+	data := map[string][]byte{}
+	if l.rendered() {
+		in := l.input
+		in.AccountSID, in.AuthToken = creds.AccountSID, creds.AuthToken.Reveal()
+		rendered, err := renderTemplates(l.templates, l.formats, in)
+		if err != nil {
+			return nil, stalled(tokensv1alpha1.ReasonTemplateError, "%s", err.Error())
+		}
+		data = rendered
+	}
+	if l.keepSID {
+		data[l.sidKey] = []byte(creds.AccountSID)
+	}
+	if l.keepToken {
+		data[l.tokenKey] = []byte(creds.AuthToken.Reveal())
+	}
+	return data, nil
+}
+
+// checkLayout checks the templates before anything is made in the backend: a
+// template that fails with placeholder credentials fails with any.
+func checkLayout(l secretLayout) error {
+	if !l.rendered() {
+		return nil
+	}
+	in := placeholderInput
+	in.Scopes, in.APIVersion, in.BackendURL = l.input.Scopes, l.input.APIVersion, l.input.BackendURL
+	if _, err := renderTemplates(l.templates, l.formats, in); err != nil {
+		return stalled(tokensv1alpha1.ReasonTemplateError, "%s", err.Error())
+	}
+	return nil
+}
+
+// The source Secret of a rendered layout. A rendered Secret need not hold the
+// auth token as it is (a connection string, a .env file), and the operator keeps
+// no credentials at rest: so that a change of template, scopes or backend URL
+// renders the Secret again without a backend call, the credentials as the
+// backend issued them are kept in a second Secret the ApiToken controls, in its
+// namespace, of a type of its own that no workload is meant to mount. It is
+// written before the rendered Secret, and deleted with the ApiToken.
+const sourceSecretType corev1.SecretType = "tokens.apitoken.dev/credentials-source"
+
+// sourceSecretName is derived from the ApiToken's UID: it never moves with
+// spec.secret.name, and two ApiTokens never share one.
+func sourceSecretName(at *tokensv1alpha1.ApiToken) string {
+	return "apitoken-source-" + shortHash(string(at.UID))
+}
+
+// sourceLayout is the layout of a source Secret: the two default keys.
+var sourceLayout = secretLayout{
+	secretType: sourceSecretType, sidKey: tokensv1alpha1.DefaultAccountSIDKey, tokenKey: tokensv1alpha1.DefaultAuthTokenKey,
+	keys: []string{tokensv1alpha1.DefaultAccountSIDKey, tokensv1alpha1.DefaultAuthTokenKey}, keepSID: true, keepToken: true,
+}
+
+// sourceCredentials reads the credentials of sid at generation from the source
+// Secret; ok is false when it does not hold them (none yet, another token or
+// generation, or edited by someone else).
+func (r *ApiTokenReconciler) sourceCredentials(ctx context.Context, at *tokensv1alpha1.ApiToken, sid string, generation int64) (backend.Credentials, bool, error) {
+	name := sourceSecretName(at)
+	head, err := r.cachedSecret(ctx, at, name)
+	if err != nil || !deliveryIn(head).holds(sourceLayout, sid) || deliveryIn(head).generation != generation {
+		return backend.Credentials{}, false, ignoreConflict(err)
+	}
+	s := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: at.Namespace, Name: name}, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return backend.Credentials{}, false, nil
+		}
+		return backend.Credentials{}, false, fmt.Errorf("get Secret %s: %w", name, err)
+	}
+	if !isControlledBy(s, at) || string(s.Data[sourceLayout.sidKey]) != sid {
+		return backend.Credentials{}, false, nil
+	}
+	return backend.Credentials{AccountSID: sid, AuthToken: backend.AuthToken(s.Data[sourceLayout.tokenKey]), Generation: generation}, true, nil
+}
+
+// ignoreConflict drops a conflict (a foreign Secret under the source name: it is
+// never read, and writing the source reports it).
+func ignoreConflict(err error) error {
+	if _, ok := err.(secretConflictError); ok {
+		return nil
+	}
+	return err
+}
+
+// writeSource keeps the credentials in the source Secret, before the rendered
+// Secret is written.
+func (r *ApiTokenReconciler) writeSource(ctx context.Context, at *tokensv1alpha1.ApiToken, creds backend.Credentials) error {
+	name := sourceSecretName(at)
+	existing, err := r.cachedSecret(ctx, at, name)
+	if err != nil {
+		return err
+	}
+	if d := deliveryIn(existing); d.holds(sourceLayout, creds.AccountSID) && d.generation == creds.Generation {
+		return nil
+	}
+	desired := secretOf(at, name, sourceLayout, creds.AccountSID, creds.Generation)
+	desired.Data, _ = sourceLayout.secretData(creds)
+	if err := controllerutil.SetControllerReference(at, desired, r.Scheme); err != nil {
+		return fmt.Errorf("own Secret %s: %w", name, err)
+	}
+	return r.writeSecret(ctx, at, existing, desired)
+}
+
+// deleteSource deletes the source Secret of an ApiToken that had a rendered
+// layout (a source Secret is never orphaned: it is of no use to anyone).
+func (r *ApiTokenReconciler) deleteSource(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
+	if at.Status.SecretDigest == "" && !layoutOf(at, "").rendered() {
+		return nil
+	}
+	return r.deleteOwnSecret(ctx, at, sourceSecretName(at))
+}
