@@ -159,7 +159,7 @@ func TestAdmissionRejectsInvalidSpecs(t *testing.T) {
 			at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"url": "{{ .AccountSID }}"}, Keep: []tokensv1alpha1.KeptKey{tokensv1alpha1.KeepAccountSID}}
 			at.Spec.Secret.Formats = []tokensv1alpha1.SecretFormat{tokensv1alpha1.SecretFormatEnv, tokensv1alpha1.SecretFormatNetrc, tokensv1alpha1.SecretFormatJSON}
 		}, ""},
-		"rotation period below 1h":  {func(at *tokensv1alpha1.ApiToken) { at.Spec.Rotation.Period = &metav1.Duration{Duration: time.Minute} }, "at least 1h"},
+		"rotation period below 1h": {func(at *tokensv1alpha1.ApiToken) { at.Spec.Rotation.Period = &metav1.Duration{Duration: time.Minute} }, "at least 1h"},
 		"rotation overlap above 168h": {func(at *tokensv1alpha1.ApiToken) {
 			at.Spec.Rotation.Overlap = &metav1.Duration{Duration: 200 * time.Hour}
 		}, "between 0s and 168h"},

@@ -43,7 +43,6 @@ const (
 	maxRenderedSecret = 256 << 10
 )
 
-
 // templateFuncNames are the functions a template may call: sprig's string, list,
 // encoding and hashing functions. Left out on purpose: env and expandenv (the
 // operator's environment), getHostByName (the network), now and the date

@@ -105,7 +105,7 @@ func TestInspectListsRenderedKeys(t *testing.T) {
 	}
 	if err := k8s.Create(ctx, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "inspect-rendered", Name: "templated", Annotations: map[string]string{credentialsGenerationAnnotation: "1"}},
-		Data: map[string][]byte{"DATABASE_URL": []byte("https://TK9:" + secretToken + "@db"), ".env": []byte(`AUTH_TOKEN="` + secretToken + `"`)},
+		Data:       map[string][]byte{"DATABASE_URL": []byte("https://TK9:" + secretToken + "@db"), ".env": []byte(`AUTH_TOKEN="` + secretToken + `"`)},
 	}); err != nil {
 		t.Fatal(err)
 	}
