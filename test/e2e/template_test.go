@@ -112,6 +112,12 @@ func TestTemplatedEnvConsumer(t *testing.T) {
 		}
 		return nil
 	})
+	e.eventually("the consumer made 50 requests", framework.WaitTimeout, func() error {
+		if n := consumer.requests.Load(); n < 50 {
+			return errString("only " + strconv.FormatInt(n, 10))
+		}
+		return nil
+	})
 	requests, refused := consumer.stop()
 	t.Logf(".env consumer: %d verify calls through the rotation, %d refused", requests, refused)
 	if refused != 0 || requests < 50 {
