@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -192,7 +193,7 @@ func (r *ApiTokenReconciler) sourceCredentials(ctx context.Context, at *tokensv1
 // ignoreConflict drops a conflict (a foreign Secret under the source name: it is
 // never read, and writing the source reports it).
 func ignoreConflict(err error) error {
-	if _, ok := err.(secretConflictError); ok {
+	if errors.As(err, new(secretConflictError)) {
 		return nil
 	}
 	return err
