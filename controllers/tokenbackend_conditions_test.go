@@ -20,6 +20,7 @@ func TestTokenBackendConditionsSpeakTheApiTokensVocabulary(t *testing.T) {
 		tokensv1alpha1.ReasonInsecureURL:         {Ready: F, Reconciling: F, Stalled: T},
 		tokensv1alpha1.ReasonBackendUnavailable:  {Ready: F, Reconciling: T, Stalled: F},
 		tokensv1alpha1.ReasonBackendThrottled:    {Ready: F, Reconciling: T, Stalled: F},
+		tokensv1alpha1.ReasonBackendNotReady:     {Ready: F, Reconciling: T, Stalled: F},
 	} {
 		tb := &tokensv1alpha1.TokenBackend{ObjectMeta: metav1.ObjectMeta{Generation: 3}}
 		// From the opposite state: every condition must be set, none left over.

@@ -191,8 +191,9 @@ func (r *TokenBackendReconciler) clientOptions(ctx context.Context, tb *tokensv1
 }
 
 // clientFailure is the Ready reason and message when no backend client could be
-// built: what the user must fix, or else the kind of the failure, so that a
-// repeating failure writes no new status.
+// built: what the user must fix (a reason setBackendConditions makes Stalled),
+// or else the kind of a passing failure (BackendNotReady, Reconciling), so that
+// a repeating failure writes no new status.
 func clientFailure(err error) (reason, message string) {
 	var stall *stalledError
 	switch {
@@ -204,7 +205,9 @@ func clientFailure(err error) (reason, message string) {
 		// backend.New builds these from the spec alone: stable, and they say what to fix.
 		return tokensv1alpha1.ReasonCredentialsInvalid, err.Error()
 	}
-	return tokensv1alpha1.ReasonCredentialsInvalid, "The backend client could not be set up: " + failureKind(err)
+	// Anything else (the Kubernetes API did not answer the read of the admin key
+	// Secret) passes: the TokenBackend is retried, Reconciling, not Stalled.
+	return tokensv1alpha1.ReasonBackendNotReady, "The backend client could not be set up: " + failureKind(err)
 }
 
 func optionsHash(o backend.Options) string {

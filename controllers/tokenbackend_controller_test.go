@@ -23,27 +23,33 @@ import (
 func TestClientFailureMessage(t *testing.T) {
 	_, invalidURL := backend.New(backend.Options{URL: "ftp://tokens.example.com"})
 	tests := map[string]struct {
-		err  error
-		want string
+		err        error
+		want       string
+		wantReason string
 	}{
 		"the user must fix the credentials Secret": {
-			err:  stalled(tokensv1alpha1.ReasonCredentialsInvalid, "credentials Secret %s/%s has no key %q", "ops", "admin", "apiKey"),
-			want: `credentials Secret ops/admin has no key "apiKey"`,
+			err:        stalled(tokensv1alpha1.ReasonCredentialsInvalid, "credentials Secret %s/%s has no key %q", "ops", "admin", "apiKey"),
+			want:       `credentials Secret ops/admin has no key "apiKey"`,
+			wantReason: tokensv1alpha1.ReasonCredentialsInvalid,
 		},
 		"the user must fix the spec": {
-			err:  invalidURL,
-			want: `invalid backend configuration: url "ftp://tokens.example.com" must be an absolute http(s) URL`,
+			err:        invalidURL,
+			want:       `invalid backend configuration: url "ftp://tokens.example.com" must be an absolute http(s) URL`,
+			wantReason: tokensv1alpha1.ReasonCredentialsInvalid,
 		},
 		"reading the credentials failed": {
 			err: fmt.Errorf("read credentials Secret ops/admin: %w",
 				apierrors.NewServerTimeout(schema.GroupResource{Resource: "secrets"}, "get", 1)),
 			want: "The backend client could not be set up: the Kubernetes API answered ServerTimeout",
+			// retried, not Stalled: the user has nothing to fix
+			wantReason: tokensv1alpha1.ReasonBackendNotReady,
 		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			if _, message := clientFailure(tc.err); cmp.Diff(tc.want, message) != "" {
-				t.Errorf("clientFailure message (-want +got):\n%s", cmp.Diff(tc.want, message))
+			reason, message := clientFailure(tc.err)
+			if diff := cmp.Diff([]string{tc.wantReason, tc.want}, []string{reason, message}); diff != "" {
+				t.Errorf("clientFailure (-want +got):\n%s", diff)
 			}
 		})
 	}
