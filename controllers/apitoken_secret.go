@@ -286,6 +286,12 @@ func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (d
 		}
 		r.event(at, corev1.EventTypeNormal, "SecretMoved", "Moved the credentials from Secret %s to %s", old, name)
 	}
+	if !layout.rendered() && at.Status.SecretDigest != "" {
+		// The template is gone: so is the need for its source Secret.
+		if err := r.deleteOwnSecret(ctx, at, sourceSecretName(at)); err != nil {
+			return deliveredCredentials{}, err
+		}
+	}
 	at.Status.SecretName, at.Status.SecretDigest = name, layout.digest
 	return deliveredCredentials{accountSID: creds.AccountSID, generation: creds.Generation}, nil
 }
