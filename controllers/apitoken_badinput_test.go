@@ -155,6 +155,17 @@ func TestAdmissionRejectsInvalidSpecs(t *testing.T) {
 			at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"k": strings.Repeat("x", 16385)}}
 		}, "at most 16384 characters"},
 		"unknown format": {func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Formats = []tokensv1alpha1.SecretFormat{"YAML"} }, "formats"},
+		"template key starting with ..": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"..data": "x"}}
+		}, "valid Secret data key"},
+		"basic-auth template naming password": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.Type = corev1.SecretTypeBasicAuth
+			at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"password": "Bearer {{ .AuthToken }}"}}
+		}, "must not name username or password"},
+		"a key name a format writes": {func(at *tokensv1alpha1.ApiToken) {
+			at.Spec.Secret.AccountSIDKey = ".env"
+			at.Spec.Secret.Formats = []tokensv1alpha1.SecretFormat{tokensv1alpha1.SecretFormatEnv}
+		}, "must not name a key that secret.formats writes"},
 		"a template and every format": {func(at *tokensv1alpha1.ApiToken) {
 			at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"url": "{{ .AccountSID }}"}, Keep: []tokensv1alpha1.KeptKey{tokensv1alpha1.KeepAccountSID}}
 			at.Spec.Secret.Formats = []tokensv1alpha1.SecretFormat{tokensv1alpha1.SecretFormatEnv, tokensv1alpha1.SecretFormatNetrc, tokensv1alpha1.SecretFormatJSON}

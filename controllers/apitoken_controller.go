@@ -210,7 +210,10 @@ func renderedAnew(original, at *tokensv1alpha1.ApiToken) bool {
 // the change: nothing is rolled for a Secret that is not the ApiToken's.
 func forgetUndeliveredChange(p *pass, secretErr error) {
 	change, ok := newCredentialChange(p.original, p.at)
-	if ok && rollsTargets(change.Type) && !secretCannotBeWritten(secretErr) {
+	// A template that cannot be rendered keeps the change too: its credentials
+	// are in the source Secret, written before the rendering, and the pass that
+	// finds the template fixed delivers them from there.
+	if ok && rollsTargets(change.Type) && !secretCannotBeWritten(secretErr) && !isTemplateError(secretErr) {
 		p.at.Status = *p.original.Status.DeepCopy()
 	}
 }
@@ -231,10 +234,15 @@ func (r *ApiTokenReconciler) respondWhileBlocked(ctx context.Context, p *pass, b
 	response := *p
 	response.original, response.lookup = at.DeepCopy(), secretLookup{}
 	var err error
-	if incidentDue(at, r.Clock.Now()) {
+	if incidentDue(at, r.Clock.Now(), blocked) {
 		err = r.respondToIncident(ctx, &response, narrowsScopes(blocked))
 	}
-	if err == nil && (response.creds != nil || response.observed != nil) {
+	if response.observed != nil {
+		// What the Secret renders must be what the backend token holds, not a
+		// spec that may not be applied.
+		response.renderScopes = backend.NormalizeSet(response.observed.Scopes)
+	}
+	if err == nil && (response.creds != nil || response.at.Status.AccountSID != response.original.Status.AccountSID) {
 		if err = r.reconcileSecret(ctx, &response); err == nil {
 			err = r.rollForNewCredentials(ctx, &response)
 		} else {

@@ -25,10 +25,22 @@ import (
 // response carries out: a reset or rotation, disabling, or a spec changed since
 // the last pass (fewer scopes, perhaps). A blocked ApiToken that asks for
 // nothing costs no backend call on its retries.
-func incidentDue(at *tokensv1alpha1.ApiToken, now time.Time) bool {
-	_, due := dueCredentialChange(at, now)
-	return due || (at.Spec.Disabled && at.Status.State != tokensv1alpha1.TokenState(backend.StateDisabled)) ||
-		at.Generation != at.Status.ObservedGeneration
+func incidentDue(at *tokensv1alpha1.ApiToken, now time.Time, blocked error) bool {
+	change, due := dueCredentialChange(at, now)
+	disable := at.Spec.Disabled && at.Status.State != tokensv1alpha1.TokenState(backend.StateDisabled)
+	if isTemplateError(blocked) {
+		// The Secret cannot be rendered: only what a user asks for (a reset or
+		// rotate annotation, disabling) is carried out; a scheduled rotation
+		// waits for the template, and a spec change has nothing to narrow.
+		return (due && change.nonce != "") || disable
+	}
+	return due || disable || at.Generation != at.Status.ObservedGeneration
+}
+
+// isTemplateError reports a TemplateError stall.
+func isTemplateError(err error) bool {
+	var stall *stalledError
+	return errors.As(err, &stall) && stall.reason == tokensv1alpha1.ReasonTemplateError
 }
 
 // respondToIncident reads the ApiToken's current token in full (which confirms

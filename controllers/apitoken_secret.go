@@ -43,8 +43,10 @@ func secretType(at *tokensv1alpha1.ApiToken) corev1.SecretType {
 // values). The owner reference is set by the caller, which knows the scheme.
 func secretOf(at *tokensv1alpha1.ApiToken, name string, l secretLayout, sid string, generation int64) *corev1.Secret {
 	labels := map[string]string{}
-	for k, v := range at.Spec.Secret.Labels {
-		labels[k] = string(v)
+	if l.secretType != sourceSecretType { // a replication label must not copy the raw token anywhere
+		for k, v := range at.Spec.Secret.Labels {
+			labels[k] = string(v)
+		}
 	}
 	labels[tokensv1alpha1.ManagedByLabel] = tokensv1alpha1.ManagedByValue
 	labels[tokensv1alpha1.ApiTokenLabel] = at.Name
@@ -265,17 +267,17 @@ func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (d
 		}
 		creds = &fetched
 	}
+	if layout.rendered() { // first: new credentials outlive a template that fails below
+		if err := r.writeSource(ctx, at, *creds); err != nil {
+			return deliveredCredentials{}, err
+		}
+	}
 	desired, err := renderSecret(at, layout, *creds)
 	if err != nil {
 		return deliveredCredentials{}, err
 	}
 	if err := controllerutil.SetControllerReference(at, desired, r.Scheme); err != nil {
 		return deliveredCredentials{}, fmt.Errorf("own Secret %s: %w", name, err)
-	}
-	if layout.rendered() {
-		if err := r.writeSource(ctx, at, *creds); err != nil {
-			return deliveredCredentials{}, err
-		}
 	}
 	if err := r.writeSecret(ctx, at, existing, desired); err != nil {
 		return deliveredCredentials{}, err
@@ -304,7 +306,7 @@ func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (d
 // current token and generation.
 func (r *ApiTokenReconciler) currentCredentials(ctx context.Context, p *pass, layout secretLayout) (backend.Credentials, error) {
 	at := p.at
-	if layout.rendered() {
+	if layout.rendered() || at.Status.SecretDigest != "" { // a template just removed still has its source
 		generation := latestGeneration(at.Status.History, at.Status.AccountSID)
 		creds, ok, err := r.sourceCredentials(ctx, at, at.Status.AccountSID, generation)
 		if err != nil || ok {

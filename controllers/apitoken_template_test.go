@@ -75,7 +75,7 @@ func TestTemplateChangeRendersAgainWithoutABackendCall(t *testing.T) {
 	g.Expect(url).To(HavePrefix("https://" + at.Status.AccountSID + ":"))
 	creds.AuthToken = backend.AuthToken(strings.TrimSuffix(strings.TrimPrefix(url, "https://"+at.Status.AccountSID+":"), "@db.example.com"))
 	g.Expect(verifyStatus(t, creds, "reports:read")).To(Equal(200), "the templated key holds the live token")
-	g.Expect(string(s.Data[".env"])).To(ContainSubstring(`AUTH_TOKEN="` + creds.AuthToken.Reveal() + `"`))
+	g.Expect(string(s.Data[".env"])).To(ContainSubstring("AUTH_TOKEN=" + creds.AuthToken.Reveal() + "\n"))
 	g.Expect(s.Data).NotTo(HaveKey("authToken"), "no default key is kept when data is set")
 	ref, _ := templateAnnotation(t, ns, "consumer")
 	g.Expect(ref).To(BeEmpty(), "a new token rolls nothing")
@@ -186,4 +186,35 @@ func TestSourceSecretIsNeverTrustedWhenEditedAndGoesWithTheApiToken(t *testing.T
 	g.Eventually(func() bool {
 		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: sourceSecretName(at)}, &corev1.Secret{}))
 	}, wait, tick).Should(BeTrue(), "the source Secret is deleted with the ApiToken")
+}
+
+// A reset while the template is broken is carried out (incident response is
+// never blocked) and its credentials are kept in the source Secret, so that the
+// fixed template delivers them without another reset; a scheduled rotation
+// waits for the template.
+func TestResetWhileTheTemplateIsBrokenKeepsItsCredentials(t *testing.T) {
+	g := NewWithT(t)
+	ns, at := readyToken(t, "broken-reset", func(at *tokensv1alpha1.ApiToken) {
+		at.Spec.Secret.Template = &tokensv1alpha1.SecretDataTemplate{Data: map[string]string{"token": "{{ .AuthToken }}"}}
+	})
+	sid := at.Status.AccountSID
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Template.Data["token"] = "{{ .Nope }}" })
+	waitCondition(t, at, tokensv1alpha1.ConditionStalled, metav1.ConditionTrue, tokensv1alpha1.ReasonTemplateError)
+
+	annotate(t, at, tokensv1alpha1.ResetAnnotation, "leak-while-broken")
+	g.Eventually(func() string { return get(t, at).Status.LastHandledReset }, wait, tick).Should(Equal("leak-while-broken"))
+	g.Eventually(func() string {
+		return getSecret(t, ns, sourceSecretName(at)).Annotations[credentialsGenerationAnnotation]
+	}, wait, tick).
+		Should(Equal("2"), "the reset's credentials are kept in the source Secret")
+	fresh := backend.Credentials{AccountSID: sid, AuthToken: backend.AuthToken(getSecret(t, ns, sourceSecretName(at)).Data["authToken"])}
+	g.Expect(verifyStatus(t, fresh, "reports:read")).To(Equal(200))
+
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Template.Data["token"] = "{{ .AuthToken }}" })
+	waitReady(t, at)
+	g.Eventually(func() string { return string(getSecret(t, ns, "broken-reset").Data["token"]) }, wait, tick).
+		Should(Equal(fresh.AuthToken.Reveal()), "the fixed template delivers the reset's credentials")
+	c, err := tsAdmin.Credentials(t.Context(), sid)
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(c.Generation).To(Equal(int64(2)), "one reset, not replayed into another")
 }

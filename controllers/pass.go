@@ -33,6 +33,9 @@ type pass struct {
 	observed *backend.Token
 	// delivered is what the Secret holds once reconcileSecret wrote or checked it.
 	delivered deliveredCredentials
+	// renderScopes, when set, are the scopes a rendered Secret shows instead of
+	// the spec's: those of the backend token while the spec may not be applied.
+	renderScopes []string
 	// ready is set when the pass ends Ready: its lease's end schedules the next
 	// routine read.
 	ready bool
@@ -54,5 +57,10 @@ func (p *pass) layout() secretLayout {
 	if p.tb != nil {
 		url = p.tb.Spec.URL
 	}
-	return layoutOf(p.at, url)
+	l := layoutOf(p.at, url)
+	if p.renderScopes != nil && l.rendered() {
+		l.input.Scopes = p.renderScopes
+		l.digest = layoutDigest(l)
+	}
+	return l
 }

@@ -139,9 +139,7 @@ func checkLayout(l secretLayout) error {
 	if !l.rendered() {
 		return nil
 	}
-	in := placeholderInput
-	in.Scopes, in.APIVersion, in.BackendURL = l.input.Scopes, l.input.APIVersion, l.input.BackendURL
-	if _, err := renderTemplates(l.templates, l.formats, in); err != nil {
+	if _, err := renderTemplates(l.templates, l.formats, withPlaceholders(l.input)); err != nil {
 		return stalled(tokensv1alpha1.ReasonTemplateError, "%s", err.Error())
 	}
 	return nil

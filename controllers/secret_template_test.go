@@ -41,7 +41,7 @@ func TestRenderTemplates(t *testing.T) {
 		"formats": {
 			formats: []tokensv1alpha1.SecretFormat{tokensv1alpha1.SecretFormatEnv, tokensv1alpha1.SecretFormatNetrc, tokensv1alpha1.SecretFormatJSON},
 			want: map[string]string{
-				".env":   "ACCOUNT_SID=\"TK0123\"\nAUTH_TOKEN=\"s3cr3t-t0ken\"\nAPI_BASE_URL=\"https://api.example.com/v1\"\n",
+				".env":   "ACCOUNT_SID=TK0123\nAUTH_TOKEN=s3cr3t-t0ken\nAPI_BASE_URL=https://api.example.com/v1\n",
 				".netrc": "machine api.example.com login TK0123 password s3cr3t-t0ken\n",
 				"credentials.json": `{
   "accountSid": "TK0123",
@@ -87,8 +87,16 @@ func TestTemplateErrorsNameTheKeyAndPositionOnly(t *testing.T) {
 		"unknown field":                     {template: "{{ .Password }}", want: `spec.secret.template.data["k"]: k:1:3: executing "k" at <.Password>: can't evaluate field Password in type controllers.templateInput`},
 		"function left out":                 {template: `{{ env "HOME" }}`, want: `spec.secret.template.data["k"]: k:1: function "env" not defined`},
 		"random function left out":          {template: `{{ randAlpha 8 }}`, want: `spec.secret.template.data["k"]: k:1: function "randAlpha" not defined`},
-		"only the real credentials fail it": {template: `{{ index (splitList "-" .AuthToken) 1 }}`, want: `spec.secret.template.data["k"]: line 1, column 3 fails with the current credentials`},
-		"too large":                         {template: `{{ .AuthToken | repeat 10000 }}{{ range $i := until 100000 }}x{{ end }}`, want: `spec.secret.template.data["k"]: k:1: function "repeat" not defined`},
+		"only the real credentials fail it": {template: `{{ index (splitList "-" .AuthToken) 1 }}`, want: `spec.secret.template.data["k"]: fails with the current credentials`},
+		"repeat left out":                   {template: `{{ .AuthToken | repeat 10000 }}`, want: `spec.secret.template.data["k"]: k:1: function "repeat" not defined`},
+		"range over a number":               {template: `{{ range 2000000000 }}{{ end }}`, want: `spec.secret.template.data["k"]: range may only iterate over a field (such as .Scopes) or a variable`},
+		"a range inside a range":            {template: `{{ range .Scopes }}{{ range $.Scopes }}{{ end }}{{ end }}`, want: `spec.secret.template.data["k"]: a range inside a range is not supported`},
+		"define":                            {template: `{{ define "a" }}{{ template "a" }}{{ end }}{{ template "a" }}`, want: `spec.secret.template.data["k"]: define and block are not supported`},
+		"a huge indent":                     {template: `{{ $a := indent 200000000 "x" }}{{ len $a }}`, want: `spec.secret.template.data["k"]: renders more than 65536 bytes`},
+		"a huge printf width":               {template: `{{ printf "%900000d" 1 }}`, want: `spec.secret.template.data["k"]: renders more than 65536 bytes`},
+		"nested growth":                     {template: `{{ .AuthToken | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc | b64enc }}`, want: `spec.secret.template.data["k"]: renders more than 65536 bytes`},
+		"map order left out":                {template: `{{ dict "a" 1 "b" 2 | keys }}`, want: `spec.secret.template.data["k"]: k:1: function "keys" not defined`},
+		"a real token longer than a slice":  {template: `{{ slice .AuthToken 0 12 }}`, want: ""},
 	} {
 		t.Run(name, func(t *testing.T) {
 			in := sampleInput
@@ -96,6 +104,12 @@ func TestTemplateErrorsNameTheKeyAndPositionOnly(t *testing.T) {
 				in.AuthToken = "nodash"
 			}
 			_, err := renderTemplates(map[string]string{"k": tc.template}, nil, in)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("a valid template failed: %v", err)
+				}
+				return
+			}
 			var te *templateError
 			if !errors.As(err, &te) {
 				t.Fatalf("error = %v, want a templateError", err)
@@ -111,7 +125,7 @@ func TestTemplateErrorsNameTheKeyAndPositionOnly(t *testing.T) {
 }
 
 func TestTemplateOutputIsBounded(t *testing.T) {
-	big := `{{ range $i := list 1 2 3 4 5 6 7 8 }}{{ $.Scopes | toJson }}{{ end }}`
+	big := `{{ $l := list 1 2 3 4 5 6 7 8 }}{{ range $l }}{{ $.Scopes | toJson }}{{ end }}`
 	in := sampleInput
 	in.Scopes = []string{strings.Repeat("s", 10<<10)}
 	if _, err := renderTemplates(map[string]string{"k": big}, nil, in); err == nil || !strings.Contains(err.Error(), "renders more than 65536 bytes") {
@@ -119,7 +133,7 @@ func TestTemplateOutputIsBounded(t *testing.T) {
 	}
 	many := map[string]string{}
 	for _, k := range []string{"a", "b", "c", "d", "e", "f"} {
-		many[k] = `{{ range $i := list 1 2 3 4 5 }}{{ $.Scopes | toJson }}{{ end }}`
+		many[k] = `{{ $l := list 1 2 3 4 5 }}{{ range $l }}{{ $.Scopes | toJson }}{{ end }}`
 	}
 	if _, err := renderTemplates(many, nil, in); err == nil || !strings.Contains(err.Error(), "more than") {
 		t.Errorf("a Secret over %d bytes: error %v", maxRenderedSecret, err)

@@ -123,6 +123,8 @@ type BackendReference struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.accountSidKey) || !has(self.authTokenKey) || self.accountSidKey != self.authTokenKey",message="accountSidKey and authTokenKey must differ"
 // +kubebuilder:validation:XValidation:rule="!has(self.template) || !has(self.template.data) || !has(self.formats) || self.formats.all(f, !((f == 'Env' ? '.env' : (f == 'Netrc' ? '.netrc' : 'credentials.json')) in self.template.data))",message="secret.template.data must not name a key that secret.formats writes (.env, .netrc, credentials.json)"
 // +kubebuilder:validation:XValidation:rule="!has(self.template) || !has(self.template.data) || !has(self.template.keep) || self.template.keep.all(k, !((k == 'accountSid' ? (has(self.accountSidKey) ? self.accountSidKey : 'accountSid') : (has(self.authTokenKey) ? self.authTokenKey : 'authToken')) in self.template.data))",message="secret.template.data must not name a key that secret.template.keep keeps"
+// +kubebuilder:validation:XValidation:rule="!has(self.template) || !has(self.template.data) || !has(self.type) || self.type != 'kubernetes.io/basic-auth' || !('username' in self.template.data || 'password' in self.template.data)",message="secret.template.data must not name username or password: a kubernetes.io/basic-auth Secret keeps them"
+// +kubebuilder:validation:XValidation:rule="!has(self.formats) || self.formats.all(f, !((f == 'Env' ? '.env' : (f == 'Netrc' ? '.netrc' : 'credentials.json')) in [has(self.accountSidKey) ? self.accountSidKey : 'accountSid', has(self.authTokenKey) ? self.authTokenKey : 'authToken']))",message="accountSidKey and authTokenKey must not name a key that secret.formats writes (.env, .netrc, credentials.json)"
 type SecretTemplate struct {
 	// name of the Secret, in the ApiToken's namespace. Defaults to the ApiToken's name.
 	// Changing it moves the Secret.
@@ -183,8 +185,10 @@ type SecretTemplate struct {
 	Formats []SecretFormat `json:"formats,omitempty"`
 
 	// restartTargets are workloads in the ApiToken's namespace whose pods are
-	// rolled when the credentials change (reset, rotation, recreation): their pod
-	// template gets the annotation tokens.apitoken.dev/credentials: <sid>/<generation>.
+	// rolled when the credentials change (reset, rotation, recreation) or a
+	// templated Secret is rendered anew: their pod template gets the annotation
+	// tokens.apitoken.dev/credentials: <sid>/<generation>, followed for a templated
+	// Secret by /<the first 8 hex digits of its template digest>.
 	// +kubebuilder:validation:MaxItems=16
 	// +listType=map
 	// +listMapKey=kind
@@ -202,7 +206,7 @@ type SecretDataTemplate struct {
 	// files, the network, the clock or randomness). Each key renders at most 64 KiB,
 	// all of them together at most 256 KiB.
 	// +kubebuilder:validation:MaxProperties=32
-	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 253 && k.matches('^[-._a-zA-Z0-9]+$'))",message="secret.template.data: every key must be a valid Secret data key (at most 253 of alphanumerics, '-', '_' and '.')"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 253 && k.matches('^[-._a-zA-Z0-9]+$') && k != '.' && !k.startsWith('..'))",message="secret.template.data: every key must be a valid Secret data key (at most 253 of alphanumerics, '-', '_' and '.'; not '.' and not starting with '..')"
 	// +kubebuilder:validation:XValidation:rule="self.all(k, self[k].size() <= 16384)",message="secret.template.data: every template must be at most 16384 characters"
 	// +optional
 	Data map[string]string `json:"data,omitempty"`

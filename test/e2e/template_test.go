@@ -35,15 +35,17 @@ spec:
 `
 
 // envCredentials reads the SID and auth token out of the Secret's .env key as a
-// dotenv consumer does (KEY="value", Go-quoted).
+// dotenv consumer does (KEY=value, or KEY='value' when it is not plain).
 func envCredentials(s *corev1.Secret) backend.Credentials {
 	var creds backend.Credentials
 	scanner := bufio.NewScanner(bytes.NewReader(s.Data[".env"]))
 	for scanner.Scan() {
-		key, quoted, ok := strings.Cut(scanner.Text(), "=")
-		value, err := strconv.Unquote(quoted)
-		if !ok || err != nil {
+		key, value, ok := strings.Cut(scanner.Text(), "=")
+		if !ok {
 			continue
+		}
+		if len(value) >= 2 && value[0] == '\'' && value[len(value)-1] == '\'' {
+			value = strings.ReplaceAll(value[1:len(value)-1], `'\''`, "'")
 		}
 		switch key {
 		case "ACCOUNT_SID":
