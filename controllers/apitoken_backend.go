@@ -45,7 +45,7 @@ func (r *ApiTokenReconciler) syncBackendToken(ctx context.Context, p *pass) (*ba
 	now := r.Clock.Now()
 	change, changeDue := dueCredentialChange(at, now)
 	var observed *backend.Token
-	if backendReadDue(at, p.reads.lastRead(resync), now, resync, p.reads.specConfirmed(specDigest(at))) {
+	if backendReadDue(at, p.reads.lastRead(resync), now, resync, p.reads.specConfirmed(p.specDigest())) {
 		var lost bool
 		var err error
 		if observed, lost, err = r.readBackendToken(ctx, p, desired); err != nil || lost {

@@ -106,7 +106,11 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if at.DeletionTimestamp.IsZero() || controllerutil.ContainsFinalizer(at, tokensv1alpha1.Finalizer) {
 			retErr = errors.Join(retErr, r.patchStatus(ctx, p.original, at))
 		}
-		lease.end(at, p.resync, p.ready && retErr == nil, specDigest(at))
+		if p.ready && retErr == nil {
+			lease.end(at, p.resync, true, p.specDigest())
+		} else {
+			lease.end(at, p.resync, false, "")
+		}
 	}()
 
 	if isPaused(at) {

@@ -2,10 +2,12 @@ package controllers
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -129,20 +131,12 @@ func TestBrokenTemplateStallsAndLeavesTheSecret(t *testing.T) {
 
 	// Without the template, the default keys come back and the source Secret goes.
 	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Template = nil })
-	g.Eventually(func() []string { return keysOf(getSecret(t, ns, "broken-template")) }, wait, tick).
+	g.Eventually(func() []string { return slices.Collect(maps.Keys(getSecret(t, ns, "broken-template").Data)) }, wait, tick).
 		Should(ConsistOf("accountSid", "authToken"))
 	g.Eventually(func() bool {
 		return apierrors.IsNotFound(k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: sourceSecretName(at)}, &corev1.Secret{}))
 	}, wait, tick).Should(BeTrue(), "the source Secret of a removed template is deleted")
 	g.Expect(get(t, at).Status.SecretDigest).To(BeEmpty())
-}
-
-func keysOf(s *corev1.Secret) []string {
-	keys := make([]string, 0, len(s.Data))
-	for k := range s.Data {
-		keys = append(keys, k)
-	}
-	return keys
 }
 
 func conditionOf(at *tokensv1alpha1.ApiToken, typ string) metav1.Condition {

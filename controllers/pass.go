@@ -36,6 +36,8 @@ type pass struct {
 	// renderScopes, when set, are the scopes a rendered Secret shows instead of
 	// the spec's: those of the backend token while the spec may not be applied.
 	renderScopes []string
+	// spec memoizes specDigest of the ApiToken, which a pass does not change.
+	spec string
 	// ready is set when the pass ends Ready: its lease's end schedules the next
 	// routine read.
 	ready bool
@@ -63,4 +65,13 @@ func (p *pass) layout() secretLayout {
 		l.digest = layoutDigest(l)
 	}
 	return l
+}
+
+// specDigest is the digest of the spec's backend fields (specDigest), computed
+// once a pass.
+func (p *pass) specDigest() string {
+	if p.spec == "" {
+		p.spec = specDigest(p.at)
+	}
+	return p.spec
 }

@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -172,7 +173,7 @@ var sourceLayout = secretLayout{
 func (r *ApiTokenReconciler) sourceCredentials(ctx context.Context, at *tokensv1alpha1.ApiToken, sid string, generation int64) (backend.Credentials, bool, error) {
 	name := sourceSecretName(at)
 	head, err := r.cachedSecret(ctx, at, name)
-	if err != nil || !deliveryIn(head).holds(sourceLayout, sid) || deliveryIn(head).generation != generation {
+	if err != nil || !holdsSource(head, sid, generation) {
 		return backend.Credentials{}, false, ignoreConflict(err)
 	}
 	s := &corev1.Secret{}
@@ -186,6 +187,13 @@ func (r *ApiTokenReconciler) sourceCredentials(ctx context.Context, at *tokensv1
 		return backend.Credentials{}, false, nil
 	}
 	return backend.Credentials{AccountSID: sid, AuthToken: backend.AuthToken(s.Data[sourceLayout.tokenKey]), Generation: generation}, true, nil
+}
+
+// holdsSource reports whether a source Secret's metadata says it holds, as the
+// operator wrote them, the credentials of sid at generation.
+func holdsSource(head *metav1.PartialObjectMetadata, sid string, generation int64) bool {
+	d := deliveryIn(head)
+	return d.holds(sourceLayout, sid) && d.generation == generation
 }
 
 // ignoreConflict drops a conflict (a foreign Secret under the source name: it is
@@ -205,7 +213,7 @@ func (r *ApiTokenReconciler) writeSource(ctx context.Context, at *tokensv1alpha1
 	if err != nil {
 		return err
 	}
-	if d := deliveryIn(existing); d.holds(sourceLayout, creds.AccountSID) && d.generation == creds.Generation {
+	if holdsSource(existing, creds.AccountSID, creds.Generation) {
 		return nil
 	}
 	desired := secretOf(at, name, sourceLayout, creds.AccountSID, creds.Generation)

@@ -3,7 +3,10 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"strconv"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -85,7 +88,7 @@ func TestTemplatedEnvConsumer(t *testing.T) {
 		t.Errorf("the chart's key names do not hold the same credentials as .env")
 	}
 	if _, kept := s.Data["authToken"]; kept {
-		t.Errorf("a default key is kept: %v", keysOf(s))
+		t.Errorf("a default key is kept: %v", slices.Collect(maps.Keys(s.Data)))
 	}
 
 	e.kubectl("-n", "templated", "annotate", "apitoken", "reports-env", "tokens.apitoken.dev/reset=leak-1", "--overwrite")
@@ -94,10 +97,10 @@ func TestTemplatedEnvConsumer(t *testing.T) {
 	e.eventually("the .env holds the reset token", framework.WaitTimeout, func() error {
 		_, after := read()
 		if after.AuthToken == creds.AuthToken {
-			return errString("still the old token")
+			return errors.New("still the old token")
 		}
 		if got := e.verify(after, "reports:read"); got != 200 {
-			return errString("refused: " + strconv.Itoa(got))
+			return fmt.Errorf("refused: %d", got)
 		}
 		return nil
 	})
@@ -110,13 +113,13 @@ func TestTemplatedEnvConsumer(t *testing.T) {
 	e.waitFor("templated", "jsonpath={.status.lastHandledRotate}=q1", "apitoken/reports-env")
 	e.eventually("the old token retired", 2*framework.WaitTimeout, func() error {
 		if got := e.kubectl("-n", "templated", "get", "apitoken", "reports-env", "-o", "jsonpath={.status.retiringTokens}"); got != "" {
-			return errString("still retiring: " + got)
+			return fmt.Errorf("still retiring: %s", got)
 		}
 		return nil
 	})
 	e.eventually("the consumer made 50 requests", framework.WaitTimeout, func() error {
 		if n := consumer.requests.Load(); n < 50 {
-			return errString("only " + strconv.FormatInt(n, 10))
+			return fmt.Errorf("only %d", n)
 		}
 		return nil
 	})
@@ -129,15 +132,3 @@ func TestTemplatedEnvConsumer(t *testing.T) {
 		t.Errorf("the .env still names %s after a rotation with overlap", creds.AccountSID)
 	}
 }
-
-func keysOf(s *corev1.Secret) []string {
-	keys := make([]string, 0, len(s.Data))
-	for k := range s.Data {
-		keys = append(keys, k)
-	}
-	return keys
-}
-
-type errString string
-
-func (e errString) Error() string { return string(e) }
