@@ -139,6 +139,9 @@ func (r *ApiTokenReconciler) findOrCreate(ctx context.Context, p *pass, desired 
 			return r.adopt(ctx, p, desired, found, lostSID)
 		}
 	}
+	if !p.caps.ServerChosenSID {
+		desired.SID = firstSID(at, lostSID)
+	}
 	tok, creds, err := be.Create(ctx, createKey(at, lostSID, lookup), desired)
 	if errors.Is(err, backend.ErrInvalid) && !lookup {
 		// The key may be that of a create an interrupted pass made with another

@@ -138,6 +138,11 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	if err := checkLayout(p.layout()); err != nil {
 		return r.respondWhileBlocked(ctx, p, err)
 	}
+	if !p.caps.RetrievableSecrets {
+		if err := r.recoverPending(ctx, p); err != nil {
+			return r.backendFailed(p, err)
+		}
+	}
 	err := r.reconcileBackendToken(ctx, p)
 	if isStall(err) {
 		return r.respondWhileBlocked(ctx, p, err)
@@ -342,7 +347,10 @@ func (r *ApiTokenReconciler) resolveBackend(ctx context.Context, p *pass) error 
 		return &waitingError{reason: tokensv1alpha1.ReasonBackendNotReady, message: fmt.Sprintf("TokenBackend %q is not ready", name),
 			after: 30 * time.Second, quiet: isReady(tb.Status.Conditions)}
 	}
-	p.be, p.resync = be, resync
+	p.be, p.caps, p.resync = be, be.Capabilities(), resync
+	if !p.caps.RetrievableSecrets {
+		p.be = writeAheadBackend{Backend: be, r: r, p: p}
+	}
 	return nil
 }
 

@@ -26,10 +26,12 @@ func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, p *pass, des
 	if err := r.confirmOwned(ctx, p, sid); err != nil {
 		return nil, nil, err
 	}
-	if c.overlap > 0 {
+	if c.overlap > 0 || !p.caps.InPlaceReset {
+		// A backend that cannot reset in place rotates without overlap: a new
+		// token, the old one retired at once.
 		return r.rotateWithOverlap(ctx, p, desired, c)
 	}
-	creds, err := be.Reset(ctx, sid, c.key)
+	creds, err := be.Reset(ctx, sid, c.key, "")
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s token %s: %w", verbOf(c.kind), sid, err)
 	}
@@ -66,6 +68,9 @@ func (r *ApiTokenReconciler) rotateWithOverlap(ctx context.Context, p *pass, des
 		if _, err := r.ownTokens(ctx, p); err != nil {
 			return nil, nil, err
 		}
+	}
+	if !p.caps.ServerChosenSID {
+		desired.SID = successorSID(at)
 	}
 	tok, creds, err := be.Create(ctx, c.key, desired)
 	if err != nil {

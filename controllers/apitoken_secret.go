@@ -267,7 +267,9 @@ func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (d
 		}
 		creds = &fetched
 	}
-	if layout.rendered() { // first: new credentials outlive a template that fails below
+	// First: new credentials outlive a template that fails below, and the
+	// operator keeps the only copy of a secret the backend never returns.
+	if keepsSource(p, layout) {
 		if err := r.writeSource(ctx, at, *creds); err != nil {
 			return deliveredCredentials{}, err
 		}
@@ -288,7 +290,10 @@ func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (d
 		}
 		r.event(at, corev1.EventTypeNormal, "SecretMoved", "Moved the credentials from Secret %s to %s", old, name)
 	}
-	if !layout.rendered() && at.Status.SecretDigest != "" {
+	if err := r.settlePending(ctx, p); err != nil {
+		return deliveredCredentials{}, err
+	}
+	if !keepsSource(p, layout) && at.Status.SecretDigest != "" {
 		// The template is gone: so is the need for its source Secret.
 		if err := r.deleteOwnSecret(ctx, at, sourceSecretName(at)); err != nil {
 			return deliveredCredentials{}, err
@@ -296,6 +301,13 @@ func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (d
 	}
 	at.Status.SecretName, at.Status.SecretDigest = name, layout.digest
 	return deliveredCredentials{accountSID: creds.AccountSID, generation: creds.Generation}, nil
+}
+
+// keepsSource reports whether the ApiToken's credentials are kept in its source
+// Secret: for a layout rendered from templates, and always for a backend that
+// never returns a secret (the source is then the operator's only copy).
+func keepsSource(p *pass, layout secretLayout) bool {
+	return layout.rendered() || (p.be != nil && !p.caps.RetrievableSecrets)
 }
 
 // currentCredentials are the credentials of the status's token for a Secret
@@ -306,7 +318,7 @@ func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (d
 // current token and generation.
 func (r *ApiTokenReconciler) currentCredentials(ctx context.Context, p *pass, layout secretLayout) (backend.Credentials, error) {
 	at := p.at
-	if layout.rendered() || at.Status.SecretDigest != "" { // a template just removed still has its source
+	if keepsSource(p, layout) || at.Status.SecretDigest != "" { // a template just removed still has its source
 		generation := latestGeneration(at.Status.History, at.Status.AccountSID)
 		creds, ok, err := r.sourceCredentials(ctx, at, at.Status.AccountSID, generation)
 		if err != nil || ok {

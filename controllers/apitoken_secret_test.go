@@ -79,7 +79,7 @@ func TestRenderSecret(t *testing.T) {
 				t.Errorf("team label %q, want %q", s.Labels["team"], tc.wantTeam)
 			}
 			d := deliveryIn(headOf(s, FieldManager))
-			if !d.holds(layoutOf(at, ""), testCreds.AccountSID) || d.generation != 3 {
+			if !d.holds(layoutOf(at, backendEndpoints{}), testCreds.AccountSID) || d.generation != 3 {
 				t.Errorf("deliveryIn of a rendered Secret: %+v", d)
 			}
 			for k, v := range s.Annotations {
@@ -138,21 +138,21 @@ func TestDeliveryInDetectsEdits(t *testing.T) {
 	for name, edit := range tests {
 		head := headOf(mustRender(at, testCreds), FieldManager)
 		edit(head)
-		if deliveryIn(head).holds(layoutOf(at, ""), testCreds.AccountSID) {
+		if deliveryIn(head).holds(layoutOf(at, backendEndpoints{}), testCreds.AccountSID) {
 			t.Errorf("%s: edited Secret accepted as intact", name)
 		}
 	}
-	if deliveryIn(nil).holds(layoutOf(at, ""), testCreds.AccountSID) {
+	if deliveryIn(nil).holds(layoutOf(at, backendEndpoints{}), testCreds.AccountSID) {
 		t.Error("nil Secret accepted")
 	}
 	// A status that names another token (a forged status.accountSid) never makes
 	// the Secret's credentials pass for that token's, nor does another layout.
 	head := headOf(mustRender(at, testCreds), FieldManager)
-	if deliveryIn(head).holds(layoutOf(at, ""), "TK999") {
+	if deliveryIn(head).holds(layoutOf(at, backendEndpoints{}), "TK999") {
 		t.Error("a Secret of TK123 accepted as holding TK999")
 	}
 	basic := apiToken(func(at *tokensv1alpha1.ApiToken) { at.Spec.Secret.Type = corev1.SecretTypeBasicAuth })
-	if deliveryIn(head).holds(layoutOf(basic, ""), testCreds.AccountSID) {
+	if deliveryIn(head).holds(layoutOf(basic, backendEndpoints{}), testCreds.AccountSID) {
 		t.Error("an Opaque Secret accepted as the basic-auth one the spec asks for")
 	}
 }
@@ -170,13 +170,13 @@ func TestSecretCacheTransform(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.(*metav1.PartialObjectMetadata)
-	if len(got.ManagedFields) != 1 || !deliveryIn(got).holds(layoutOf(at, ""), testCreds.AccountSID) {
+	if len(got.ManagedFields) != 1 || !deliveryIn(got).holds(layoutOf(at, backendEndpoints{}), testCreds.AccountSID) {
 		t.Errorf("owned Secret's metadata no longer tells what it holds: %+v", got.ManagedFields)
 	}
 	edited := owned.DeepCopy()
 	edited.ManagedFields = append(edited.ManagedFields, managed("kubectl-edit", []string{"authToken"}))
 	out, _ = secretCacheTransform(edited)
-	if deliveryIn(out.(*metav1.PartialObjectMetadata)).holds(layoutOf(at, ""), testCreds.AccountSID) {
+	if deliveryIn(out.(*metav1.PartialObjectMetadata)).holds(layoutOf(at, backendEndpoints{}), testCreds.AccountSID) {
 		t.Error("the cache lost the sign of an edit")
 	}
 	for name, refs := range map[string][]metav1.OwnerReference{
@@ -258,10 +258,10 @@ func FuzzRenderSecret(f *testing.F) {
 		got := deliveryIn(headOf(s, FieldManager))
 		// With equal keys (which admission refuses) the Secret has one key only.
 		wantOK := sid != "" && (basic || effectiveKeysDiffer(sidKey, tokenKey))
-		if ok := got.holds(layoutOf(at, ""), sid); ok != wantOK {
+		if ok := got.holds(layoutOf(at, backendEndpoints{}), sid); ok != wantOK {
 			t.Fatalf("deliveryIn holds = %v, want %v", ok, wantOK)
 		}
-		if got.holds(layoutOf(at, ""), sid) && got.generation != generation {
+		if got.holds(layoutOf(at, backendEndpoints{}), sid) && got.generation != generation {
 			t.Fatalf("round trip lost the generation")
 		}
 		if string(s.Data[sidKeyOf(at)]) != sid && wantOK {
@@ -410,7 +410,7 @@ func validKey(key string) bool { return key == "" || secretKeyPattern.MatchStrin
 // mustRender renders the Secret of the ApiToken's default or templated layout
 // (with no backend URL).
 func mustRender(at *tokensv1alpha1.ApiToken, creds backend.Credentials) *corev1.Secret {
-	s, err := renderSecret(at, layoutOf(at, ""), creds)
+	s, err := renderSecret(at, layoutOf(at, backendEndpoints{}), creds)
 	if err != nil {
 		panic(err)
 	}

@@ -22,6 +22,7 @@ type pass struct {
 	// resync interval. be is nil while the backend is not usable.
 	tb     *tokensv1alpha1.TokenBackend
 	be     backend.Backend
+	caps   backend.Capabilities
 	resync time.Duration
 
 	// lookup is what checkSecretAvailable found of the Secret, if it looked.
@@ -55,11 +56,7 @@ func (p *pass) resyncOrDefault() time.Duration {
 // layout is the Secret layout the spec asks for, with the TokenBackend's URL
 // (empty before the backend is resolved).
 func (p *pass) layout() secretLayout {
-	url := ""
-	if p.tb != nil {
-		url = p.tb.Spec.URL
-	}
-	l := layoutOf(p.at, url)
+	l := layoutOf(p.at, endpointsOf(p.tb))
 	if p.renderScopes != nil && l.rendered() {
 		l.input.Scopes = p.renderScopes
 		l.digest = layoutDigest(l)

@@ -30,6 +30,9 @@ import (
 type secretLayout struct {
 	secretType       corev1.SecretType
 	sidKey, tokenKey string
+	// urlKey, when set, holds tokenURL: the token endpoint of an OAuth2
+	// backend, beside the client ID and secret.
+	urlKey, tokenURL string
 	// keys are the data keys the Secret holds, sorted.
 	keys []string
 	// digest is empty for the default layout (two keys), so that a Secret
@@ -44,12 +47,36 @@ type secretLayout struct {
 	input templateInput
 }
 
-// layoutOf is the layout the ApiToken's spec asks for; backendURL is its
-// TokenBackend's URL, which templates may read.
-func layoutOf(at *tokensv1alpha1.ApiToken, backendURL string) secretLayout {
+// backendEndpoints are what a Secret may show of its TokenBackend: its URL, and
+// the token endpoint of an OAuth2 backend (empty for others).
+type backendEndpoints struct {
+	url, tokenURL string
+}
+
+// endpointsOf reads them from a TokenBackend (nil: none yet).
+func endpointsOf(tb *tokensv1alpha1.TokenBackend) backendEndpoints {
+	if tb == nil {
+		return backendEndpoints{}
+	}
+	e := backendEndpoints{url: tb.Spec.URL}
+	if tb.Spec.Hydra != nil {
+		e.tokenURL = tb.Spec.Hydra.TokenURL
+	}
+	return e
+}
+
+// layoutOf is the layout the ApiToken's spec asks for with its TokenBackend's
+// endpoints, which templates may read. An OAuth2 backend's credentials are a
+// client ID and secret: their keys default to clientId and clientSecret, and an
+// Opaque Secret holds the token endpoint too (tokenUrl).
+func layoutOf(at *tokensv1alpha1.ApiToken, ends backendEndpoints) secretLayout {
 	spec := &at.Spec.Secret
+	oauth2 := ends.tokenURL != ""
 	l := secretLayout{secretType: secretType(at), formats: spec.Formats, keepSID: true, keepToken: true}
-	l.sidKey, l.tokenKey = spec.KeyNames()
+	l.sidKey, l.tokenKey = spec.KeyNamesFor(oauth2)
+	if oauth2 && l.secretType == corev1.SecretTypeOpaque {
+		l.urlKey, l.tokenURL = tokensv1alpha1.DefaultTokenURLKey, ends.tokenURL
+	}
 	if spec.Template != nil && len(spec.Template.Data) > 0 {
 		l.templates = spec.Template.Data
 		l.keepSID = slices.Contains(spec.Template.Keep, tokensv1alpha1.KeepAccountSID)
@@ -68,6 +95,9 @@ func layoutOf(at *tokensv1alpha1.ApiToken, backendURL string) secretLayout {
 	for _, f := range l.formats {
 		keys = append(keys, f.Key())
 	}
+	if l.urlKey != "" && l.templates[l.urlKey] == "" {
+		keys = append(keys, l.urlKey)
+	}
 	// Not compacted: two names for one key (which admission refuses) never
 	// match the Secret's single key, so such a Secret is never taken as held.
 	slices.Sort(keys)
@@ -76,7 +106,7 @@ func layoutOf(at *tokensv1alpha1.ApiToken, backendURL string) secretLayout {
 		return l
 	}
 	l.input = templateInput{
-		Scopes: backend.NormalizeSet(at.Spec.Scopes), APIVersion: int(at.Status.APIVersion), BackendURL: backendURL,
+		Scopes: backend.NormalizeSet(at.Spec.Scopes), APIVersion: int(at.Status.APIVersion), BackendURL: ends.url, TokenURL: ends.tokenURL,
 	}
 	l.digest = layoutDigest(l)
 	return l
@@ -105,6 +135,9 @@ func layoutDigest(l secretLayout) string {
 // the form it has always had (type and key names).
 func credentialsHash(sid string, generation int64, l secretLayout) string {
 	parts := []string{sid, strconv.FormatInt(generation, 10), string(l.secretType), l.sidKey, l.tokenKey}
+	if l.urlKey != "" {
+		parts = append(parts, l.urlKey, l.tokenURL)
+	}
 	if l.digest != "" {
 		parts = append(parts, strings.Join(l.keys, ","), l.digest)
 	}
@@ -130,6 +163,9 @@ func (l secretLayout) secretData(creds backend.Credentials) (map[string][]byte, 
 	}
 	if l.keepToken {
 		data[l.tokenKey] = []byte(creds.AuthToken.Reveal())
+	}
+	if l.urlKey != "" && l.templates[l.urlKey] == "" {
+		data[l.urlKey] = []byte(l.tokenURL)
 	}
 	return data, nil
 }
@@ -167,15 +203,22 @@ var sourceLayout = secretLayout{
 	keys: []string{tokensv1alpha1.DefaultAccountSIDKey, tokensv1alpha1.DefaultAuthTokenKey}, keepSID: true, keepToken: true,
 }
 
-// sourceCredentials reads the credentials of sid at generation from the source
-// Secret; ok is false when it does not hold them (none yet, another token or
-// generation, or edited by someone else).
+// sourceCredentials reads the credentials of sid, at generation or a later one,
+// from the source Secret; ok is false when it does not hold them (none yet,
+// another token or an older generation, or edited by someone else). A later
+// generation is one the operator wrote there before a status write that
+// failed: the newest credentials the backend issued.
 func (r *ApiTokenReconciler) sourceCredentials(ctx context.Context, at *tokensv1alpha1.ApiToken, sid string, generation int64) (backend.Credentials, bool, error) {
 	name := sourceSecretName(at)
 	head, err := r.cachedSecret(ctx, at, name)
-	if err != nil || !holdsSource(head, sid, generation) {
+	if err != nil || head == nil {
 		return backend.Credentials{}, false, ignoreConflict(err)
 	}
+	held := deliveryIn(head)
+	if !held.holds(sourceLayout, sid) || held.generation < generation {
+		return backend.Credentials{}, false, nil
+	}
+	generation = held.generation
 	s := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: at.Namespace, Name: name}, s); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -224,11 +267,21 @@ func (r *ApiTokenReconciler) writeSource(ctx context.Context, at *tokensv1alpha1
 	return r.writeSecret(ctx, at, existing, desired)
 }
 
-// deleteSource deletes the source Secret of an ApiToken that had a rendered
-// layout (a source Secret is never orphaned: it is of no use to anyone).
+// deleteSource deletes the ApiToken's source Secret and pending Secret, where
+// they exist (the cache says so at no cost). Neither is ever orphaned: they are
+// of no use without the ApiToken.
 func (r *ApiTokenReconciler) deleteSource(ctx context.Context, at *tokensv1alpha1.ApiToken) error {
-	if at.Status.SecretDigest == "" && !layoutOf(at, "").rendered() {
-		return nil
+	for _, name := range []string{sourceSecretName(at), pendingSecretName(at)} {
+		head, err := r.cachedSecret(ctx, at, name)
+		if err = ignoreConflict(err); err != nil {
+			return err
+		}
+		if head == nil {
+			continue
+		}
+		if err := r.deleteOwnSecret(ctx, at, name); err != nil {
+			return err
+		}
 	}
-	return r.deleteOwnSecret(ctx, at, sourceSecretName(at))
+	return nil
 }

@@ -170,7 +170,7 @@ func FuzzRenderTemplate(f *testing.F) {
 // rewrites nothing.
 func TestDefaultLayoutKeepsItsFingerprint(t *testing.T) {
 	at := &tokensv1alpha1.ApiToken{}
-	l := layoutOf(at, "https://api.example.com")
+	l := layoutOf(at, backendEndpoints{url: "https://api.example.com"})
 	if l.rendered() || l.digest != "" {
 		t.Fatalf("the default layout is not rendered: %+v", l)
 	}
@@ -198,7 +198,7 @@ func TestLayoutOf(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			at := &tokensv1alpha1.ApiToken{Spec: tokensv1alpha1.ApiTokenSpec{Secret: tc.secret}}
-			l := layoutOf(at, "https://api.example.com")
+			l := layoutOf(at, backendEndpoints{url: "https://api.example.com"})
 			if diff := cmp.Diff(tc.wantKeys, l.keys); diff != "" {
 				t.Errorf("keys (-want +got):\n%s", diff)
 			}
@@ -213,12 +213,12 @@ func TestLayoutOf(t *testing.T) {
 	}
 	// What a template reads besides the credentials moves the digest.
 	base := &tokensv1alpha1.ApiToken{Spec: tokensv1alpha1.ApiTokenSpec{Scopes: []string{"a"}, Secret: tokensv1alpha1.SecretTemplate{Template: tmpl()}}}
-	digest := layoutOf(base, "https://one").digest
+	digest := layoutOf(base, backendEndpoints{url: "https://one"}).digest
 	scopes := base.DeepCopy()
 	scopes.Spec.Scopes = []string{"b"}
 	for what, other := range map[string]string{
-		"backend URL": layoutOf(base, "https://two").digest,
-		"scopes":      layoutOf(scopes, "https://one").digest,
+		"backend URL": layoutOf(base, backendEndpoints{url: "https://two"}).digest,
+		"scopes":      layoutOf(scopes, backendEndpoints{url: "https://one"}).digest,
 	} {
 		if other == digest {
 			t.Errorf("a change of %s keeps the digest", what)

@@ -19,6 +19,7 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backends"
 )
 
 // ReconcileTimeout bounds one reconcile of either kind: several backend calls,
@@ -150,7 +151,7 @@ func (o Options) newBackend(bo backend.Options) (backend.Backend, error) {
 	if o.BackendTransport != nil {
 		bo.Transport = o.BackendTransport
 	}
-	c, err := backend.New(bo)
+	c, err := backends.New(bo)
 	if err != nil {
 		return nil, err
 	}

@@ -127,6 +127,12 @@ func (r *TokenBackendReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		return ctrl.Result{RequeueAfter: after}, nil
 	}
 	r.Registry.set(tb, registryEntry{configHash: hash, client: be, resync: resync, catalogAt: now})
+	if !be.Capabilities().Catalog {
+		tb.Status.LatestAPIVersion, tb.Status.Catalog = 0, nil
+		setBackendConditions(tb, tokensv1alpha1.ReasonBackendConnected,
+			"The backend answered; it has no catalog, so spec.policy alone limits what ApiTokens may ask for")
+		return ctrl.Result{RequeueAfter: credentialsPollInterval}, nil
+	}
 	tb.Status.LatestAPIVersion = int32(catalog.LatestAPIVersion)
 	tb.Status.Catalog = catalogStatus(ctx, catalog)
 	setBackendConditions(tb, tokensv1alpha1.ReasonCatalogFetched,
@@ -152,30 +158,8 @@ func (r *TokenBackendReconciler) eventOnFailure(original, tb *tokensv1alpha1.Tok
 // no Secret outside CredentialsNamespace, and none for a URL that the client
 // would refuse to send the key to.
 func (r *TokenBackendReconciler) clientOptions(ctx context.Context, tb *tokensv1alpha1.TokenBackend) (backend.Options, error) {
-	ref := tb.Spec.CredentialsSecretRef
-	if ref.Namespace != r.CredentialsNamespace {
-		return backend.Options{}, stalled(tokensv1alpha1.ReasonCredentialsInvalid,
-			"credentialsSecretRef.namespace must be %s, the operator's namespace: admin key Secrets are read from nowhere else", r.CredentialsNamespace)
-	}
 	if err := backend.CheckTransport(tb.Spec.URL, tb.Spec.AllowInsecureHTTP); err != nil {
 		return backend.Options{}, err
-	}
-	key := ref.Key
-	if key == "" {
-		key = "apiKey"
-	}
-	s := &corev1.Secret{}
-	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, s); err != nil {
-		if apierrors.IsNotFound(err) {
-			return backend.Options{}, stalled(tokensv1alpha1.ReasonCredentialsInvalid, "credentials Secret %s/%s not found", ref.Namespace, ref.Name)
-		}
-		return backend.Options{}, fmt.Errorf("read credentials Secret %s/%s: %w", ref.Namespace, ref.Name, err)
-	}
-	// Surrounding whitespace is never part of a key: kubectl create secret
-	// --from-file keeps the file's trailing newline.
-	adminKey := strings.TrimSpace(string(s.Data[key]))
-	if adminKey == "" {
-		return backend.Options{}, stalled(tokensv1alpha1.ReasonCredentialsInvalid, "credentials Secret %s/%s has no key %q", ref.Namespace, ref.Name, key)
 	}
 	qps, burst := tb.Spec.RateLimit.QPS, tb.Spec.RateLimit.Burst
 	if qps == 0 {
@@ -184,10 +168,53 @@ func (r *TokenBackendReconciler) clientOptions(ctx context.Context, tb *tokensv1
 	if burst == 0 {
 		burst = 20
 	}
-	return backend.Options{
-		URL: tb.Spec.URL, AdminKey: adminKey, CABundle: []byte(tb.Spec.CABundle),
+	o := backend.Options{
+		Type: string(tb.Spec.Type), URL: tb.Spec.URL, CABundle: []byte(tb.Spec.CABundle),
 		AllowInsecureHTTP: tb.Spec.AllowInsecureHTTP, QPS: float64(qps), Burst: int(burst),
-	}, nil
+	}
+	if tb.Spec.Hydra != nil {
+		o.TokenURL = tb.Spec.Hydra.TokenURL
+	}
+	ref := tb.Spec.CredentialsSecretRef
+	if ref == nil {
+		if o.Type == string(tokensv1alpha1.BackendHydra) {
+			return o, nil // Hydra's admin API needs no key of its own
+		}
+		return backend.Options{}, stalled(tokensv1alpha1.ReasonCredentialsInvalid, "credentialsSecretRef is required for type %s", tb.Spec.Type)
+	}
+	adminKey, err := r.readAdminKey(ctx, ref)
+	if err != nil {
+		return backend.Options{}, err
+	}
+	o.AdminKey = adminKey
+	return o, nil
+}
+
+// readAdminKey reads the admin key from its Secret, which must be in
+// CredentialsNamespace.
+func (r *TokenBackendReconciler) readAdminKey(ctx context.Context, ref *tokensv1alpha1.SecretKeyReference) (string, error) {
+	if ref.Namespace != r.CredentialsNamespace {
+		return "", stalled(tokensv1alpha1.ReasonCredentialsInvalid,
+			"credentialsSecretRef.namespace must be %s, the operator's namespace: admin key Secrets are read from nowhere else", r.CredentialsNamespace)
+	}
+	key := ref.Key
+	if key == "" {
+		key = "apiKey"
+	}
+	s := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace, Name: ref.Name}, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", stalled(tokensv1alpha1.ReasonCredentialsInvalid, "credentials Secret %s/%s not found", ref.Namespace, ref.Name)
+		}
+		return "", fmt.Errorf("read credentials Secret %s/%s: %w", ref.Namespace, ref.Name, err)
+	}
+	// Surrounding whitespace is never part of a key: kubectl create secret
+	// --from-file keeps the file's trailing newline.
+	adminKey := strings.TrimSpace(string(s.Data[key]))
+	if adminKey == "" {
+		return "", stalled(tokensv1alpha1.ReasonCredentialsInvalid, "credentials Secret %s/%s has no key %q", ref.Namespace, ref.Name, key)
+	}
+	return adminKey, nil
 }
 
 // clientFailure is the Ready reason and message when no backend client could be
@@ -211,7 +238,7 @@ func clientFailure(err error) (reason, message string) {
 }
 
 func optionsHash(o backend.Options) string {
-	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%g\x00%d", o.URL, o.AdminKey, o.CABundle, o.QPS, o.Burst))
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%s\x00%s\x00%s\x00%g\x00%d", o.Type, o.URL, o.TokenURL, o.AdminKey, o.CABundle, o.QPS, o.Burst))
 	return hex.EncodeToString(sum[:])
 }
 
@@ -240,7 +267,7 @@ func setBackendConditions(tb *tokensv1alpha1.TokenBackend, reason, message strin
 	ready, reconciling, stalled := metav1.ConditionFalse, metav1.ConditionFalse, metav1.ConditionFalse
 	reconcilingMessage, stalledMessage := "Up to date", "Up to date"
 	switch reason {
-	case tokensv1alpha1.ReasonCatalogFetched:
+	case tokensv1alpha1.ReasonCatalogFetched, tokensv1alpha1.ReasonBackendConnected:
 		ready = metav1.ConditionTrue
 	case tokensv1alpha1.ReasonCredentialsInvalid, tokensv1alpha1.ReasonBackendUnauthorized, tokensv1alpha1.ReasonInsecureURL:
 		stalled, stalledMessage, reconcilingMessage = metav1.ConditionTrue, message, "Waiting for a change"

@@ -106,7 +106,7 @@ func TestClientOptionsReadOnlyTheOperatorsNamespaceAndTrust(t *testing.T) {
 			r := &TokenBackendReconciler{APIReader: reader, CredentialsNamespace: own}
 			tb := &tokensv1alpha1.TokenBackend{Spec: tokensv1alpha1.TokenBackendSpec{
 				URL: tc.url, AllowInsecureHTTP: tc.allowInsecure,
-				CredentialsSecretRef: tokensv1alpha1.SecretKeyReference{Namespace: tc.secretNS, Name: "admin", Key: "apiKey"},
+				CredentialsSecretRef: &tokensv1alpha1.SecretKeyReference{Namespace: tc.secretNS, Name: "admin", Key: "apiKey"},
 			}}
 			opts, err := r.clientOptions(t.Context(), tb)
 			if len(reader.reads) != tc.wantReads {

@@ -141,7 +141,7 @@ type SecretTemplate struct {
 	Type corev1.SecretType `json:"type,omitempty"`
 
 	// accountSidKey is the data key of the account SID in an Opaque Secret.
-	// +kubebuilder:default=accountSid
+	// Default: accountSid, or clientId for an OAuth2 backend (Hydra).
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
@@ -149,7 +149,7 @@ type SecretTemplate struct {
 	AccountSIDKey string `json:"accountSidKey,omitempty"`
 
 	// authTokenKey is the data key of the auth token in an Opaque Secret.
-	// +kubebuilder:default=authToken
+	// Default: authToken, or clientSecret for an OAuth2 backend (Hydra).
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
 	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
@@ -261,6 +261,11 @@ const (
 const (
 	DefaultAccountSIDKey = "accountSid"
 	DefaultAuthTokenKey  = "authToken"
+	// The defaults for an OAuth2 backend (Hydra): the client ID and secret, and
+	// the key of the token endpoint written beside them.
+	DefaultClientIDKey     = "clientId"
+	DefaultClientSecretKey = "clientSecret"
+	DefaultTokenURLKey     = "tokenUrl"
 )
 
 // KeyNames are the data keys of the account SID and the auth token in a Secret
@@ -269,15 +274,25 @@ const (
 // template the API server has not defaulted (built in code, or stored before a
 // default existed) names the same keys.
 func (s *SecretTemplate) KeyNames() (sidKey, tokenKey string) {
+	return s.KeyNamesFor(false)
+}
+
+// KeyNamesFor is KeyNames for a Secret of an OAuth2 backend (Hydra) when oauth2
+// is set: its unset keys default to clientId and clientSecret.
+func (s *SecretTemplate) KeyNamesFor(oauth2 bool) (sidKey, tokenKey string) {
 	if s.Type == corev1.SecretTypeBasicAuth {
 		return corev1.BasicAuthUsernameKey, corev1.BasicAuthPasswordKey
 	}
 	sidKey, tokenKey = s.AccountSIDKey, s.AuthTokenKey
+	defaultSID, defaultToken := DefaultAccountSIDKey, DefaultAuthTokenKey
+	if oauth2 {
+		defaultSID, defaultToken = DefaultClientIDKey, DefaultClientSecretKey
+	}
 	if sidKey == "" {
-		sidKey = DefaultAccountSIDKey
+		sidKey = defaultSID
 	}
 	if tokenKey == "" {
-		tokenKey = DefaultAuthTokenKey
+		tokenKey = defaultToken
 	}
 	return sidKey, tokenKey
 }

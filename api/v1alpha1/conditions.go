@@ -47,6 +47,8 @@ const (
 	ReasonAdoptionConflict    = "AdoptionConflict"
 	ReasonCredentialsInvalid  = "CredentialsInvalid"
 	ReasonCatalogFetched      = "CatalogFetched"
+	// ReasonBackendConnected: a backend type without a catalog (Hydra) answered.
+	ReasonBackendConnected = "Connected"
 	// ReasonInsecureURL: a TokenBackend's url is plain http:// to a host that is
 	// not loopback and spec.allowInsecureHTTP is not set; no request is made.
 	ReasonInsecureURL = "InsecureURL"

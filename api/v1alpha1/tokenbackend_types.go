@@ -57,17 +57,34 @@ type RateLimit struct {
 }
 
 // TokenBackendSpec is one account of a Token Service.
+// +kubebuilder:validation:XValidation:rule="self.type != 'TokenService' || has(self.credentialsSecretRef)",message="credentialsSecretRef is required for type TokenService"
+// +kubebuilder:validation:XValidation:rule="self.type == 'Hydra' ? has(self.hydra) : !has(self.hydra)",message="hydra is required for type Hydra, and only for it"
+// +kubebuilder:validation:XValidation:rule="oldSelf.type == self.type",message="type cannot be changed: the tokens of one type mean nothing to another"
 type TokenBackendSpec struct {
-	// url of the Token Service API, e.g. https://tokens.example.com. Plain http is
-	// meant for loopback and tests.
+	// type is the kind of backend: TokenService (the Token Service API v1) or
+	// Hydra (Ory Hydra's OAuth2 clients, see docs/backends.md).
+	// +kubebuilder:validation:Enum=TokenService;Hydra
+	// +kubebuilder:default=TokenService
+	// +optional
+	Type BackendType `json:"type,omitempty"`
+
+	// url of the backend's management API: the Token Service API, e.g.
+	// https://tokens.example.com, or Hydra's admin API, e.g.
+	// http://hydra-admin.auth:4445. Plain http is meant for loopback and tests.
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:Pattern=`^https?://[^\s/]+(/.*)?$`
 	// +required
 	URL string `json:"url"`
 
-	// credentialsSecretRef selects the admin key of the account.
-	// +required
-	CredentialsSecretRef SecretKeyReference `json:"credentialsSecretRef"`
+	// credentialsSecretRef selects the admin key of the account: required for a
+	// Token Service; for Hydra, optional, sent as a bearer token (for an admin API
+	// behind an authenticating proxy).
+	// +optional
+	CredentialsSecretRef *SecretKeyReference `json:"credentialsSecretRef,omitempty"`
+
+	// hydra holds the settings of a Hydra backend.
+	// +optional
+	Hydra *HydraSettings `json:"hydra,omitempty"`
 
 	// caBundle is PEM certificates to trust for the backend's TLS, instead of the
 	// system roots.
@@ -104,6 +121,38 @@ type TokenBackendSpec struct {
 	// and every auth token cross the network in the clear.
 	// +optional
 	AllowInsecureHTTP bool `json:"allowInsecureHTTP,omitempty"`
+}
+
+// BackendType is the kind of a TokenBackend.
+type BackendType string
+
+// Backend types.
+const (
+	// BackendTokenService speaks the Token Service API v1.
+	BackendTokenService BackendType = "TokenService"
+	// BackendHydra manages Ory Hydra OAuth2 clients (client-credentials grant).
+	BackendHydra BackendType = "Hydra"
+)
+
+// HydraSettings are the settings of a Hydra backend.
+type HydraSettings struct {
+	// tokenURL is Hydra's public token endpoint, e.g.
+	// https://auth.example.com/oauth2/token: written into each Secret (key
+	// tokenUrl), and asked which client secret is live after a crash.
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^https?://[^\s/]+(/.*)?$`
+	// +required
+	TokenURL string `json:"tokenURL"`
+
+	// grantTypes of each enabled client. Only client_credentials is supported:
+	// the operator's clients are machine credentials.
+	// +kubebuilder:default={client_credentials}
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=1
+	// +kubebuilder:validation:items:Enum=client_credentials
+	// +listType=set
+	// +optional
+	GrantTypes []string `json:"grantTypes,omitempty"`
 }
 
 // TokenBackendPolicy is what a cluster admin lets the ApiTokens of one

@@ -142,7 +142,7 @@ func TestBinaryKeepsDataAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reset, err := c.Reset(t.Context(), tok.SID, "reset-1")
+	reset, err := c.Reset(t.Context(), tok.SID, "reset-1", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +157,7 @@ func TestBinaryKeepsDataAcrossRestart(t *testing.T) {
 	if creds.AuthToken.Reveal() != reset.AuthToken.Reveal() || creds.Generation != 2 {
 		t.Errorf("credentials after restart: generation %d, token same as the reset: %v", creds.Generation, creds.AuthToken.Reveal() == reset.AuthToken.Reveal())
 	}
-	replay, err := c.Reset(t.Context(), tok.SID, "reset-1")
+	replay, err := c.Reset(t.Context(), tok.SID, "reset-1", "")
 	if err != nil {
 		t.Fatal(err)
 	}

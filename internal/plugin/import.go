@@ -29,7 +29,14 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backends"
 )
+
+// unclaimedFinder is a backend that can list the tokens no one has claimed:
+// every backend type of this repository.
+type unclaimedFinder interface {
+	FindUnclaimed(ctx context.Context) ([]backend.Token, error)
+}
 
 type importOptions struct {
 	*Options
@@ -76,7 +83,11 @@ func (im *importOptions) run(ctx context.Context, sids []string) error {
 		return err
 	}
 	if im.unmanaged {
-		unclaimed, err := bc.FindUnclaimed(ctx)
+		finder, ok := bc.(unclaimedFinder)
+		if !ok {
+			return fmt.Errorf("tokenbackend %s cannot list unclaimed tokens: give their SIDs", im.backendName)
+		}
+		unclaimed, err := finder.FindUnclaimed(ctx)
 		if err != nil {
 			return fmt.Errorf("list the unclaimed tokens of tokenbackend %s: %w", im.backendName, err)
 		}
@@ -112,32 +123,37 @@ func (im *importOptions) run(ctx context.Context, sids []string) error {
 	return nil
 }
 
-// backendClient builds a Token Service client from a TokenBackend and its admin
-// key Secret, both read with the caller's credentials.
-func backendClient(ctx context.Context, c client.Client, name string) (*backend.Client, error) {
+// backendClient builds the backend of a TokenBackend (of any type) from it and
+// its admin key Secret, both read with the caller's credentials.
+func backendClient(ctx context.Context, c client.Client, name string) (backend.Backend, error) {
 	tb := &tokensv1alpha1.TokenBackend{}
 	if err := c.Get(ctx, client.ObjectKey{Name: name}, tb); err != nil {
 		return nil, fmt.Errorf("tokenbackend %s: %w", name, err)
 	}
-	ref := tb.Spec.CredentialsSecretRef
-	key := ref.Key
-	if key == "" {
-		key = "apiKey"
-	}
-	s := &corev1.Secret{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, s); err != nil {
-		return nil, fmt.Errorf("admin key of tokenbackend %s: %w", name, err)
-	}
-	// Surrounding whitespace is never part of a key, as the operator reads it:
-	// kubectl create secret --from-file keeps the file's trailing newline.
-	adminKey := strings.TrimSpace(string(s.Data[key]))
-	if len(adminKey) == 0 {
-		return nil, fmt.Errorf("admin key of tokenbackend %s: secret %s/%s has no key %q", name, ref.Namespace, ref.Name, key)
-	}
-	return backend.New(backend.Options{
-		URL: tb.Spec.URL, AdminKey: adminKey, CABundle: []byte(tb.Spec.CABundle),
+	o := backend.Options{
+		Type: string(tb.Spec.Type), URL: tb.Spec.URL, CABundle: []byte(tb.Spec.CABundle),
 		AllowInsecureHTTP: tb.Spec.AllowInsecureHTTP,
-	})
+	}
+	if tb.Spec.Hydra != nil {
+		o.TokenURL = tb.Spec.Hydra.TokenURL
+	}
+	if ref := tb.Spec.CredentialsSecretRef; ref != nil {
+		key := ref.Key
+		if key == "" {
+			key = "apiKey"
+		}
+		s := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ref.Namespace, Name: ref.Name}, s); err != nil {
+			return nil, fmt.Errorf("admin key of tokenbackend %s: %w", name, err)
+		}
+		// Surrounding whitespace is never part of a key, as the operator reads it:
+		// kubectl create secret --from-file keeps the file's trailing newline.
+		o.AdminKey = strings.TrimSpace(string(s.Data[key]))
+		if o.AdminKey == "" {
+			return nil, fmt.Errorf("admin key of tokenbackend %s: secret %s/%s has no key %q", name, ref.Namespace, ref.Name, key)
+		}
+	}
+	return backends.New(o)
 }
 
 // Manifest is the ApiToken that adopts tok without changing it: every field the

@@ -1,8 +1,9 @@
-// Package backend is the client of the Token Service API v1: the only code of
-// apitoken-operator that talks HTTP to a token backend. It owns the narrow
-// Backend interface, the sentinel errors, retries and Retry-After, the client-side
-// rate limit, and the redacting AuthToken type. It must not import anything else
-// of this repository (controllers, api, internal, test).
+// Package backend owns the narrow Backend interface that every backend type
+// implements, the Capabilities each type states, the sentinel errors and the
+// redacting AuthToken type; and it is the client of the Token Service API v1
+// (Client): with pkg/backend/hydra, the only code of apitoken-operator that talks
+// HTTP to a token backend. It must not import anything else of this repository
+// (controllers, api, internal, test). docs/backends.md explains how to add a type.
 package backend
 
 import (
@@ -27,9 +28,14 @@ import (
 //   - Failures wrap one of the sentinel errors below; test them with errors.Is.
 //     Error texts never contain an auth token or the admin key.
 type Backend interface {
+	// Capabilities states what this backend type can do; it never changes.
+	Capabilities() Capabilities
 	// Catalog returns the API versions, scopes and contacts of the account.
 	Catalog(ctx context.Context) (*Catalog, error)
 	// Create creates a token. idempotencyKey makes a repeat return the same token.
+	// A type whose Capabilities lack ServerChosenSID takes the SID from req.SID,
+	// and one that lacks RetrievableSecrets takes the auth token from
+	// req.AuthToken: the ID and the secret are then the key of the repeat.
 	Create(ctx context.Context, idempotencyKey string, req CreateRequest) (*Token, Credentials, error)
 	// FindByExternalID returns the tokens created with this external id.
 	FindByExternalID(ctx context.Context, externalID string) ([]Token, error)
@@ -41,10 +47,17 @@ type Backend interface {
 	// ExternalID claims a token that has none (an adoption); on a token that has
 	// another one it is ErrConflict, which a retry cannot cure.
 	Update(ctx context.Context, sid, etag string, patch TokenPatch) (*Token, error)
-	// Credentials returns the token's current SID and auth token.
+	// Credentials returns the token's current SID and auth token. A type that
+	// lacks RetrievableSecrets answers ErrUnsupported.
 	Credentials(ctx context.Context, sid string) (Credentials, error)
-	// Reset issues a new auth token; the old one stops working at once.
-	Reset(ctx context.Context, sid, idempotencyKey string) (Credentials, error)
+	// Reset issues a new auth token; the old one stops working at once. A type
+	// that lacks RetrievableSecrets sets next, the secret the caller generated and
+	// wrote ahead; the others issue their own and ignore next.
+	Reset(ctx context.Context, sid, idempotencyKey string, next AuthToken) (Credentials, error)
+	// SecretAccepted reports whether secret is the token's live secret, asked of
+	// the backend's own data plane. After a crash between writing a generated
+	// secret ahead and learning the answer, it tells which secret is live.
+	SecretAccepted(ctx context.Context, sid string, secret AuthToken) (bool, error)
 	// Delete removes the token for good.
 	Delete(ctx context.Context, sid string) error
 }
@@ -58,7 +71,38 @@ var (
 	ErrPreconditionFailed = errors.New("precondition failed")
 	ErrRateLimited        = errors.New("rate limited")
 	ErrUnavailable        = errors.New("backend unavailable")
+	// ErrUnsupported is a call the backend type cannot make (see Capabilities).
+	ErrUnsupported = errors.New("not supported by this backend type")
 )
+
+// Capabilities are what a backend type can do, stated once per type. The
+// controller branches on them, never on the type's name.
+type Capabilities struct {
+	// ConditionalReads: Get with an ETag is answered "unchanged" by the backend
+	// itself, without the token's body. Without it every read costs a full GET
+	// (the type may still compare versions locally).
+	ConditionalReads bool
+	// RetrievableSecrets: Credentials returns the live auth token, and Create and
+	// Reset issue it. Without it the caller generates every secret, writes it
+	// ahead into storage of its own, and passes it to Create and Reset; the
+	// backend never returns it.
+	RetrievableSecrets bool
+	// InPlaceReset: Reset keeps the SID. Without it a reset is a rotation without
+	// overlap (a new token, the old one deleted).
+	InPlaceReset bool
+	// Disable: a token can be disabled and enabled again with its credentials.
+	Disable bool
+	// Catalog: Catalog lists the API versions, scopes and contacts the backend
+	// accepts. Without it Catalog only checks that the backend answers, and the
+	// TokenBackend's policy is the only rule.
+	Catalog bool
+	// Claim: Update can set the ExternalID of a token that has none (adoption).
+	Claim bool
+	// ServerChosenSID: the backend picks each token's SID. Without it the caller
+	// chooses it (CreateRequest.SID), which makes a repeated create land on the
+	// same token.
+	ServerChosenSID bool
+}
 
 // State says whether a backend token accepts requests made with it.
 type State string
@@ -100,6 +144,11 @@ type CreateRequest struct {
 	Scopes          []string `json:"scopes"`
 	State           State    `json:"state"`
 	ExternalID      string   `json:"externalId"`
+	// SID is the SID the caller chose, for a type without ServerChosenSID.
+	SID string `json:"-"`
+	// AuthToken is the secret the caller generated and wrote ahead, for a type
+	// without RetrievableSecrets.
+	AuthToken AuthToken `json:"-"`
 }
 
 // NormalizeSet returns a list in the form the API keeps a set in (a token's

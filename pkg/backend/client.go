@@ -40,8 +40,14 @@ var ErrInvalidConfig = errors.New("invalid backend configuration")
 
 // Options configure a Client.
 type Options struct {
-	// URL is the base URL of the Token Service, e.g. https://tokens.example.com.
+	// Type is the backend type (pkg/backends builds each): "TokenService" (or
+	// empty) for this package's Client.
+	Type string
+	// URL is the base URL of the Token Service, e.g. https://tokens.example.com,
+	// or of the type's management API.
 	URL string
+	// TokenURL is the OAuth2 token endpoint of a type that has one (Hydra).
+	TokenURL string
 	// AdminKey authorises management calls.
 	AdminKey string
 	// CABundle holds PEM certificates to trust instead of the system roots.
@@ -93,29 +99,14 @@ func New(o Options) (*Client, error) {
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
 		return nil, fmt.Errorf("%w: url %q must be an absolute http(s) URL", ErrInvalidConfig, o.URL)
 	}
-	if err := CheckTransport(o.URL, o.AllowInsecureHTTP); err != nil {
+	hc, err := NewHTTPClient(o)
+	if err != nil {
 		return nil, err
-	}
-	var roots *x509.CertPool
-	if len(o.CABundle) > 0 {
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(o.CABundle) {
-			return nil, fmt.Errorf("%w: caBundle holds no PEM certificate", ErrInvalidConfig)
-		}
-	}
-	transport := o.Transport
-	if transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 64
-		if roots != nil {
-			t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-		}
-		transport = t
 	}
 	c := &Client{
 		base:        base,
 		adminKey:    o.AdminKey,
-		http:        &http.Client{Transport: transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		http:        hc,
 		limiter:     rate.NewLimiter(rate.Inf, 0),
 		timeout:     o.Timeout,
 		maxAttempts: o.MaxAttempts,
@@ -135,6 +126,34 @@ func New(o Options) (*Client, error) {
 		c.maxWait = DefaultMaxRetryAfterWait
 	}
 	return c, nil
+}
+
+// NewHTTPClient is the HTTP client of a backend's options, for every backend
+// type: o.Transport, or a transport that trusts o.CABundle (validated either
+// way); redirects are never followed, so that no credential is sent elsewhere.
+// An http:// URL to a host that is not loopback is ErrInsecureHTTP unless
+// allowed.
+func NewHTTPClient(o Options) (*http.Client, error) {
+	if err := CheckTransport(o.URL, o.AllowInsecureHTTP); err != nil {
+		return nil, err
+	}
+	var roots *x509.CertPool
+	if len(o.CABundle) > 0 {
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(o.CABundle) {
+			return nil, fmt.Errorf("%w: caBundle holds no PEM certificate", ErrInvalidConfig)
+		}
+	}
+	transport := o.Transport
+	if transport == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.MaxIdleConnsPerHost = 64
+		if roots != nil {
+			t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		}
+		transport = t
+	}
+	return &http.Client{Transport: transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
 }
 
 // request describes one API call.
@@ -529,8 +548,15 @@ func (c *Client) Credentials(ctx context.Context, sid string) (Credentials, erro
 	return *creds, nil
 }
 
-// Reset implements Backend.
-func (c *Client) Reset(ctx context.Context, sid, idempotencyKey string) (Credentials, error) {
+// Capabilities implements Backend: the Token Service API has every one but a
+// caller-chosen SID.
+func (c *Client) Capabilities() Capabilities {
+	return Capabilities{ConditionalReads: true, RetrievableSecrets: true, InPlaceReset: true, Disable: true, Catalog: true, Claim: true, ServerChosenSID: true}
+}
+
+// Reset implements Backend. The Token Service issues the new auth token: next
+// is ignored.
+func (c *Client) Reset(ctx context.Context, sid, idempotencyKey string, _ AuthToken) (Credentials, error) {
 	resp, err := c.do(ctx, request{
 		call: "reset", method: http.MethodPost, path: tokenPath(sid) + "/reset",
 		header: http.Header{"Idempotency-Key": {idempotencyKey}}, carriesSecret: true,
@@ -563,6 +589,23 @@ func (c *Client) Verify(ctx context.Context, creds Credentials, scope string) er
 	}
 	_, err := c.do(ctx, r)
 	return err
+}
+
+// SecretAccepted implements Backend with the data-plane check: a 401 is a secret
+// that is not live (or a token that is disabled or gone), a 403 (a missing
+// scope) is one that is.
+func (c *Client) SecretAccepted(ctx context.Context, sid string, secret AuthToken) (bool, error) {
+	err := c.Verify(ctx, Credentials{AccountSID: sid, AuthToken: secret}, "")
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrUnauthorized):
+		if e, ok := errors.AsType[*APIError](err); ok && e.StatusCode == http.StatusForbidden {
+			return true, nil
+		}
+		return false, nil
+	}
+	return false, err
 }
 
 func basicAuth(creds Credentials) string {

@@ -81,7 +81,7 @@ func TestClientLifecycle(t *testing.T) {
 		t.Errorf("update with a stale etag: %v, want ErrPreconditionFailed", err)
 	}
 
-	reset, err := c.Reset(ctx, tok.SID, "uid-1/nonce-1")
+	reset, err := c.Reset(ctx, tok.SID, "uid-1/nonce-1", "")
 	if err != nil || reset.Generation != 2 {
 		t.Fatalf("reset: %v %v", reset, err)
 	}
@@ -392,7 +392,7 @@ func TestUpdateClaimsExternalID(t *testing.T) {
 	}
 
 	before = f.Requests()
-	if _, err := c.Reset(ctx, tok.SID, "reset-1"); err != nil {
+	if _, err := c.Reset(ctx, tok.SID, "reset-1", ""); err != nil {
 		t.Fatalf("reset after a 409 in flight: %v", err)
 	}
 	if n := f.Requests() - before; n != 2 {

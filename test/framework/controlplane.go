@@ -85,7 +85,7 @@ func TokenBackendFor(name, url string, resync time.Duration) *tokensv1alpha1.Tok
 		ObjectMeta: metav1.ObjectMeta{Name: name},
 		Spec: tokensv1alpha1.TokenBackendSpec{
 			URL:                  url,
-			CredentialsSecretRef: tokensv1alpha1.SecretKeyReference{Namespace: OperatorNamespace, Name: AdminKeySecret, Key: AdminKeyKey},
+			CredentialsSecretRef: &tokensv1alpha1.SecretKeyReference{Namespace: OperatorNamespace, Name: AdminKeySecret, Key: AdminKeyKey},
 			RateLimit:            tokensv1alpha1.RateLimit{QPS: 1000, Burst: 1000},
 			ResyncInterval:       &metav1.Duration{Duration: resync},
 		},

@@ -107,6 +107,8 @@ type crashingBackend struct {
 	c    *Crasher
 }
 
+func (b *crashingBackend) Capabilities() backend.Capabilities { return b.next.Capabilities() }
+
 func (b *crashingBackend) Catalog(ctx context.Context) (*backend.Catalog, error) {
 	return b.next.Catalog(ctx) // the TokenBackend controller is not under test
 }
@@ -151,12 +153,20 @@ func (b *crashingBackend) Credentials(ctx context.Context, sid string) (creds ba
 	return creds, err
 }
 
-func (b *crashingBackend) Reset(ctx context.Context, sid, key string) (creds backend.Credentials, err error) {
+func (b *crashingBackend) Reset(ctx context.Context, sid, key string, next backend.AuthToken) (creds backend.Credentials, err error) {
 	err = b.c.around("backend reset", func() (err error) {
-		creds, err = b.next.Reset(ctx, sid, key)
+		creds, err = b.next.Reset(ctx, sid, key, next)
 		return err
 	})
 	return creds, err
+}
+
+func (b *crashingBackend) SecretAccepted(ctx context.Context, sid string, secret backend.AuthToken) (live bool, err error) {
+	err = b.c.around("backend secret accepted", func() (err error) {
+		live, err = b.next.SecretAccepted(ctx, sid, secret)
+		return err
+	})
+	return live, err
 }
 
 func (b *crashingBackend) Delete(ctx context.Context, sid string) error {
