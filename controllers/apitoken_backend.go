@@ -28,8 +28,9 @@ const replayWindow = 12 * time.Hour
 // rotation produced them, and its observed token when it was read or made in
 // this pass; both stay nil when the token was not due a backend check.
 func (r *ApiTokenReconciler) reconcileBackendToken(ctx context.Context, p *pass) error {
-	var err error
-	p.creds, p.observed, err = r.syncBackendToken(ctx, p)
+	recovered := p.creds // a secret written ahead that a crash left undelivered
+	creds, observed, err := r.syncBackendToken(ctx, p)
+	p.creds, p.observed = cmp.Or(creds, recovered), observed
 	return err
 }
 

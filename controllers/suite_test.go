@@ -91,6 +91,11 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "default backend:", err)
 		return 1
 	}
+	defer func() {
+		if testHydra != nil {
+			testHydra.Stop()
+		}
+	}()
 	code := m.Run()
 	if code == 0 {
 		if err := checkNoLeaks(ctx); err != nil {
@@ -113,6 +118,10 @@ func checkNoLeaks(ctx context.Context) error {
 		return err
 	}
 	issued := service.Issued.All()
+	hydraSecrets.Range(func(secret, _ any) bool {
+		issued = append(issued, secret.(string))
+		return true
+	})
 	if len(issued) == 0 {
 		fmt.Println("secret-leak check skipped: the tests run issued no auth token")
 		return nil
