@@ -82,10 +82,14 @@ verify: manifests generate ## Fail when generated files are stale.
 k8s-binaries: ## Build etcd, kube-apiserver, kube-controller-manager and kubectl into the cache.
 	@K8S_VERSION=$(K8S_VERSION) hack/k8s-binaries.sh
 
+.PHONY: hydra-binary
+hydra-binary: ## Build Ory Hydra (pinned) into the cache, once (about 5 minutes the first time).
+	@hack/hydra-binary.sh >/dev/null
+
 .PHONY: test
-test: manifests generate fmt vet ## Run every test: unit, conformance, envtest integration and end-to-end; prints the slowest packages.
+test: manifests generate fmt vet hydra-binary ## Run every test: unit, conformance, envtest integration and end-to-end (tokenservice and Ory Hydra); prints the slowest packages.
 	@mkdir -p tmp
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./... -count=1 -timeout 30m 2>&1 | tee tmp/test.log
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" HYDRA_BINARY="$$(hack/hydra-binary.sh)" go test ./... -count=1 -timeout 30m 2>&1 | tee tmp/test.log
 	@echo "slowest packages:"; awk '$$1 == "ok" || $$1 == "FAIL" { t = $$3; sub(/s$$/, "", t); if (t + 0 > 0) printf "%8.1fs  %s\n", t, $$2 }' tmp/test.log | sort -rn | head -6
 
 CRASH_TRIALS ?= 300

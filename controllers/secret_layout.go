@@ -173,6 +173,11 @@ func (l secretLayout) secretData(creds backend.Credentials) (map[string][]byte, 
 // checkLayout checks the templates before anything is made in the backend: a
 // template that fails with placeholder credentials fails with any.
 func checkLayout(l secretLayout) error {
+	if l.sidKey == l.tokenKey || (l.urlKey != "" && (l.sidKey == l.urlKey || l.tokenKey == l.urlKey)) {
+		// Admission checks the names against the Token Service's defaults; an
+		// OAuth2 backend's defaults (clientId, clientSecret, tokenUrl) only here.
+		return stalled(tokensv1alpha1.ReasonSecretRejected, "spec.secret: the keys of the SID (%s), the secret (%s) and the token URL (%s) must differ", l.sidKey, l.tokenKey, l.urlKey)
+	}
 	if !l.rendered() {
 		return nil
 	}

@@ -120,7 +120,7 @@ type BackendReference struct {
 }
 
 // SecretTemplate says where and how the token's credentials are written.
-// +kubebuilder:validation:XValidation:rule="!has(self.accountSidKey) || !has(self.authTokenKey) || self.accountSidKey != self.authTokenKey",message="accountSidKey and authTokenKey must differ"
+// +kubebuilder:validation:XValidation:rule="(has(self.accountSidKey) ? self.accountSidKey : 'accountSid') != (has(self.authTokenKey) ? self.authTokenKey : 'authToken')",message="accountSidKey and authTokenKey must differ"
 // +kubebuilder:validation:XValidation:rule="!has(self.template) || !has(self.template.data) || !has(self.formats) || self.formats.all(f, !((f == 'Env' ? '.env' : (f == 'Netrc' ? '.netrc' : 'credentials.json')) in self.template.data))",message="secret.template.data must not name a key that secret.formats writes (.env, .netrc, credentials.json)"
 // +kubebuilder:validation:XValidation:rule="!has(self.template) || !has(self.template.data) || !has(self.template.keep) || self.template.keep.all(k, !((k == 'accountSid' ? (has(self.accountSidKey) ? self.accountSidKey : 'accountSid') : (has(self.authTokenKey) ? self.authTokenKey : 'authToken')) in self.template.data))",message="secret.template.data must not name a key that secret.template.keep keeps"
 // +kubebuilder:validation:XValidation:rule="!has(self.template) || !has(self.template.data) || !has(self.type) || self.type != 'kubernetes.io/basic-auth' || !('username' in self.template.data || 'password' in self.template.data)",message="secret.template.data must not name username or password: a kubernetes.io/basic-auth Secret keeps them"
