@@ -20,7 +20,7 @@ import (
 // token claimed by this ApiToken already. Nothing is changed when adoption is not
 // allowed, the token is not found, or another owner holds it.
 func (r *ApiTokenReconciler) adoptExisting(ctx context.Context, p *pass, desired backend.CreateRequest) (*backend.Credentials, *backend.Token, error) {
-	at, be := p.at, p.be
+	at := p.at
 	sid := at.Spec.Adopt.AccountSID
 	if err := r.checkAdoptionAllowed(ctx, p); err != nil {
 		return nil, nil, err
@@ -33,11 +33,10 @@ func (r *ApiTokenReconciler) adoptExisting(ctx context.Context, p *pass, desired
 	if err != nil {
 		return nil, nil, err
 	}
-	creds, err := be.Credentials(ctx, sid)
+	creds, err := r.adoptedCredentials(ctx, p, sid)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read credentials of %s: %w", sid, err)
+		return nil, nil, err
 	}
-	r.event(at, corev1.EventTypeNormal, "Adopted", "Adopted token %s without a reset", sid)
 	r.recordToken(p, tok, "")
 	r.recordCredentials(at, tokensv1alpha1.CredentialsAdopted, "", sid, creds.Generation)
 	updated, err := r.updateToken(ctx, p, desired, tok)
@@ -45,6 +44,27 @@ func (r *ApiTokenReconciler) adoptExisting(ctx context.Context, p *pass, desired
 		return nil, nil, err
 	}
 	return &creds, updated, nil
+}
+
+// adoptedCredentials are the credentials of an adopted token: as they are, from
+// a backend that returns them; else (Hydra never returns a secret) a new secret,
+// written ahead and set under the adoption's own key, so that a crash replays
+// it rather than setting yet another one.
+func (r *ApiTokenReconciler) adoptedCredentials(ctx context.Context, p *pass, sid string) (backend.Credentials, error) {
+	if !p.caps.RetrievableSecrets {
+		creds, err := p.be.Reset(ctx, sid, adoptKey(p.at), "")
+		if err != nil {
+			return backend.Credentials{}, fmt.Errorf("set a secret for adopted token %s: %w", sid, err)
+		}
+		r.event(p.at, corev1.EventTypeNormal, "Adopted", "Adopted token %s with a new secret: the backend never returns the one it had", sid)
+		return creds, nil
+	}
+	creds, err := p.be.Credentials(ctx, sid)
+	if err != nil {
+		return backend.Credentials{}, fmt.Errorf("read credentials of %s: %w", sid, err)
+	}
+	r.event(p.at, corev1.EventTypeNormal, "Adopted", "Adopted token %s without a reset", sid)
+	return creds, nil
 }
 
 // claim sets the token's externalId to the ApiToken's UID unless it holds it

@@ -279,3 +279,40 @@ func metaCondition(conditions []metav1.Condition, typ string) metav1.Condition {
 	}
 	return metav1.Condition{Reason: fmt.Sprintf("no %s condition", typ)}
 }
+
+func TestHydraAdoptionSetsANewSecretOnce(t *testing.T) {
+	h := hydraServer(t)
+	g := NewWithT(t)
+	tb := &tokensv1alpha1.TokenBackend{}
+	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Name: hydraBackendName}, tb)).To(Succeed())
+	adopting := &tokensv1alpha1.TokenBackend{
+		ObjectMeta: metav1.ObjectMeta{Name: "hydra-adopt"},
+		Spec:       *tb.Spec.DeepCopy(),
+	}
+	adopting.Spec.Policy = &tokensv1alpha1.TokenBackendPolicy{AdoptionNamespaces: &metav1.LabelSelector{}}
+	g.Expect(controlPlane.CreateTokenBackend(t.Context(), adopting)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), adopting) })
+
+	handMade, err := newClientSecret()
+	g.Expect(err).NotTo(HaveOccurred())
+	req := backend.CreateRequest{Name: "hand made", DeveloperEmails: []string{"ops@example.com"}, Scopes: []string{"reports:read"}, State: backend.StateEnabled}
+	_, _, err = h.Admin.CreateClient(t.Context(), "hand-made-client", req, handMade)
+	g.Expect(err).NotTo(HaveOccurred())
+
+	ns := newNamespace(t, nil)
+	at := newApiToken(ns, "adopted")
+	at.Spec.BackendRef.Name = "hydra-adopt"
+	at.Spec.Adopt = &tokensv1alpha1.Adoption{AccountSID: "hand-made-client"}
+	at = createReady(t, at)
+	g.Expect(at.Status.AccountSID).To(Equal("hand-made-client"))
+	creds := hydraCreds(t, ns, "adopted")
+	g.Expect(creds.AccountSID).To(Equal("hand-made-client"))
+	g.Expect(accepts(t, h, creds, "reports:read")).To(BeTrue())
+	g.Expect(accepts(t, h, backend.Credentials{AccountSID: "hand-made-client", AuthToken: handMade}, "")).To(BeFalse(),
+		"Hydra never returns a secret: the adopted client gets a new one")
+	tok, _, err := h.Admin.Get(t.Context(), "hand-made-client", "")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(tok.ExternalID).To(Equal(string(at.UID)))
+	g.Expect(tok.Generation).To(Equal(int64(2)), "one new secret, set once")
+	g.Expect(hasEvent(t, at, corev1.EventTypeNormal, "Adopted")).To(BeTrue())
+}

@@ -51,6 +51,12 @@ func scheduledRotationKey(at *tokensv1alpha1.ApiToken, due time.Time) string {
 	return "rotate/" + string(at.UID) + "/at/" + strconv.FormatInt(due.Unix(), 10)
 }
 
+// adoptKey is the key of the secret set when an ApiToken adopts a token of a
+// backend that never returns secrets: one per ApiToken.
+func adoptKey(at *tokensv1alpha1.ApiToken) string {
+	return "adopt/" + string(at.UID)
+}
+
 // regenerateKey is the idempotency key of a new secret set because the operator
 // lost its copy of one the backend never returns (write_ahead.go): one per
 // token and generation.

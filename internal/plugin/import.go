@@ -160,19 +160,25 @@ func backendClient(ctx context.Context, c client.Client, name string) (backend.B
 // operator keeps in the backend is set to the token's current value. It is a
 // plain map so that it carries exactly these fields (no status, no defaults).
 func Manifest(tok *backend.Token, namespace, backendName, name string) map[string]any {
+	primary, devs := tok.PrimaryContact, tok.DeveloperEmails
+	if primary == "" && len(devs) > 0 { // a client made by hand in Hydra: its first contact
+		primary, devs = devs[0], devs[1:]
+	}
 	spec := map[string]any{
 		"adopt":          map[string]any{"accountSid": tok.SID},
 		"backendRef":     map[string]any{"name": backendName},
 		"displayName":    tok.Name,
-		"apiVersion":     tok.APIVersion,
-		"primaryContact": tok.PrimaryContact,
+		"primaryContact": primary,
 		"scopes":         nonNil(tok.Scopes),
+	}
+	if tok.APIVersion > 0 { // a backend without API versions (Hydra) has none
+		spec["apiVersion"] = tok.APIVersion
 	}
 	if tok.Description != "" {
 		spec["description"] = tok.Description
 	}
-	if len(tok.DeveloperEmails) > 0 {
-		spec["developerEmails"] = tok.DeveloperEmails
+	if len(devs) > 0 {
+		spec["developerEmails"] = devs
 	}
 	if tok.State == backend.StateDisabled {
 		spec["disabled"] = true
