@@ -45,7 +45,9 @@ spec:
   resyncInterval: 10s
 `, h.AdminURL, h.TokenURL))
 	e.waitFor("", "condition=Ready", "tokenbackend/hydra-e2e")
-	t.Cleanup(func() { _, _ = e.c.Kubectl(context.Background(), "delete", "tokenbackend", "hydra-e2e", "--wait=false") })
+	t.Cleanup(func() {
+		_, _ = e.c.Kubectl(context.Background(), "delete", "tokenbackend", "hydra-e2e", "--wait=false")
+	})
 	e.kubectl("create", "namespace", "oauth")
 	e.applyManifest("oauth", `apiVersion: tokens.apitoken.dev/v1alpha1
 kind: ApiToken
