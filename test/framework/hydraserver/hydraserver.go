@@ -30,6 +30,7 @@ type Server struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	logFile *os.File
+	keepLog bool
 }
 
 // Binary returns the Hydra binary: HYDRA_BINARY when it is set and
@@ -53,24 +54,50 @@ func Binary(repoRoot string) (string, error) {
 }
 
 // Start starts Hydra with an in-memory database (dsn "memory") or the
-// given one (a sqlite file keeps its clients across restarts), and waits until
-// both APIs answer.
+// given one (a sqlite file keeps its clients across restarts), on free loopback
+// ports, and waits until both APIs answer.
 func Start(binary, dsn string) (*Server, error) {
-	adminPort, err := FreePort()
-	if err != nil {
-		return nil, err
+	return StartWith(binary, dsn, Config{})
+}
+
+// Config places a Server. The zero Config is Start's: free ports, and a
+// temporary log removed by Stop.
+type Config struct {
+	// AdminPort and PublicPort are loopback ports to serve on; 0 picks a free one.
+	AdminPort, PublicPort int
+	// LogPath is a file for Hydra's output that Stop leaves in place; empty: a
+	// temporary file.
+	LogPath string
+}
+
+// StartWith is Start placed by cfg (make dev: the ports its sample
+// TokenBackend names, and a log beside the others).
+func StartWith(binary, dsn string, cfg Config) (*Server, error) {
+	adminPort, publicPort := cfg.AdminPort, cfg.PublicPort
+	var err error
+	if adminPort == 0 {
+		if adminPort, err = FreePort(); err != nil {
+			return nil, err
+		}
 	}
-	publicPort, err := FreePort()
-	if err != nil {
-		return nil, err
+	if publicPort == 0 {
+		if publicPort, err = FreePort(); err != nil {
+			return nil, err
+		}
 	}
 	h := &Server{
 		AdminURL:  "http://127.0.0.1:" + strconv.Itoa(adminPort),
 		PublicURL: "http://127.0.0.1:" + strconv.Itoa(publicPort),
 		exited:    make(chan struct{}),
+		keepLog:   cfg.LogPath != "",
 	}
 	h.TokenURL = h.PublicURL + "/oauth2/token"
-	if h.logFile, err = os.CreateTemp("", "hydra-*.log"); err != nil {
+	if h.keepLog {
+		h.logFile, err = os.Create(cfg.LogPath)
+	} else {
+		h.logFile, err = os.CreateTemp("", "hydra-*.log")
+	}
+	if err != nil {
 		return nil, err
 	}
 	raw := make([]byte, 32)
@@ -139,7 +166,9 @@ func (h *Server) Stop() {
 		<-h.exited
 	}
 	_ = h.logFile.Close()
-	_ = os.Remove(h.logFile.Name())
+	if !h.keepLog {
+		_ = os.Remove(h.logFile.Name())
+	}
 }
 
 // Grant is the answer of the token endpoint to a client-credentials grant.
