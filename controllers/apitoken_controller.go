@@ -372,10 +372,13 @@ func (r *ApiTokenReconciler) readTokenBackend(ctx context.Context, p *pass) erro
 }
 
 // checkAccess stalls an ApiToken that its TokenBackend does not admit: a
-// namespace outside allowedNamespaces, or a spec its catalog or policy does not
-// allow.
+// namespace outside allowedNamespaces, a spec its type cannot carry out, or one
+// its catalog or policy does not allow.
 func (r *ApiTokenReconciler) checkAccess(ctx context.Context, p *pass) error {
 	if err := r.checkNamespaceAllowed(ctx, p.at, p.tb); err != nil {
+		return err
+	}
+	if err := checkCapabilities(p); err != nil {
 		return err
 	}
 	return checkPolicy(p.at, p.tb)

@@ -102,6 +102,32 @@ func effectiveDeletionPolicy(requested tokensv1alpha1.DeletionPolicy, policy *to
 	return requested
 }
 
+// unsupportedBy lists what the spec asks of a backend type that its
+// capabilities cannot do: disabling a token without Disable, adopting one
+// without Claim.
+func unsupportedBy(spec *tokensv1alpha1.ApiTokenSpec, caps backend.Capabilities, backendName string) []string {
+	var out []string
+	if spec.Disabled && !caps.Disable {
+		out = append(out, fmt.Sprintf("TokenBackend %s cannot disable a token: delete the ApiToken instead", backendName))
+	}
+	if spec.Adopt != nil && !caps.Claim {
+		out = append(out, fmt.Sprintf("TokenBackend %s cannot mark a token as adopted: create a new ApiToken instead", backendName))
+	}
+	return out
+}
+
+// checkCapabilities stalls an ApiToken that asks its backend type for
+// something it cannot do.
+func checkCapabilities(p *pass) error {
+	if p.be == nil {
+		return nil
+	}
+	if unsupported := unsupportedBy(&p.at.Spec, p.caps, p.tb.Name); len(unsupported) > 0 {
+		return stalled(tokensv1alpha1.ReasonBackendRejected, "%s", strings.Join(unsupported, "; "))
+	}
+	return nil
+}
+
 // checkPolicy stalls an ApiToken whose spec its TokenBackend does not allow,
 // before anything is asked of the backend: a new token is not created, and a live
 // one that a tightened policy no longer allows is left as it is (never narrowed
