@@ -286,7 +286,7 @@ func (c *Client) attempt(ctx context.Context, r request, payload []byte) (*respo
 	resp, err := c.http.Do(req)
 	if err != nil {
 		c.record(r.call, 0, start)
-		return nil, &APIError{Call: r.call, Title: "backend unreachable: " + networkReason(err), sentinel: ErrUnavailable, local: true}
+		return nil, &APIError{Call: r.call, Title: "backend unreachable: " + NetworkReason(err), sentinel: ErrUnavailable, local: true}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
@@ -306,8 +306,9 @@ func (c *Client) record(call string, code int, start time.Time) {
 	}
 }
 
-// networkReason names a transport failure without quoting anything the server sent.
-func networkReason(err error) string {
+// NetworkReason names a transport failure without quoting anything the server
+// sent; every backend type words its network errors with it.
+func NetworkReason(err error) string {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
@@ -348,9 +349,7 @@ func decodeProblem(call string, status int, header http.Header, body []byte) *AP
 			e.Fields = append(e.Fields, FieldError{Field: f.Field, Detail: clip(f.Detail, 300)})
 		}
 	}
-	if status == http.StatusTooManyRequests || status == http.StatusServiceUnavailable {
-		e.RetryAfter = parseRetryAfter(header.Get("Retry-After"), time.Now())
-	}
+	e.RetryAfter = RetryAfter(status, header)
 	return e
 }
 
@@ -401,6 +400,15 @@ func backoff(attempt int) time.Duration {
 }
 
 // parseRetryAfter reads delay-seconds or an HTTP date.
+// RetryAfter is how long an answer with this status and header asks the caller
+// to wait (a Retry-After of seconds or an HTTP date, on 429 and 503 only).
+func RetryAfter(status int, header http.Header) time.Duration {
+	if status != http.StatusTooManyRequests && status != http.StatusServiceUnavailable {
+		return 0
+	}
+	return parseRetryAfter(header.Get("Retry-After"), time.Now())
+}
+
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0

@@ -11,8 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
@@ -137,7 +135,7 @@ func (c *Client) attempt(ctx context.Context, r request) ([]byte, http.Header, e
 		c.observe(r.call, code, time.Since(start))
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w: %s", r.call, backend.ErrUnavailable, networkReason(err))
+		return nil, nil, fmt.Errorf("%s: %w: %s", r.call, backend.ErrUnavailable, backend.NetworkReason(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
@@ -153,13 +151,7 @@ func (c *Client) attempt(ctx context.Context, r request) ([]byte, http.Header, e
 // apiError builds the error of a non-2xx answer. Hydra's OAuth2 error code is kept
 // in Type (e.g. invalid_scope); its description is dropped: it may quote input.
 func apiError(call string, resp *http.Response, data []byte) *backend.APIError {
-	var retryAfter time.Duration
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		if secs, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After"))); err == nil && secs >= 0 {
-			retryAfter = time.Duration(secs) * time.Second
-		}
-	}
-	e := backend.NewAPIError(call, resp.StatusCode, nil, retryAfter)
+	e := backend.NewAPIError(call, resp.StatusCode, nil, backend.RetryAfter(resp.StatusCode, resp.Header))
 	var p struct {
 		Error string `json:"error"`
 	}
@@ -173,21 +165,3 @@ func apiError(call string, resp *http.Response, data []byte) *backend.APIError {
 // lower-case words joined by underscores); Hydra's admin API sends sentences,
 // which are not kept.
 var oauthErrorCode = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-
-// networkReason names a transport failure without quoting anything the server sent.
-func networkReason(err error) string {
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	}
-	if ue, ok := errors.AsType[*url.Error](err); ok {
-		err = ue.Err
-	}
-	msg := err.Error()
-	if len(msg) > 200 {
-		msg = msg[:200]
-	}
-	return msg
-}

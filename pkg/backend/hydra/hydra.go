@@ -1,16 +1,19 @@
 // Package hydra is the client of an Ory Hydra v2 (tested against v2.3.0) admin
-// and token endpoint, for the planned Hydra backend type: each token is an OAuth2
-// client that uses the client-credentials grant, and its auth token is the client
-// secret. It is groundwork: it does not implement backend.Backend (Hydra has no
-// conditional reads, never returns a secret, and the operator chooses the secret
-// itself), but it speaks the same types (backend.Token, backend.CreateRequest,
-// backend.TokenPatch, backend.AuthToken) and the same sentinel errors.
+// and token endpoint, and the Hydra backend type (Backend, in backend.go): each
+// token is an OAuth2 client that uses the client-credentials grant, and its auth
+// token is the client secret. Hydra has no conditional reads, no catalog and
+// never returns a secret, so Backend's Capabilities say so and the caller (the
+// operator) chooses each client's ID and secret. It speaks the types of
+// pkg/backend (backend.Token, backend.CreateRequest, backend.TokenPatch,
+// backend.AuthToken) and its sentinel errors. docs/backends.md sets this mapping
+// beside the Token Service's.
 //
 // # Mapping
 //
 //	backend.Token / CreateRequest   Hydra OAuth2 client
 //	-----------------------------   -------------------------------------------------
-//	SID                             client_id (chosen by the caller, see ClientIDFor)
+//	SID                             client_id (chosen by the caller: the operator
+//	                                uses the ApiToken's UID, then "<uid>-<n>")
 //	auth token                      client_secret (chosen by the caller, see NewSecret;
 //	                                Hydra stores a hash and never returns it on GET)
 //	ExternalID                      owner
@@ -68,9 +71,7 @@ package hydra
 
 import (
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -172,18 +173,10 @@ func parseBase(name, raw string) (*url.URL, error) {
 // TokenURL returns the token endpoint, which the operator writes into the Secret.
 func (c *Client) TokenURL() string { return c.tokenURL.String() }
 
-// clientIDPattern is what ClientIDFor makes and what every method accepts: Hydra
-// itself takes any string, but a client ID goes into URL paths.
+// clientIDPattern is what every method accepts (and what a Kubernetes UID, with
+// "-<n>", matches): Hydra itself takes any string, but a client ID goes into URL
+// paths.
 var clientIDPattern = regexp.MustCompile(`^[A-Za-z0-9][-A-Za-z0-9_]{0,254}$`)
-
-// ClientIDFor returns the client ID for an idempotency key (the ApiToken's UID):
-// "apitoken-" and the first 24 hex digits of the key's SHA-256. The same key
-// always gives the same ID, so a create repeated after a crash or a lost answer
-// lands on the same client.
-func (c *Client) ClientIDFor(idempotencyKey string) string {
-	sum := sha256.Sum256([]byte(idempotencyKey))
-	return "apitoken-" + hex.EncodeToString(sum[:])[:24]
-}
 
 // NewSecret returns a new client secret: 32 random bytes, base64url without padding.
 func NewSecret() (backend.AuthToken, error) {
