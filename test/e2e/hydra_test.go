@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,7 +106,10 @@ spec:
 
 	t.Run("rotation with overlap refuses no consumer request", func(t *testing.T) {
 		before := e.hydraCredentials(key, &secrets)
-		consumer := startOAuthConsumer(e.ctx, k8s, key, "reports:read", &secrets)
+		consumer := startConsumer(e.ctx, k8s, key, func(ctx context.Context, s *corev1.Secret) bool {
+			g, err := grantFor(ctx, s, "reports:read", &secrets)
+			return err == nil && g.Status == http.StatusOK
+		})
 		e.kubectl("-n", "oauth", "annotate", "apitoken", "partner-sync", "tokens.apitoken.dev/rotate=q1", "--overwrite")
 		e.waitFor("oauth", "jsonpath={.status.lastHandledRotate}=q1", "apitoken/partner-sync")
 		if sid := e.kubectl("-n", "oauth", "get", "apitoken", "partner-sync", "-o", "jsonpath={.status.accountSid}"); sid != uid+"-1" {
@@ -205,45 +207,16 @@ func oauthGrant(ctx context.Context, k8s client.Client, key client.ObjectKey, sc
 	if err := k8s.Get(ctx, key, s); err != nil {
 		return hydraserver.Grant{}, err
 	}
+	return grantFor(ctx, s, scope, seen)
+}
+
+// grantFor asks the Secret's tokenUrl for an access token with its clientId
+// and clientSecret, and remembers the secret for the leak search.
+func grantFor(ctx context.Context, s *corev1.Secret, scope string, seen *sync.Map) (hydraserver.Grant, error) {
 	secret := string(s.Data[tokensv1alpha1.DefaultClientSecretKey])
 	seen.Store(secret, true)
 	return hydraserver.ClientCredentials(ctx, string(s.Data[tokensv1alpha1.DefaultTokenURLKey]),
 		string(s.Data[tokensv1alpha1.DefaultClientIDKey]), secret, scope)
-}
-
-// oauthConsumer asks for an access token every 100 ms with whatever the Secret
-// holds.
-type oauthConsumer struct {
-	requests, refused atomic.Int64
-	cancel            context.CancelFunc
-	done              chan struct{}
-}
-
-func startOAuthConsumer(ctx context.Context, k8s client.Client, key client.ObjectKey, scope string, seen *sync.Map) *oauthConsumer {
-	ctx, cancel := context.WithCancel(ctx)
-	c := &oauthConsumer{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(c.done)
-		for ctx.Err() == nil {
-			if g, err := oauthGrant(ctx, k8s, key, scope, seen); err == nil && ctx.Err() == nil {
-				c.requests.Add(1)
-				if g.Status != http.StatusOK {
-					c.refused.Add(1)
-				}
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
-		}
-	}()
-	return c
-}
-
-func (c *oauthConsumer) stop() (requests, refused int64) {
-	c.cancel()
-	<-c.done
-	return c.requests.Load(), c.refused.Load()
 }
 
 func decodeBase64(t *testing.T, s string) string {

@@ -61,7 +61,7 @@ func TestCredentialLifecycle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		consumer := startConsumer(e.ctx, k8s, e.c.TokenServiceURL, client.ObjectKey{Namespace: "billing", Name: "billing-sync"}, "invoices:read", framework.CredentialsOf)
+		consumer := startConsumer(e.ctx, k8s, client.ObjectKey{Namespace: "billing", Name: "billing-sync"}, verifies(e.c.TokenServiceURL, "invoices:read", framework.CredentialsOf))
 		e.kubectl("-n", "billing", "annotate", "apitoken", "billing-sync", "tokens.apitoken.dev/rotate=e2e-q1", "--overwrite")
 		e.waitFor("billing", "jsonpath={.status.lastHandledRotate}=e2e-q1", "apitoken/billing-sync")
 		newSID := e.jsonpath("apitoken", "billing-sync", "{.status.accountSid}")
@@ -96,15 +96,17 @@ func TestCredentialLifecycle(t *testing.T) {
 	})
 }
 
-// consumer calls /v1/verify every 100 ms with whatever the Secret holds, read
-// by read.
+// consumer calls its backend every 100 ms with whatever the Secret holds, as a
+// workload that reads its Secret on each request would, and counts refusals.
 type consumer struct {
 	requests, refused atomic.Int64
 	cancel            context.CancelFunc
 	done              chan struct{}
 }
 
-func startConsumer(ctx context.Context, k8s client.Client, tokenServiceURL string, secret client.ObjectKey, scope string, read func(*corev1.Secret) backend.Credentials) *consumer {
+// startConsumer starts a consumer of the Secret; accepted makes one call with
+// what the Secret holds and reports whether the backend took it.
+func startConsumer(ctx context.Context, k8s client.Client, secret client.ObjectKey, accepted func(context.Context, *corev1.Secret) bool) *consumer {
 	ctx, cancel := context.WithCancel(ctx)
 	c := &consumer{cancel: cancel, done: make(chan struct{})}
 	go func() {
@@ -112,10 +114,10 @@ func startConsumer(ctx context.Context, k8s client.Client, tokenServiceURL strin
 		for ctx.Err() == nil {
 			s := &corev1.Secret{}
 			if err := k8s.Get(ctx, secret, s); err == nil {
-				status := framework.VerifyStatus(ctx, tokenServiceURL, read(s), scope)
+				ok := accepted(ctx, s)
 				if ctx.Err() == nil {
 					c.requests.Add(1)
-					if status != 200 {
+					if !ok {
 						c.refused.Add(1)
 					}
 				}
@@ -127,6 +129,14 @@ func startConsumer(ctx context.Context, k8s client.Client, tokenServiceURL strin
 		}
 	}()
 	return c
+}
+
+// verifies is a consumer's call to tokenservice's /v1/verify with the
+// credentials read by read.
+func verifies(tokenServiceURL, scope string, read func(*corev1.Secret) backend.Credentials) func(context.Context, *corev1.Secret) bool {
+	return func(ctx context.Context, s *corev1.Secret) bool {
+		return framework.VerifyStatus(ctx, tokenServiceURL, read(s), scope) == 200
+	}
 }
 
 func (c *consumer) stop() (requests, refused int64) {

@@ -108,7 +108,7 @@ func TestTemplatedEnvConsumer(t *testing.T) {
 		t.Errorf("the token before the reset still verifies")
 	}
 
-	consumer := startConsumer(e.ctx, k8s, e.c.TokenServiceURL, client.ObjectKey{Namespace: "templated", Name: "reports-env"}, "reports:read", envCredentials)
+	consumer := startConsumer(e.ctx, k8s, client.ObjectKey{Namespace: "templated", Name: "reports-env"}, verifies(e.c.TokenServiceURL, "reports:read", envCredentials))
 	e.kubectl("-n", "templated", "annotate", "apitoken", "reports-env", "tokens.apitoken.dev/rotate=q1", "--overwrite")
 	e.waitFor("templated", "jsonpath={.status.lastHandledRotate}=q1", "apitoken/reports-env")
 	e.eventually("the old token retired", 2*framework.WaitTimeout, func() error {
