@@ -3,11 +3,14 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -191,17 +194,40 @@ func TestHydraDriftIsReverted(t *testing.T) {
 	at := createReady(t, newHydraToken(ns, "drift"))
 	sid := at.Status.AccountSID
 
-	// Someone widens the scopes and adds a grant type in Hydra.
-	wider := []string{"actions:read", "admin:all", "reports:read"}
-	if _, err := h.Admin.UpdateClient(t.Context(), sid, backend.TokenPatch{Scopes: &wider}); err != nil {
+	// Someone widens the scopes, renames the client, changes its contacts and
+	// adds a grant type in Hydra.
+	wider, name := []string{"actions:read", "admin:all", "reports:read"}, "renamed by hand"
+	if _, err := h.Admin.UpdateClient(t.Context(), sid, backend.TokenPatch{Scopes: &wider, Name: &name, DeveloperEmails: &[]string{"intruder@example.com"}}); err != nil {
 		t.Fatal(err)
 	}
+	patchHydraClient(t, h, sid, `[{"op":"replace","path":"/grant_types","value":["client_credentials","implicit"]}]`)
 	g.Eventually(func(g Gomega) {
 		tok, _, err := h.Admin.Get(t.Context(), sid, "")
 		g.Expect(err).NotTo(HaveOccurred())
 		g.Expect(tok.Scopes).To(Equal([]string{"actions:read", "reports:read"}))
+		g.Expect(tok.Name).To(Equal("drift"))
+		g.Expect(tok.DeveloperEmails).To(Equal([]string{"dev@example.com"}))
+		g.Expect(tok.State).To(Equal(backend.StateEnabled), "grant types back to client_credentials alone")
 	}, 3*testResync, tick).Should(Succeed())
 	g.Eventually(func() bool { return hasEvent(t, at, corev1.EventTypeWarning, "DriftReverted") }, wait, tick).Should(BeTrue())
+}
+
+// patchHydraClient edits a client in Hydra's admin API by hand (JSON Patch).
+func patchHydraClient(t *testing.T, h *framework.Hydra, clientID, patch string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPatch, h.AdminURL+"/admin/clients/"+clientID, strings.NewReader(patch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json-patch+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("patch client %s: HTTP %d", clientID, resp.StatusCode)
+	}
 }
 
 func TestHydraSecretDeletedIsDeliveredAgainWithoutANewSecret(t *testing.T) {
@@ -315,4 +341,25 @@ func TestHydraAdoptionSetsANewSecretOnce(t *testing.T) {
 	g.Expect(tok.ExternalID).To(Equal(string(at.UID)))
 	g.Expect(tok.Generation).To(Equal(int64(2)), "one new secret, set once")
 	g.Expect(hasEvent(t, at, corev1.EventTypeNormal, "Adopted")).To(BeTrue())
+}
+
+func TestHydraResetRollsRestartTargetsOnce(t *testing.T) {
+	hydraServer(t)
+	g := NewWithT(t)
+	ns := newNamespace(t, nil)
+	g.Expect(k8s.Create(t.Context(), framework.ConsumerDeployment(ns, "consumer", "rolled"))).To(Succeed())
+	at := newHydraToken(ns, "rolled")
+	at.Spec.Secret.RestartTargets = []tokensv1alpha1.RestartTarget{{Kind: tokensv1alpha1.RestartTargetDeployment, Name: "consumer"}}
+	at = createReady(t, at)
+	ref, _ := templateAnnotation(t, ns, "consumer")
+	g.Expect(ref).To(BeEmpty(), "a new client rolls nothing")
+
+	annotate(t, at, tokensv1alpha1.ResetAnnotation, "leak")
+	g.Eventually(func() string { ref, _ := templateAnnotation(t, ns, "consumer"); return ref }, wait, tick).
+		Should(Equal(at.Status.AccountSID + "/2"))
+	_, rv := templateAnnotation(t, ns, "consumer")
+	update(t, at, func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = "spec only" })
+	waitReady(t, at)
+	framework.ExpectNoWrites(t, k8s, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "consumer", ResourceVersion: rv}},
+		"a spec change rolled the restart target")
 }
