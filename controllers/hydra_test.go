@@ -363,3 +363,27 @@ func TestHydraResetRollsRestartTargetsOnce(t *testing.T) {
 	framework.ExpectNoWrites(t, k8s, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "consumer", ResourceVersion: rv}},
 		"a spec change rolled the restart target")
 }
+
+// Hydra has no catalog: the TokenBackend's policy alone decides, at admission
+// and at reconcile.
+func TestHydraPolicyIsTheRule(t *testing.T) {
+	hydraServer(t)
+	installAdmissionPolicy(t)
+	g := NewWithT(t)
+	tb := &tokensv1alpha1.TokenBackend{}
+	g.Expect(k8s.Get(t.Context(), client.ObjectKey{Name: hydraBackendName}, tb)).To(Succeed())
+	tenant := &tokensv1alpha1.TokenBackend{ObjectMeta: metav1.ObjectMeta{Name: "hydra-tenant"}, Spec: *tb.Spec.DeepCopy()}
+	tenant.Spec.Policy = &tokensv1alpha1.TokenBackendPolicy{AllowedScopes: []string{"reports:*"}}
+	g.Expect(controlPlane.CreateTokenBackend(t.Context(), tenant)).To(Succeed())
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), tenant) })
+
+	ns := newNamespace(t, nil)
+	refusal, err := framework.WaitUntilRefused(t.Context(), k8s, onBackend(newApiToken(ns, "probe"), "hydra-tenant", "actions:read"))
+	if err != nil {
+		t.Fatalf("the admission policy never refused: %v", err)
+	}
+	expectRefusedBy(t, refusal, metav1.StatusReasonInvalid, "scopes [actions:read] are not allowed by TokenBackend hydra-tenant")
+	// Any scope the policy allows is accepted: there is no catalog to miss it.
+	at := createReady(t, onBackend(newApiToken(ns, "allowed"), "hydra-tenant", "reports:anything-at-all"))
+	g.Expect(at.Status.AccountSID).To(Equal(string(at.UID)))
+}
