@@ -153,7 +153,7 @@ run: manifests generate ## Run the operator against the cluster of your kubeconf
 	go run . --credentials-namespace=$(CREDENTIALS_NAMESPACE) --metrics-bind-address=:8443 --health-probe-bind-address=:8081
 
 .PHONY: dev
-dev: ## Start a local control plane, tokenservice and the operator, apply the samples.
+dev: ## Start a local control plane, tokenservice, Ory Hydra and the operator, apply the samples (and the Hydra ones).
 	K8S_VERSION=$(K8S_VERSION) hack/dev.sh
 
 .PHONY: docker-build
