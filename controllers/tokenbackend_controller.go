@@ -227,7 +227,7 @@ func clientFailure(err error) (reason, message string) {
 	case errors.As(err, &stall):
 		return stall.reason, stall.message
 	case errors.Is(err, backend.ErrInsecureHTTP):
-		return tokensv1alpha1.ReasonInsecureURL, "spec.url uses plain http:// to a host that is not loopback (127.0.0.0/8, ::1, localhost): use https://, or set spec.allowInsecureHTTP: true"
+		return tokensv1alpha1.ReasonInsecureURL, "spec.url (or spec.hydra.tokenURL) uses plain http:// to a host that is not loopback (127.0.0.0/8, ::1, localhost): use https://, or set spec.allowInsecureHTTP: true"
 	case errors.Is(err, backend.ErrInvalidConfig):
 		// backend.New builds these from the spec alone: stable, and they say what to fix.
 		return tokensv1alpha1.ReasonCredentialsInvalid, err.Error()

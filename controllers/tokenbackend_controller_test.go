@@ -171,7 +171,7 @@ func TestTokenBackendCredentialsAndTransport(t *testing.T) {
 		"plain http to a host that is not loopback": {
 			mutate:    func(tb *tokensv1alpha1.TokenBackend) { tb.Spec.URL = "http://tokens.example.invalid:8080" },
 			wantReady: metav1.ConditionFalse, wantReason: tokensv1alpha1.ReasonInsecureURL,
-			wantMessage: "spec.url uses plain http:// to a host that is not loopback (127.0.0.0/8, ::1, localhost): use https://, or set spec.allowInsecureHTTP: true",
+			wantMessage: "spec.url (or spec.hydra.tokenURL) uses plain http:// to a host that is not loopback (127.0.0.0/8, ::1, localhost): use https://, or set spec.allowInsecureHTTP: true",
 		},
 	}
 	i := 0
