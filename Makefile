@@ -100,8 +100,8 @@ test-install: ## Only the install tests: chart, dist/install.yaml, scoped instal
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/install -count=1 -v
 
 .PHONY: crash-trials
-crash-trials: ## The long randomized crash-consistency run (CRASH_TRIALS, CRASH_SEED to replay).
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/reliability -run TestCrashConsistency -count=1 -timeout 60m -v \
+crash-trials: hydra-binary ## The long randomized crash-consistency run, CRASH_TRIALS against tokenservice and as many against Ory Hydra (CRASH_SEED to replay).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" HYDRA_BINARY="$$(hack/hydra-binary.sh)" go test ./test/reliability -run TestCrashConsistency -count=1 -timeout 60m -v \
 		-trials $(CRASH_TRIALS) -seed $(CRASH_SEED) 2>&1 | grep --line-buffered -E "crash-consistency|crash points|transport faults|hostile tenant|trial [0-9]+:|^(ok|FAIL|---)"
 
 # -fuzzminimizetime bounds the minimization of new interesting inputs: a long one

@@ -70,7 +70,11 @@ func (r *ApiTokenReconciler) rotateWithOverlap(ctx context.Context, p *pass, des
 		}
 	}
 	if !p.caps.ServerChosenSID {
-		desired.SID = successorSID(at)
+		sid, err := r.successorFor(ctx, p, c.key)
+		if err != nil {
+			return nil, nil, err
+		}
+		desired.SID = sid
 	}
 	tok, creds, err := be.Create(ctx, c.key, desired)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -33,6 +34,16 @@ const pendingSecretType corev1.SecretType = "tokens.apitoken.dev/credentials-pen
 // pendingKeyKey is the data key of the idempotency key of the change the
 // pending secret is for: a replay of that change reuses the secret.
 const pendingKeyKey = "idempotencyKey"
+
+// writtenAheadForAnnotation, on the source Secret, is the idempotency key of
+// the change whose secret written ahead the source holds. The pending Secret is
+// settled (deleted) when its secret is delivered, before the pass's status
+// write records the change: a crash or a failure in between (a restart target
+// that cannot be rolled, a lost status write) makes the next pass replay the
+// change, and the replay must reuse the delivered secret rather than set
+// another one, which would change the credentials twice for one change and
+// refuse the consumers that hold the first.
+const writtenAheadForAnnotation = "tokens.apitoken.dev/written-ahead-for"
 
 // pendingLayout is the layout of a pending Secret.
 var pendingLayout = secretLayout{
@@ -130,7 +141,9 @@ func (w writeAheadBackend) Credentials(ctx context.Context, sid string) (backend
 
 // secretFor returns the secret to send for the change key on sid: the pending
 // one when it was written for the same change (a replay after a crash or a lost
-// answer), else a new one, written ahead before it is returned.
+// answer), the one delivered for it when the pending Secret is settled already
+// (a replay of a change whose status write was lost), else a new one, written
+// ahead before it is returned.
 func (w writeAheadBackend) secretFor(ctx context.Context, key, sid string) (backend.AuthToken, error) {
 	pend, ok, err := w.r.readPending(ctx, w.p.at)
 	if err != nil {
@@ -138,6 +151,9 @@ func (w writeAheadBackend) secretFor(ctx context.Context, key, sid string) (back
 	}
 	if ok && pend.key == key && pend.sid == sid {
 		return pend.secret, nil
+	}
+	if delivered, ok, err := w.r.deliveredFor(ctx, w.p.at, key, sid); err != nil || ok {
+		return delivered, err
 	}
 	secret, err := newClientSecret()
 	if err != nil {
@@ -231,7 +247,10 @@ func (r *ApiTokenReconciler) recoverPending(ctx context.Context, p *pass) error 
 }
 
 // settlePending deletes the pending Secret once the credentials are delivered.
-// Without one (the cache says so) it costs nothing.
+// Without one (the cache says so) it costs nothing. When the source Secret
+// holds the pending secret (this pass delivered it), the source is marked
+// with the change's key first (writtenAheadForAnnotation), so that a replay of
+// the change finds the secret after the pending Secret is gone.
 func (r *ApiTokenReconciler) settlePending(ctx context.Context, p *pass) error {
 	if p.caps.RetrievableSecrets {
 		return nil
@@ -240,5 +259,94 @@ func (r *ApiTokenReconciler) settlePending(ctx context.Context, p *pass) error {
 	if head == nil || err != nil {
 		return ignoreConflict(err)
 	}
+	pend, ok, err := r.readPending(ctx, p.at)
+	if err != nil {
+		return err
+	}
+	if ok {
+		if err := r.markDelivered(ctx, p.at, pend); err != nil {
+			return err
+		}
+	}
 	return r.deleteOwnSecret(ctx, p.at, head.Name)
+}
+
+// ownSource reads the ApiToken's source Secret with its data: nil when there
+// is none or it is not the operator's own.
+func (r *ApiTokenReconciler) ownSource(ctx context.Context, at *tokensv1alpha1.ApiToken) (*corev1.Secret, error) {
+	name := sourceSecretName(at)
+	s := &corev1.Secret{}
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: at.Namespace, Name: name}, s); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("get Secret %s: %w", name, err)
+	}
+	if !isControlledBy(s, at) || s.Type != sourceSecretType {
+		return nil, nil
+	}
+	return s, nil
+}
+
+// markDelivered marks the source Secret with the key of the pending change
+// when it holds the pending secret for the same SID.
+func (r *ApiTokenReconciler) markDelivered(ctx context.Context, at *tokensv1alpha1.ApiToken, pend pendingCredentials) error {
+	s, err := r.ownSource(ctx, at)
+	if s == nil || err != nil {
+		return err
+	}
+	if string(s.Data[sourceLayout.sidKey]) != pend.sid || string(s.Data[sourceLayout.tokenKey]) != pend.secret.Reveal() ||
+		s.Annotations[writtenAheadForAnnotation] == pend.key {
+		return nil
+	}
+	handle := secretHead()
+	handle.Name, handle.Namespace = s.Name, s.Namespace
+	patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, writtenAheadForAnnotation, pend.key))
+	if err := r.Patch(ctx, handle, patch); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("mark Secret %s with the change it holds: %w", s.Name, err)
+	}
+	return nil
+}
+
+// deliveredFor returns the secret the source Secret holds for sid when it was
+// delivered for the change key (markDelivered): ok is false otherwise.
+func (r *ApiTokenReconciler) deliveredFor(ctx context.Context, at *tokensv1alpha1.ApiToken, key, sid string) (backend.AuthToken, bool, error) {
+	s, err := r.ownSource(ctx, at)
+	if s == nil || err != nil {
+		return "", false, err
+	}
+	secret := backend.AuthToken(s.Data[sourceLayout.tokenKey])
+	if s.Annotations[writtenAheadForAnnotation] != key || string(s.Data[sourceLayout.sidKey]) != sid || !generatedSecret.MatchString(secret.Reveal()) {
+		return "", false, nil
+	}
+	return secret, true, nil
+}
+
+// successorFor is the SID of the token that the rotation with the change key
+// creates, for a type whose SIDs the operator chooses: the one the pending or
+// the source Secret records for the same change (a replay), else the next one
+// that no known token of the ApiToken has. A token that an earlier rotation
+// made and delivered before its status write was lost, and that a later change
+// superseded, is then retired after the overlap like any token the status
+// lost (trackKnownTokens), instead of being given the new change's secret,
+// which would refuse the consumers that hold its own. The current token is
+// never its own successor.
+func (r *ApiTokenReconciler) successorFor(ctx context.Context, p *pass, key string) (string, error) {
+	current := p.at.Status.AccountSID
+	pend, ok, err := r.readPending(ctx, p.at)
+	if err != nil {
+		return "", err
+	}
+	if ok && pend.key == key && pend.sid != current {
+		return pend.sid, nil
+	}
+	s, err := r.ownSource(ctx, p.at)
+	if err != nil {
+		return "", err
+	}
+	if s != nil && s.Annotations[writtenAheadForAnnotation] == key && string(s.Data[sourceLayout.sidKey]) != current {
+		return string(s.Data[sourceLayout.sidKey]), nil
+	}
+	known, _ := r.owned.known(p.at.UID)
+	return successorSID(p.at, known...), nil
 }

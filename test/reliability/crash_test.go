@@ -28,7 +28,7 @@ import (
 )
 
 var (
-	trialsFlag = flag.Int("trials", 30, "randomized crash-consistency trials (make crash-trials runs 300)")
+	trialsFlag = flag.Int("trials", 30, "randomized crash-consistency trials of each backend type (make crash-trials runs 300)")
 	seedFlag   = flag.Uint64("seed", 0, "seed of the trials; 0 picks one (printed, so a failure can be replayed)")
 )
 
@@ -41,26 +41,49 @@ var allScopes = []string{"reports:read", "reports:write", "actions:read", "deals
 // responses lost, 5xx'd and 429'd by the transport, and a hostile tenant
 // (forged statuses naming another tenant's token, nonces longer than the status
 // holds, rotate storms). After each trial settles it checks the invariants of
-// docs/design.md (1-9).
+// docs/design.md (1-9); after each step, that nothing written ahead is left
+// once the ApiToken is Ready; after a deletion, that none of the operator's own
+// Secrets outlives the ApiToken and that a Secret left behind with its token
+// still works; and that no secret the Secret held reached an event, a status, a
+// metric or the operator's log. TestCrashConsistencyHydra runs the same trials
+// against Ory Hydra.
 //
-// Replay a failure: go test ./test/reliability -run TestCrashConsistency -seed N -trials M
+// Replay a failure: go test ./test/reliability -run 'TestCrashConsistency$' -seed N -trials M
 func TestCrashConsistency(t *testing.T) {
+	seed := trialSeed(t)
+	w := newWorld(t, "crash", crashWorldOptions(seed))
+	runCrashTrials(t, w, seed, *trialsFlag, "")
+}
+
+// trialSeed is -seed, or a new seed that the log prints for a replay.
+func trialSeed(t *testing.T) uint64 {
 	seed := *seedFlag
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
-	t.Logf("seed %d (replay with -seed %d -trials %d)", seed, seed, *trialsFlag)
-	w := newWorld(t, "crash", worldOptions{
+	t.Logf("seed %d (replay with -run '%s$' -seed %d -trials %d)", seed, t.Name(), seed, *trialsFlag)
+	return seed
+}
+
+// crashWorldOptions are the transport faults of the trials, from the seed.
+func crashWorldOptions(seed uint64) worldOptions {
+	return worldOptions{
 		policy: faults.Random(seed, map[faults.Kind]float64{
 			faults.LostResponse: 0.05, faults.ServerError: 0.03, faults.ResetConn: 0.02, faults.TooMany: 0.01, faults.Latency: 0.02,
 		}),
 		retryAfter: time.Second,
 		resync:     5 * time.Second,
 		adoption:   true,
-	})
+	}
+}
+
+// runCrashTrials runs the trials in w and reports what they injected and every
+// violation. label tells the backend type apart in the summary lines ("" or
+// " (Hydra)"), which make crash-trials prints.
+func runCrashTrials(t *testing.T, w *world, seed uint64, trials int, label string) {
 	var violations []string
 	start := time.Now()
-	for i := range *trialsFlag {
+	for i := range trials {
 		rng := rand.New(rand.NewPCG(seed, uint64(i)))
 		for _, v := range runTrial(t, w, rng, i) {
 			violations = append(violations, fmt.Sprintf("trial %d: %s", i, v))
@@ -75,13 +98,18 @@ func TestCrashConsistency(t *testing.T) {
 	for _, n := range injected {
 		total += n
 	}
-	t.Logf("crash points hit: %s", formatCounts(crashes))
-	t.Logf("transport faults: %s", formatCounts(injected))
-	t.Logf("hostile tenant: %s", formatCounts(hostileOps))
+	t.Logf("crash points hit%s: %s", label, formatCounts(crashes))
+	t.Logf("transport faults%s: %s", label, formatCounts(injected))
+	t.Logf("hostile tenant%s: %s", label, formatCounts(w.hostileOps))
+	consumers := ""
+	if w.consumers.probes > 0 {
+		consumers = fmt.Sprintf(", %d consumer requests (%d refused during a reset, a disable or a deletion, %d refused outside one)",
+			w.consumers.probes, w.consumers.refusedExpected, w.consumers.refusedOutside)
+	}
 	// Retry-After is checked by TestRetryAfterIsHonoured; here restarts, which
 	// forget it by nature, would count against it.
-	summary := fmt.Sprintf("crash-consistency: seed %d, %d trials, %d faults injected (%d crashes, %d operator restarts), %d violations, %s",
-		seed, *trialsFlag, total, sum(crashes), w.restarts, len(violations), time.Since(start).Round(time.Second))
+	summary := fmt.Sprintf("crash-consistency%s: seed %d, %d trials, %d faults injected (%d crashes, %d operator restarts)%s, %d secrets searched for leaks, %d violations, %s",
+		label, seed, trials, total, sum(crashes), w.restarts, consumers, w.leakSearched, len(violations), time.Since(start).Round(time.Second))
 	fmt.Println(summary)
 	t.Log(summary)
 	for _, v := range violations {
@@ -148,7 +176,7 @@ const trialOverlap = 2 * time.Second
 func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 	t.Helper()
 	ctx := t.Context()
-	s := &trialState{ns: fmt.Sprintf("crash-%d", i), name: "tok"}
+	s := &trialState{ns: fmt.Sprintf("%s-%d", w.backend, i), name: "tok"}
 	s.policy = []tokensv1alpha1.DeletionPolicy{"Delete", "Disable", "Orphan"}[rng.IntN(3)]
 	s.scopes = pickScopes(rng)
 	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -159,19 +187,38 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		return []string{err.Error()}
 	}
 	s.foreignRV = foreign.ResourceVersion
-	victim, victimCreds, err := w.service.Admin.Create(ctx, "victim-"+s.ns, backend.CreateRequest{
+	// SID and AuthToken are for a type that takes both from its caller (Hydra);
+	// tokenservice chooses its own.
+	victim, victimCreds, err := w.admin.Create(ctx, "victim-"+s.ns, backend.CreateRequest{
 		Name: "another tenant's", PrimaryContact: "ops@example.com", Scopes: []string{"reports:read"}, State: backend.StateEnabled, ExternalID: "victim-" + s.ns,
+		SID: "victim-" + s.ns, AuthToken: randomSecret(),
 	})
 	if err != nil {
 		return []string{"victim token: " + err.Error()}
 	}
 	s.victim, s.victimCreds = victim, victimCreds
 
+	// A type that never returns a secret writes each one ahead and, after a
+	// crash, asks its token endpoint which one is live: its passes have more
+	// steps (the pending and source Secrets), and the pass that recovers is
+	// crashed too, at its own steps.
+	writesAhead := !w.admin.Capabilities().RetrievableSecrets
 	armMaybe := func() {
-		if rng.Float64() < 0.7 {
+		if rng.Float64() >= 0.7 {
+			return
+		}
+		if !writesAhead {
 			w.crasher.Arm(1 + rng.IntN(10))
+			return
+		}
+		w.crasher.Arm(1 + rng.IntN(16))
+		if rng.Float64() < 0.4 {
+			w.crasher.ThenArm(1 + rng.IntN(6))
 		}
 	}
+	trialLogs := len(logs.String())
+	watch := w.watchConsumer(s)
+	defer watch.stop()
 	// Create.
 	at := &tokensv1alpha1.ApiToken{
 		ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: s.ns},
@@ -197,12 +244,15 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		}
 		at.Spec.Secret.RestartTargets = []tokensv1alpha1.RestartTarget{{Kind: tokensv1alpha1.RestartTargetDeployment, Name: "consumer"}}
 	}
-	if rng.IntN(4) == 0 {
+	// Adoption keeps the hand-made token's consumers only where the operator
+	// can read its secret; a type that never returns one must set a new secret.
+	if rng.IntN(4) == 0 && !writesAhead {
 		if err := adoptHandMade(ctx, w, s, at); err != nil {
 			return []string{err.Error()}
 		}
 	}
 	armMaybe()
+	watch.during("create", false)
 	if err := k8s.Create(ctx, at); err != nil {
 		return []string{err.Error()}
 	}
@@ -210,7 +260,10 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 	if err := settle(s); err != nil {
 		return []string{"create did not settle: " + err.Error()}
 	}
-	if s.adopted != nil && w.service.VerifyStatus(ctx, *s.adopted, s.scopes[0]) != 200 {
+	var violations []string
+	violations = append(violations, w.checkSettled(ctx, s, "create", watch)...)
+	watch.during("Ready after create", false)
+	if s.adopted != nil && w.verify(ctx, *s.adopted, s.scopes[0]) != 200 {
 		return []string{"the hand-made token's consumer was refused after the adoption"}
 	}
 
@@ -218,16 +271,23 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 		w.crasher.Arm(0)
 		armMaybe()
 		var err error
+		var what string
 		switch rng.IntN(6) {
 		case 5:
-			err = hostileTenant(w, s, rng, i, op)
+			what, err = hostileTenant(w, s, rng, i, op, watch)
 		case 4:
+			what = "pause and resume"
+			watch.during(what, s.disabled)
 			err = pauseAndResume(s)
 		case 0:
+			what = "spec update"
+			watch.during(what, s.disabled)
 			s.scopes = pickScopes(rng)
 			s.description = fmt.Sprintf("op %d", op)
 			err = mutate(s, func(at *tokensv1alpha1.ApiToken) { at.Spec.Scopes = s.scopes; at.Spec.Description = s.description })
 		case 1:
+			what = "reset"
+			watch.during(what, true)
 			s.nonce = fmt.Sprintf("reset-%d-%d", i, op)
 			s.resets++
 			s.generation++
@@ -235,6 +295,12 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 			s.nonces = append(s.nonces, s.nonce)
 			err = mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.ResetAnnotation, s.nonce) })
 		case 3:
+			what = "rotation in place"
+			if s.overlap {
+				what = "rotation with overlap"
+			}
+			// With overlap both tokens work until the Secret holds the new one.
+			watch.during(what, !s.overlap || s.disabled)
 			s.rotateNonce = fmt.Sprintf("rotate-%d-%d", i, op)
 			s.generation++
 			if s.overlap {
@@ -244,6 +310,8 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 			s.nonces = append(s.nonces, s.rotateNonce)
 			err = mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.RotateAnnotation, s.rotateNonce) })
 		case 2:
+			what = map[bool]string{true: "enable", false: "disable"}[s.disabled]
+			watch.during(what, true)
 			s.disabled = !s.disabled
 			err = mutate(s, func(at *tokensv1alpha1.ApiToken) { at.Spec.Disabled = s.disabled })
 		}
@@ -251,8 +319,10 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 			return []string{err.Error()}
 		}
 		if err := settle(s); err != nil {
-			return []string{fmt.Sprintf("op %d did not settle: %v", op, err)}
+			return append(violations, fmt.Sprintf("op %d (%s) did not settle: %v", op, what, err))
 		}
+		violations = append(violations, w.checkSettled(ctx, s, what, watch)...)
+		watch.during("Ready after "+what, s.disabled)
 	}
 	if rng.IntN(2) == 0 {
 		w.crasher.Arm(0)
@@ -264,16 +334,20 @@ func runTrial(t *testing.T, w *world, rng *rand.Rand, i int) []string {
 			}
 			s.pausedDelete = true
 		}
+		watch.during("deletion", true)
 		if err := k8s.Delete(ctx, &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: s.name, Namespace: s.ns}}); err != nil {
 			return []string{err.Error()}
 		}
 		s.deleted = true
 		if err := settle(s); err != nil {
-			return []string{"delete did not settle: " + err.Error()}
+			return append(violations, "delete did not settle: "+err.Error())
 		}
 	}
 	w.crasher.Arm(0)
-	violations := checkInvariants(t, w, s)
+	watch.stop()
+	violations = append(violations, checkInvariants(t, w, s)...)
+	violations = append(violations, w.consumerRefusals(watch)...)
+	violations = append(violations, w.checkNoLeaks(ctx, s, watch.secrets(), logs.String()[trialLogs:])...)
 	if !s.deleted {
 		// Keep the live set small: every live ApiToken is resynced (and checked
 		// again after each restart), which would slow later trials.
@@ -332,7 +406,7 @@ func settle(s *trialState) error {
 func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 	ctx := t.Context()
 	var v []string
-	tokens, err := w.service.Admin.FindByExternalID(ctx, s.uid)
+	tokens, err := w.admin.FindByExternalID(ctx, s.uid)
 	if err != nil {
 		return []string{err.Error()}
 	}
@@ -344,6 +418,11 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 	secretErr := k8s.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: s.name}, secret)
 	v = append(v, checkVictim(ctx, w, s, secret)...)
 
+	if s.deleted {
+		// The operator's own Secrets are of no use without the ApiToken, under
+		// every policy.
+		v = append(v, checkNoOperatorSecretsLeft(ctx, s)...)
+	}
 	if s.deleted && s.pausedDelete {
 		// Orphan is allowed: the current token is left as it is, the retiring
 		// ones deleted, the Secret kept.
@@ -355,6 +434,8 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 		}
 		if secretErr != nil || metav1.GetControllerOf(secret) != nil {
 			v = append(v, "the Secret of an ApiToken deleted while paused was not kept without its owner")
+		} else {
+			v = append(v, checkOrphanedSecretWorks(ctx, w, s, secret)...)
 		}
 		return v
 	}
@@ -382,6 +463,9 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 		if secretKept && metav1.GetControllerOf(secret) != nil {
 			v = append(v, "an orphaned Secret still has its owner")
 		}
+		if secretKept {
+			v = append(v, checkOrphanedSecretWorks(ctx, w, s, secret)...)
+		}
 		return v
 	}
 
@@ -404,7 +488,8 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 	if secretErr != nil {
 		return append(v, "no Secret: "+secretErr.Error())
 	}
-	creds := framework.CredentialsOf(secret)
+	creds, problems := w.credentialsOf(secret)
+	v = append(v, problems...)
 	if creds.AccountSID != tok.SID {
 		v = append(v, "the Secret holds another SID")
 	}
@@ -413,14 +498,14 @@ func checkInvariants(t *testing.T, w *world, s *trialState) []string {
 		if s.disabled {
 			want = 401
 		}
-		if got := w.service.VerifyStatus(context.Background(), creds, scope); got != want {
+		if got := w.verify(context.Background(), creds, scope); got != want {
 			v = append(v, fmt.Sprintf("verify %s with the Secret: %d, want %d", scope, got, want))
 		}
 	}
 	if !s.disabled {
 		for _, scope := range allScopes {
 			if !slices.Contains(s.scopes, scope) {
-				if got := w.service.VerifyStatus(context.Background(), creds, scope); got != 403 {
+				if got := w.verify(context.Background(), creds, scope); got != 403 {
 					v = append(v, fmt.Sprintf("verify undeclared %s: %d, want 403", scope, got))
 				}
 				break
@@ -516,7 +601,7 @@ func checkLifecycle(ctx context.Context, s *trialState, at *tokensv1alpha1.ApiTo
 // adoptHandMade makes a token directly through the API, as the web UI would,
 // with the trial's settings, and points the ApiToken at it with spec.adopt.
 func adoptHandMade(ctx context.Context, w *world, s *trialState, at *tokensv1alpha1.ApiToken) error {
-	tok, creds, err := w.service.Admin.Create(ctx, "hand-made-"+s.ns, backend.CreateRequest{
+	tok, creds, err := w.admin.Create(ctx, "hand-made-"+s.ns, backend.CreateRequest{
 		Name: at.Name, PrimaryContact: at.Spec.PrimaryContact, Scopes: s.scopes, State: backend.StateEnabled,
 	})
 	if err != nil {
@@ -557,36 +642,40 @@ func pauseAndResume(s *trialState) error {
 // its ApiToken and its status can try (invariant 9). One of: a status naming
 // another tenant's token then a reset; another tenant's token listed as a due
 // retiring token; a nonce far longer than the status can hold; a storm of
-// rotate nonces.
-func hostileTenant(w *world, s *trialState, rng *rand.Rand, i, op int) error {
+// rotate nonces. It returns which, and tells the consumer whether its
+// requests may be refused meanwhile.
+func hostileTenant(w *world, s *trialState, rng *rand.Rand, i, op int, watch *consumerWatch) (string, error) {
 	kind := rng.IntN(4)
-	hostileOps[[]string{"forged-sid", "forged-retiring", "long-nonce", "rotate-storm"}[kind]]++
+	what := []string{"forged-sid", "forged-retiring", "long-nonce", "rotate-storm"}[kind]
+	w.hostileOps[what]++
+	// The forged SID is followed by a reset, and a long nonce is a reset's.
+	watch.during(what, kind == 0 || kind == 2 || (kind == 3 && !s.overlap) || s.disabled)
 	switch kind {
 	case 0:
 		if err := forgeStatus(s, func(st *tokensv1alpha1.ApiTokenStatus) { st.AccountSID, st.BackendETag = s.victim.SID, "" }); err != nil {
-			return err
+			return what, err
 		}
 		s.nonce = fmt.Sprintf("forged-%d-%d", i, op)
 		s.resets++
 		s.generation++
 		s.rolls++
 		s.nonces = append(s.nonces, s.nonce)
-		return mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.ResetAnnotation, s.nonce) })
+		return what, mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.ResetAnnotation, s.nonce) })
 	case 1:
 		if err := forgeStatus(s, func(st *tokensv1alpha1.ApiTokenStatus) {
 			st.RetiringTokens = append(st.RetiringTokens, tokensv1alpha1.RetiringToken{AccountSID: s.victim.SID, DeleteAfter: metav1.NewTime(time.Now().Add(-time.Minute))})
 		}); err != nil {
-			return err
+			return what, err
 		}
 		s.description = fmt.Sprintf("forged retiring %d", op)
-		return mutate(s, func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = s.description })
+		return what, mutate(s, func(at *tokensv1alpha1.ApiToken) { at.Spec.Description = s.description })
 	case 2:
 		s.nonce = fmt.Sprintf("long-%d-%d-%s", i, op, strings.Repeat("n", 300+rng.IntN(4000)))
 		s.resets++
 		s.generation++
 		s.rolls++
 		s.nonces = append(s.nonces, s.nonce)
-		return mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.ResetAnnotation, s.nonce) })
+		return what, mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.ResetAnnotation, s.nonce) })
 	}
 	// A rotate storm: several nonces in a row; the operator may coalesce some
 	// (the last one is always handled) but never leaves a token untracked.
@@ -594,17 +683,14 @@ func hostileTenant(w *world, s *trialState, rng *rand.Rand, i, op int) error {
 	for k := range n {
 		s.rotateNonce = fmt.Sprintf("storm-%d-%d-%d", i, op, k)
 		if err := mutate(s, func(at *tokensv1alpha1.ApiToken) { setAnnotation(at, tokensv1alpha1.RotateAnnotation, s.rotateNonce) }); err != nil {
-			return err
+			return what, err
 		}
 	}
 	s.stormed = true
 	s.rolls += int64(n)
 	s.nonces = append(s.nonces, s.rotateNonce)
-	return nil
+	return what, nil
 }
-
-// hostileOps counts the hostile-tenant operations the trials made, by kind.
-var hostileOps = map[string]int{}
 
 // forgeStatus writes the ApiToken's status as a tenant with access to the status
 // subresource can.
@@ -625,14 +711,14 @@ func forgeStatus(s *trialState, change func(*tokensv1alpha1.ApiTokenStatus)) err
 // its credentials never reached this ApiToken's Secret.
 func checkVictim(ctx context.Context, w *world, s *trialState, secret *corev1.Secret) []string {
 	var v []string
-	tok, _, err := w.service.Admin.Get(ctx, s.victim.SID, "")
+	tok, _, err := w.admin.Get(ctx, s.victim.SID, "")
 	switch {
 	case err != nil:
 		return []string{"another tenant's token named in a forged status is gone: " + err.Error()}
 	case tok.Generation != 1 || tok.State != backend.StateEnabled || tok.ExternalID != s.victim.ExternalID || tok.Name != s.victim.Name:
 		v = append(v, "another tenant's token named in a forged status was changed")
 	}
-	if w.service.VerifyStatus(ctx, s.victimCreds, "reports:read") != 200 {
+	if w.verify(ctx, s.victimCreds, "reports:read") != 200 {
 		v = append(v, "another tenant's consumers were refused")
 	}
 	for _, value := range secret.Data {

@@ -23,8 +23,10 @@ import (
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/controllers"
+	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 	"github.com/apitoken-dev/apitoken-operator/test/framework"
 	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
+	"github.com/apitoken-dev/apitoken-operator/test/framework/hydraserver"
 )
 
 const adminKey = "reliability-admin-key"
@@ -57,21 +59,36 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// world is one test's backend and operator: a tokenservice, a TokenBackend
-// pointing at it through a fault-injecting transport, and an operator that the
-// harness restarts after each simulated crash.
+// world is one test's backend and operator: a tokenservice (or a real Ory
+// Hydra), a TokenBackend pointing at it through a fault-injecting transport, and
+// an operator that the harness restarts after each simulated crash.
 type world struct {
 	t         *testing.T
-	backend   string // TokenBackend name
-	service   *framework.TokenService
-	handler   *gate
+	backend   string                  // TokenBackend name
+	service   *framework.TokenService // nil in a Hydra world
+	hydra     *framework.Hydra        // nil in a tokenservice world
+	handler   *gate                   // nil in a Hydra world
 	transport *faults.Transport
 	crasher   *faults.Crasher
 	resync    time.Duration
+	// admin is the test's own client of the backend, past the faults.
+	admin backend.Backend
+	// verify asks the backend with credentials as their consumer would, and
+	// answers as tokenservice's verify does: 200, 401 (refused) or 403 (a scope
+	// the token does not hold); -1 without an answer.
+	verify func(ctx context.Context, creds backend.Credentials, scope string) int
+
+	// What the crash trials did in this world, for their summary.
+	hostileOps   map[string]int
+	consumers    consumerCounts
+	leakSearched int
 
 	mu       sync.Mutex
 	stop     func()
 	restarts int
+	// beforeRestart, when set, runs while the crashed operator is down, before
+	// the new one starts: what happens in the cluster meanwhile.
+	beforeRestart func()
 }
 
 type worldOptions struct {
@@ -82,31 +99,41 @@ type worldOptions struct {
 	wrap func(http.Handler) http.Handler
 	// adoption allows adoption (spec.adopt) in every namespace.
 	adoption bool
+	// hydra makes the TokenBackend one of type Hydra at this Hydra, instead of
+	// a tokenservice (wrap does not apply).
+	hydra *framework.Hydra
 }
 
 func newWorld(t *testing.T, name string, o worldOptions) *world {
 	t.Helper()
-	g := &gate{}
-	service := framework.NewTokenService(t, adminKey, func(h http.Handler) http.Handler {
-		if o.wrap != nil {
-			h = o.wrap(h)
-		}
-		g.next = h
-		return g
-	})
 	if o.resync == 0 {
 		o.resync = 5 * time.Second
 	}
 	w := &world{
-		t: t, backend: name, service: service, handler: g, resync: o.resync,
+		t: t, backend: name, resync: o.resync,
 		transport: &faults.Transport{Policy: o.policy, RetryAfter: o.retryAfter},
-		crasher:   faults.NewCrasher(),
+		crasher:   faults.NewCrasher(), hostileOps: map[string]int{},
+	}
+	var tb *tokensv1alpha1.TokenBackend
+	if o.hydra != nil {
+		w.hydra, w.admin, w.verify = o.hydra, o.hydra.Admin, hydraVerify(o.hydra)
+		tb = hydraTokenBackend(name, o.hydra, o.resync)
+	} else {
+		g := &gate{}
+		w.service = framework.NewTokenService(t, adminKey, func(h http.Handler) http.Handler {
+			if o.wrap != nil {
+				h = o.wrap(h)
+			}
+			g.next = h
+			return g
+		})
+		w.handler, w.admin, w.verify = g, w.service.Admin, w.service.VerifyStatus
+		tb = framework.TokenBackendFor(name, w.service.URL, o.resync)
 	}
 	w.startOperator()
 	t.Cleanup(w.stopOperator)
 	go w.restartOnCrash()
 
-	tb := framework.TokenBackendFor(name, service.URL, o.resync)
 	if o.adoption {
 		tb.Spec.Policy = &tokensv1alpha1.TokenBackendPolicy{AdoptionNamespaces: &metav1.LabelSelector{}}
 	}
@@ -159,7 +186,11 @@ func (w *world) restartOnCrash() {
 		w.crasher.Restarted()
 		w.mu.Lock()
 		w.restarts++
+		meanwhile := w.beforeRestart
 		w.mu.Unlock()
+		if meanwhile != nil {
+			meanwhile()
+		}
 		if w.t.Context().Err() != nil {
 			return
 		}
@@ -214,4 +245,39 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.next.ServeHTTP(w, r)
+}
+
+// hydraTokenBackend is a TokenBackend of type Hydra: its admin API (which
+// needs no key here) and its token endpoint.
+func hydraTokenBackend(name string, h *framework.Hydra, resync time.Duration) *tokensv1alpha1.TokenBackend {
+	return &tokensv1alpha1.TokenBackend{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: tokensv1alpha1.TokenBackendSpec{
+			Type: tokensv1alpha1.BackendHydra, URL: h.AdminURL,
+			Hydra:          &tokensv1alpha1.HydraSettings{TokenURL: h.TokenURL},
+			RateLimit:      tokensv1alpha1.RateLimit{QPS: 1000, Burst: 1000},
+			ResyncInterval: &metav1.Duration{Duration: resync},
+		},
+	}
+}
+
+// hydraVerify is world.verify for Hydra: a client-credentials grant at its token
+// endpoint, as the Secret's consumer asks. A wrong secret (invalid_client) and
+// a disabled client (unauthorized_client: Hydra authenticates it, then refuses
+// the grant) are 401; a scope the client does not hold (invalid_scope) is 403.
+func hydraVerify(h *framework.Hydra) func(context.Context, backend.Credentials, string) int {
+	return func(ctx context.Context, creds backend.Credentials, scope string) int {
+		g, err := hydraserver.ClientCredentials(ctx, h.TokenURL, creds.AccountSID, creds.AuthToken.Reveal(), scope)
+		switch {
+		case err != nil:
+			return -1
+		case g.Status == http.StatusOK:
+			return http.StatusOK
+		case g.Error == "invalid_client" || g.Error == "unauthorized_client":
+			return http.StatusUnauthorized
+		case g.Error == "invalid_scope":
+			return http.StatusForbidden
+		}
+		return g.Status
+	}
 }

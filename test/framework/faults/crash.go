@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,7 +20,8 @@ var ErrCrashed = errors.New("simulated crash")
 // Kubernetes writes, each counted twice: before the call ("before create") and
 // after it returned ("after create": the effect happened, the process died before
 // it could use the result). Arm(n) crashes at the n-th step from now; from then on
-// every wrapped call fails until Restarted.
+// every wrapped call fails until Restarted. ThenArm crashes the restarted
+// process too, in the pass that recovers from the first crash.
 type Crasher struct {
 	mu        sync.Mutex
 	countdown int // 0 = disarmed
@@ -27,6 +29,10 @@ type Crasher struct {
 	lastStep  string
 	crashedAt map[string]int
 	restarts  chan struct{}
+	// rearm holds the countdowns of the crashes after the next restarts, in order.
+	rearm []int
+	// at, when set, is the step to crash at, whenever it comes (ArmAt).
+	at string
 }
 
 // NewCrasher returns a disarmed Crasher.
@@ -34,11 +40,34 @@ func NewCrasher() *Crasher {
 	return &Crasher{crashedAt: map[string]int{}, restarts: make(chan struct{}, 1)}
 }
 
-// Arm makes the n-th step from now crash (n >= 1).
+// Arm makes the n-th step from now crash (n >= 1); 0 disarms. Either way it
+// forgets the crashes ThenArm queued.
 func (c *Crasher) Arm(n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.countdown = n
+	c.rearm = nil
+	c.at = ""
+}
+
+// ArmAt makes the next step named step ("after k8s delete Secret (pending)")
+// crash, however many steps come first: a test that needs one crash in one
+// place, rather than a random one.
+func (c *Crasher) ArmAt(step string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.countdown, c.rearm, c.at = 0, nil, step
+}
+
+// ThenArm makes the n-th step after the next restart crash as well: the
+// restarted process dies while it recovers from the crash Arm caused (a write
+// ahead left over, a create or reset not recorded). Called again, it queues a
+// crash after each further restart. It has no effect unless that restart happens
+// before the next Arm.
+func (c *Crasher) ThenArm(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rearm = append(c.rearm, n)
 }
 
 // Crashes signals each crash; the harness restarts the operator on it.
@@ -50,6 +79,9 @@ func (c *Crasher) Restarted() {
 	defer c.mu.Unlock()
 	c.crashed = false
 	c.countdown = 0
+	if len(c.rearm) > 0 {
+		c.countdown, c.rearm = c.rearm[0], c.rearm[1:]
+	}
 }
 
 // CrashedAt returns how many crashes happened at each step.
@@ -67,12 +99,19 @@ func (c *Crasher) step(name string) bool {
 	if c.crashed {
 		return true
 	}
-	if c.countdown == 0 {
+	switch {
+	case c.at != "":
+		if name != c.at {
+			return false
+		}
+		c.at = ""
+	case c.countdown == 0:
 		return false
-	}
-	c.countdown--
-	if c.countdown > 0 {
-		return false
+	default:
+		c.countdown--
+		if c.countdown > 0 {
+			return false
+		}
 	}
 	c.crashed = true
 	c.lastStep = name
@@ -179,19 +218,19 @@ type crashingClient struct {
 }
 
 func (k *crashingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
-	return k.c.around("k8s create "+kindOf(obj), func() error { return k.Client.Create(ctx, obj, opts...) })
+	return k.c.around("k8s create "+stepObject(obj), func() error { return k.Client.Create(ctx, obj, opts...) })
 }
 
 func (k *crashingClient) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
-	return k.c.around("k8s update "+kindOf(obj), func() error { return k.Client.Update(ctx, obj, opts...) })
+	return k.c.around("k8s update "+stepObject(obj), func() error { return k.Client.Update(ctx, obj, opts...) })
 }
 
 func (k *crashingClient) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-	return k.c.around("k8s patch "+kindOf(obj), func() error { return k.Client.Patch(ctx, obj, patch, opts...) })
+	return k.c.around("k8s patch "+stepObject(obj), func() error { return k.Client.Patch(ctx, obj, patch, opts...) })
 }
 
 func (k *crashingClient) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
-	return k.c.around("k8s delete "+kindOf(obj), func() error { return k.Client.Delete(ctx, obj, opts...) })
+	return k.c.around("k8s delete "+stepObject(obj), func() error { return k.Client.Delete(ctx, obj, opts...) })
 }
 
 func (k *crashingClient) Status() client.SubResourceWriter {
@@ -205,6 +244,26 @@ type crashingStatus struct {
 
 func (s *crashingStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
 	return s.c.around("k8s status "+kindOf(obj), func() error { return s.SubResourceWriter.Patch(ctx, obj, patch, opts...) })
+}
+
+// stepObject names what a Kubernetes write is about: the object's kind, and for
+// the operator's own Secrets beside the consumer's, which one, so that the
+// counts tell a crash around the secret written ahead ("Secret (pending)") or
+// the operator's copy ("Secret (source)") from one around the consumer's
+// Secret. The names are the operator's (controllers/write_ahead.go,
+// secret_layout.go), which this package cannot import.
+func stepObject(obj client.Object) string {
+	kind := kindOf(obj)
+	if kind != "Secret" {
+		return kind
+	}
+	switch name := obj.GetName(); {
+	case strings.HasSuffix(name, "-pending") || strings.HasPrefix(name, "apitoken-pending-"):
+		return "Secret (pending)"
+	case strings.HasPrefix(name, "apitoken-source-"):
+		return "Secret (source)"
+	}
+	return kind
 }
 
 // kindOf names the object's Go type, e.g. "Secret" or "ApiToken".
