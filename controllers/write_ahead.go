@@ -169,11 +169,18 @@ func (w writeAheadBackend) secretFor(ctx context.Context, key, sid string) (back
 // none (the cache, which holds the operator's Secrets, says so at no cost), or
 // when it is not the operator's own or holds no generated secret.
 func (r *ApiTokenReconciler) readPending(ctx context.Context, at *tokensv1alpha1.ApiToken) (pendingCredentials, bool, error) {
-	name := pendingSecretName(at)
-	head, err := r.cachedSecret(ctx, at, name)
+	head, err := r.cachedSecret(ctx, at, pendingSecretName(at))
 	if head == nil || err != nil {
 		return pendingCredentials{}, false, ignoreConflict(err)
 	}
+	return r.fetchPending(ctx, at)
+}
+
+// fetchPending reads the data of the ApiToken's pending Secret, known to be
+// the operator's own, through the API: ok is false when it is gone, or holds no
+// generated secret.
+func (r *ApiTokenReconciler) fetchPending(ctx context.Context, at *tokensv1alpha1.ApiToken) (pendingCredentials, bool, error) {
+	name := pendingSecretName(at)
 	s := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: at.Namespace, Name: name}, s); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -251,15 +258,25 @@ func (r *ApiTokenReconciler) recoverPending(ctx context.Context, p *pass) error 
 // holds the pending secret (this pass delivered it), the source is marked
 // with the change's key first (writtenAheadForAnnotation), so that a replay of
 // the change finds the secret after the pending Secret is gone.
+//
+// A pass that delivers new credentials (p.creds: a create, reset or rotation,
+// each written ahead) asks the API when the cache does not show the pending
+// Secret: this very pass wrote it a moment ago, and the cache may not have seen
+// it yet (about one ApiToken in 200 when 500 are created at once). Left behind,
+// it would hold a copy of the live secret until the ApiToken's next pass.
 func (r *ApiTokenReconciler) settlePending(ctx context.Context, p *pass) error {
 	if p.caps.RetrievableSecrets {
 		return nil
 	}
-	head, err := r.cachedSecret(ctx, p.at, pendingSecretName(p.at))
+	find := r.cachedSecret
+	if p.creds != nil {
+		find = r.getOwnSecret
+	}
+	head, err := find(ctx, p.at, pendingSecretName(p.at))
 	if head == nil || err != nil {
 		return ignoreConflict(err)
 	}
-	pend, ok, err := r.readPending(ctx, p.at)
+	pend, ok, err := r.fetchPending(ctx, p.at)
 	if err != nil {
 		return err
 	}
