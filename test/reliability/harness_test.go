@@ -265,19 +265,30 @@ func hydraTokenBackend(name string, h *framework.Hydra, resync time.Duration) *t
 // endpoint, as the Secret's consumer asks. A wrong secret (invalid_client) and
 // a disabled client (unauthorized_client: Hydra authenticates it, then refuses
 // the grant) are 401; a scope the client does not hold (invalid_scope) is 403.
+// Any other answer (Hydra's database busy with a concurrent write) is asked
+// again, as a consumer would, a few times.
 func hydraVerify(h *framework.Hydra) func(context.Context, backend.Credentials, string) int {
 	return func(ctx context.Context, creds backend.Credentials, scope string) int {
-		g, err := hydraserver.ClientCredentials(ctx, h.TokenURL, creds.AccountSID, creds.AuthToken.Reveal(), scope)
-		switch {
-		case err != nil:
-			return -1
-		case g.Status == http.StatusOK:
-			return http.StatusOK
-		case g.Error == "invalid_client" || g.Error == "unauthorized_client":
-			return http.StatusUnauthorized
-		case g.Error == "invalid_scope":
-			return http.StatusForbidden
+		status := -1
+		for attempt := range 3 {
+			if attempt > 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+			g, err := hydraserver.ClientCredentials(ctx, h.TokenURL, creds.AccountSID, creds.AuthToken.Reveal(), scope)
+			switch {
+			case ctx.Err() != nil:
+				return -1
+			case err != nil:
+				continue
+			case g.Status == http.StatusOK:
+				return http.StatusOK
+			case g.Error == "invalid_client" || g.Error == "unauthorized_client":
+				return http.StatusUnauthorized
+			case g.Error == "invalid_scope":
+				return http.StatusForbidden
+			}
+			status = g.Status
 		}
-		return g.Status
+		return status
 	}
 }

@@ -145,7 +145,27 @@ func (c *Client) attempt(ctx context.Context, r request) ([]byte, http.Header, e
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return data, resp.Header, nil
 	}
+	if resp.StatusCode == http.StatusBadRequest && hydraError(data) == concurrentUpdate {
+		return nil, nil, fmt.Errorf("%s: %w: HTTP 400, Hydra's database aborted the request for a concurrent update", r.call, backend.ErrUnavailable)
+	}
 	return nil, nil, apiError(r.call, resp, data)
+}
+
+// concurrentUpdate is Hydra's answer (HTTP 400) when its database aborted the
+// request's transaction because of a concurrent one, a serialization failure
+// that its SQL databases report under concurrent writes (a client's secret set
+// while its tokens are issued or revoked): nothing was written, and the same
+// request may succeed at once. It is an unavailability, retried, and never
+// the refusal of a value that a 400 otherwise is (which stalls an ApiToken).
+const concurrentUpdate = "Unable to serialize access due to a concurrent update in another session"
+
+// hydraError is the error field of Hydra's error document.
+func hydraError(data []byte) string {
+	var p struct {
+		Error string `json:"error"`
+	}
+	_ = json.Unmarshal(data, &p)
+	return p.Error
 }
 
 // apiError builds the error of a non-2xx answer. Hydra's OAuth2 error code is kept

@@ -65,7 +65,9 @@
 // or log holds a secret.
 //
 // Calls that fail with a network error, 429, 500, 502, 503 or 504 are retried
-// (at most 3 attempts, backoff or a Retry-After up to 2 s). Every call is safe to
+// (at most 3 attempts, backoff or a Retry-After up to 2 s), and so is the 400
+// Hydra answers when its database aborted the request for a concurrent update
+// (ErrUnavailable, not ErrInvalid: nothing was written). Every call is safe to
 // repeat: see each method.
 package hydra
 

@@ -371,6 +371,49 @@ func TestErrorMapping(t *testing.T) {
 	}
 }
 
+// TestConcurrentUpdateIsRetried: Hydra answers 400 when its database aborts a
+// request for a concurrent one; that is retried, and after the last attempt an
+// unavailability, never the refusal of a value (ErrInvalid stalls an ApiToken).
+func TestConcurrentUpdateIsRetried(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		conflicts    int
+		wantErr      error
+		wantAttempts int
+	}{
+		{"once then ok", 1, nil, 2},
+		{"on every attempt", 5, backend.ErrUnavailable, 3},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var n atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				if int(n.Add(1)) <= tt.conflicts {
+					w.WriteHeader(http.StatusBadRequest)
+					_, _ = io.WriteString(w, `{"error":"Unable to serialize access due to a concurrent update in another session","error_description":""}`)
+					return
+				}
+				_, _ = io.WriteString(w, `{"client_id":"c1","owner":"o","scope":"a","grant_types":["client_credentials"],"metadata":{"generation":1}}`)
+			}))
+			defer srv.Close()
+			c, err := New(Options{AdminURL: srv.URL, TokenURL: srv.URL + "/oauth2/token"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.GetClient(ctxFor(t), "c1")
+			if got := int(n.Load()); got != tt.wantAttempts {
+				t.Errorf("attempts %d, want %d", got, tt.wantAttempts)
+			}
+			if tt.wantErr == nil && err != nil {
+				t.Fatalf("got %v after a concurrent update, want the retry to succeed", err)
+			}
+			if tt.wantErr != nil && (!errors.Is(err, tt.wantErr) || errors.Is(err, backend.ErrInvalid)) {
+				t.Fatalf("got %v, want %v and not %v", err, tt.wantErr, backend.ErrInvalid)
+			}
+		})
+	}
+}
+
 func TestFindByOwnerDropsOtherOwners(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("owner") != "mine" {
