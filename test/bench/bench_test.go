@@ -2,13 +2,15 @@
 // ServiceAccount with its production client settings, measured against the
 // physical floor on one machine. It prints one line per metric and writes JSON.
 //
-//	make bench                # N = 2000, idle window 120 s, no client-side QPS limit
+//	make bench                # N = 2000, idle window 120 s, no client-side QPS limit; 500 Hydra ApiTokens first
 //	make bench-scale          # N = 10,000, every target enforced
-//	make bench-smoke          # N = 100, the CI run: figures printed, targets not enforced
+//	make bench-smoke          # N = 100 and 30 Hydra ApiTokens, the CI run: figures printed, targets not enforced
 //	go test ./test/bench -run TestBench -v -args -n 2000 -stop-after amplification   # convergence only
+//	go test ./test/bench -run TestBench -v -args -n 1 -hydra-n 500 -stop-after hydraCleanup   # the Hydra phases only
 //
 // The files follow the phases: setup (flags, cluster, clients, TokenBackend),
-// convergence (baseline, convergence, amplification), latency, steady state
+// hydra (a TokenBackend of type Hydra: convergence, calls at creation and at
+// rest), convergence (baseline, convergence, amplification), latency, steady state
 // (idle window, restart, re-check, writes, resync reads, memory), throttled
 // (429s from the backend), rotation (with overlap and consumers, at rest, in
 // place), report (figures, JSON) and counts (audit and tokenservice logs,
@@ -22,6 +24,12 @@ import (
 	"time"
 )
 
+// benchPhase is one phase of TestBench, named for -skip and -stop-after.
+type benchPhase struct {
+	name string
+	run  func()
+}
+
 // TestBench runs the phases in order; each adds its figures to the report, and
 // some leave measurements (log positions, RSS, latencies) for later ones.
 func TestBench(t *testing.T) {
@@ -32,10 +40,7 @@ func TestBench(t *testing.T) {
 	defer b.writeJSON()
 	defer b.enforceTargets()
 
-	for _, phase := range []struct {
-		name string
-		run  func()
-	}{
+	phases := []benchPhase{
 		{"baseline", b.baseline},                           // the minimal work for N tokens, done by a plain client
 		{"convergence", b.convergence},                     // the operator converges N tokens: time against the baseline
 		{"amplification", b.amplification},                 // its Kubernetes and backend calls during convergence
@@ -58,7 +63,13 @@ func TestBench(t *testing.T) {
 		// on N (the 429s are every fifth request, not random).
 		{"throttled", func() { b.throttledAmplification(max(20, min(b.n/10, 400))) }},
 		{"cpuAtRest", b.cpuAtRest}, // restarted with the default resync: CPU while nothing changes
-	} {
+	}
+	if *hydraNFlag > 0 {
+		// First: the Hydra phases leave nothing behind, and the baseline that
+		// follows stops the operator anyway.
+		phases = append(b.hydraPhases(), phases...)
+	}
+	for _, phase := range phases {
 		if slices.Contains(strings.Split(*skip, ","), phase.name) {
 			t.Logf("skipped %s (-skip)", phase.name)
 			continue

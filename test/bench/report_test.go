@@ -38,9 +38,11 @@ func (r *report) add(name string, value float64, unit, target string, pass *bool
 func le(v, limit float64) *bool { b := v <= limit; return &b }
 func ge(v, limit float64) *bool { b := v >= limit; return &b }
 
+func between(v, lo, hi float64) *bool { b := lo <= v && v <= hi; return &b }
+
 // writeJSON writes the run's parameters and figures to -out.
 func (b *benchRun) writeJSON() {
-	out, _ := json.MarshalIndent(map[string]any{"n": b.n, "idle": idleFlag.String(), "resync": resyncFlag.String(), "secrets": *secretsFlag, "metrics": b.r.metrics}, "", "  ")
+	out, _ := json.MarshalIndent(map[string]any{"n": b.n, "hydraN": *hydraNFlag, "idle": idleFlag.String(), "resync": resyncFlag.String(), "secrets": *secretsFlag, "metrics": b.r.metrics}, "", "  ")
 	if err := os.WriteFile(*outFlag, out, 0o644); err != nil {
 		b.t.Fatal(err)
 	}

@@ -42,6 +42,7 @@ var (
 	stopAfter   = flag.String("stop-after", "", "the last phase to run (for a quick look at convergence, say); the figures so far are written and checked")
 	skip        = flag.String("skip", "", "comma-separated phases not to run (a look at one phase while developing; figures that need a skipped phase are meaningless)")
 	cpuWindow   = flag.Duration("cpu-window", time.Minute, "how long the operator's CPU at rest is measured, with the default resync")
+	hydraNFlag  = flag.Int("hydra-n", 0, "ApiTokens of a TokenBackend of type Hydra (a real Ory Hydra, built by hack/hydra-binary.sh) to converge in the Hydra phases, which run first; 0 skips them")
 	enforce     = flag.Bool("enforce", true, "fail when a metric misses its target (the CI smoke run only checks that the harness works)")
 )
 
@@ -79,6 +80,7 @@ type benchRun struct {
 	loadCreate          []probe       // latencies during resync
 	loadReset           []probe       // latencies during resync
 	rot                 rotationRun   // rotation: its ApiTokens and restart targets
+	hy                  *hydraRun     // the Hydra phases: Hydra, its proxy and TokenBackend, and their measurements
 }
 
 // setUp builds the binaries, starts the cluster (stopped when the test ends),
