@@ -271,13 +271,9 @@ func pendingSecrets(t *testing.T, c client.Client, ns string) []string {
 }
 
 // hydraCleanup removes the Hydra ApiTokens and Secrets and the TokenBackend
-// with the operator stopped, and stops Hydra: the later phases measure an
-// operator that has never seen them. Deletion is not
-// measured, and it is not left to the operator: Hydra on its in-memory
-// database answers concurrent deletes "Unable to serialize access due to a
-// concurrent update" with HTTP 400, which the Hydra type takes for a request
-// it refused, and an ApiToken would wait for a change that never comes. The
-// baseline that follows stops the operator anyway.
+// with the operator stopped, as the baseline's are, and stops Hydra: the later
+// phases measure an operator that has never seen them. Deletion is not
+// measured, and the baseline that follows stops the operator anyway.
 func (b *benchRun) hydraCleanup() {
 	hy, t := b.hydraSetUp(), b.t
 	b.c.StopOperator()
