@@ -270,7 +270,7 @@ func (r *ApiTokenReconciler) deliverCredentials(ctx context.Context, p *pass) (d
 	// First: new credentials outlive a template that fails below, and the
 	// operator keeps the only copy of a secret the backend never returns.
 	if keepsSource(p, layout) {
-		if err := r.writeSource(ctx, at, *creds); err != nil {
+		if err := r.writeSource(ctx, at, *creds, p.writtenAheadFor(*creds)); err != nil {
 			return deliveredCredentials{}, err
 		}
 	}

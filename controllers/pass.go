@@ -32,6 +32,9 @@ type pass struct {
 	// are nil when the token was not due a backend call.
 	creds    *backend.Credentials
 	observed *backend.Token
+	// writtenAhead is the secret this pass wrote ahead (or found written ahead)
+	// for a change, for a backend that never returns secrets (write_ahead.go).
+	writtenAhead *pendingCredentials
 	// delivered is what the Secret holds once reconcileSecret wrote or checked it.
 	delivered deliveredCredentials
 	// renderScopes, when set, are the scopes a rendered Secret shows instead of
@@ -71,4 +74,14 @@ func (p *pass) specDigest() string {
 		p.spec = specDigest(p.at)
 	}
 	return p.spec
+}
+
+// writtenAheadFor is the key of the change whose secret written ahead creds
+// are, if this pass wrote one ahead for them.
+func (p *pass) writtenAheadFor(creds backend.Credentials) string {
+	w := p.writtenAhead
+	if w == nil || w.sid != creds.AccountSID || w.secret.Reveal() != creds.AuthToken.Reveal() {
+		return ""
+	}
+	return w.key
 }

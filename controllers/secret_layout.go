@@ -254,17 +254,24 @@ func ignoreConflict(err error) error {
 }
 
 // writeSource keeps the credentials in the source Secret, before the rendered
-// Secret is written.
-func (r *ApiTokenReconciler) writeSource(ctx context.Context, at *tokensv1alpha1.ApiToken, creds backend.Credentials) error {
+// Secret is written. writtenAheadFor, when set, is the key of the change whose
+// secret written ahead these credentials are (write_ahead.go): recorded on the
+// source in the same write, so that a replay of that change finds the secret
+// once the pending Secret is gone.
+func (r *ApiTokenReconciler) writeSource(ctx context.Context, at *tokensv1alpha1.ApiToken, creds backend.Credentials, writtenAheadFor string) error {
 	name := sourceSecretName(at)
 	existing, err := r.cachedSecret(ctx, at, name)
 	if err != nil {
 		return err
 	}
-	if holdsSource(existing, creds.AccountSID, creds.Generation) {
+	if holdsSource(existing, creds.AccountSID, creds.Generation) &&
+		(writtenAheadFor == "" || existing.Annotations[writtenAheadForAnnotation] == writtenAheadFor) {
 		return nil
 	}
 	desired := secretOf(at, name, sourceLayout, creds.AccountSID, creds.Generation)
+	if writtenAheadFor != "" {
+		desired.Annotations[writtenAheadForAnnotation] = writtenAheadFor
+	}
 	desired.Data, _ = sourceLayout.secretData(creds)
 	if err := controllerutil.SetControllerReference(at, desired, r.Scheme); err != nil {
 		return fmt.Errorf("own Secret %s: %w", name, err)

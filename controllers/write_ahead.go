@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -145,6 +144,14 @@ func (w writeAheadBackend) Credentials(ctx context.Context, sid string) (backend
 // (a replay of a change whose status write was lost), else a new one, written
 // ahead before it is returned.
 func (w writeAheadBackend) secretFor(ctx context.Context, key, sid string) (backend.AuthToken, error) {
+	secret, err := w.findOrWriteAhead(ctx, key, sid)
+	if err == nil {
+		w.p.writtenAhead = &pendingCredentials{key: key, sid: sid, secret: secret}
+	}
+	return secret, err
+}
+
+func (w writeAheadBackend) findOrWriteAhead(ctx context.Context, key, sid string) (backend.AuthToken, error) {
 	pend, ok, err := w.r.readPending(ctx, w.p.at)
 	if err != nil {
 		return "", err
@@ -254,10 +261,12 @@ func (r *ApiTokenReconciler) recoverPending(ctx context.Context, p *pass) error 
 }
 
 // settlePending deletes the pending Secret once the credentials are delivered.
-// Without one (the cache says so) it costs nothing. When the source Secret
-// holds the pending secret (this pass delivered it), the source is marked
-// with the change's key first (writtenAheadForAnnotation), so that a replay of
-// the change finds the secret after the pending Secret is gone.
+// Without one (the cache says so) it costs nothing. The source Secret, written
+// before the Secret, already records the change's key (writeSource), so that a
+// replay of the change after a crash between here and the status write finds
+// the secret it delivered rather than setting another one, which would change
+// the credentials twice for one change and refuse the consumers that hold the
+// first.
 //
 // A pass that delivers new credentials (p.creds: a create, reset or rotation,
 // each written ahead) asks the API when the cache does not show the pending
@@ -276,22 +285,19 @@ func (r *ApiTokenReconciler) settlePending(ctx context.Context, p *pass) error {
 	if head == nil || err != nil {
 		return ignoreConflict(err)
 	}
-	pend, ok, err := r.fetchPending(ctx, p.at)
-	if err != nil {
-		return err
-	}
-	if ok {
-		if err := r.markDelivered(ctx, p.at, pend); err != nil {
-			return err
-		}
-	}
 	return r.deleteOwnSecret(ctx, p.at, head.Name)
 }
 
-// ownSource reads the ApiToken's source Secret with its data: nil when there
-// is none or it is not the operator's own.
-func (r *ApiTokenReconciler) ownSource(ctx context.Context, at *tokensv1alpha1.ApiToken) (*corev1.Secret, error) {
+// ownSource reads the ApiToken's source Secret with its data when its cached
+// metadata records the change key (writeSource): nil when there is none, it
+// records another change, or it is not the operator's own. The cache answers
+// the common case (no source yet, or another change) without a read.
+func (r *ApiTokenReconciler) ownSource(ctx context.Context, at *tokensv1alpha1.ApiToken, key string) (*corev1.Secret, error) {
 	name := sourceSecretName(at)
+	head, err := r.cachedSecret(ctx, at, name)
+	if head == nil || err != nil || head.Annotations[writtenAheadForAnnotation] != key {
+		return nil, ignoreConflict(err)
+	}
 	s := &corev1.Secret{}
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: at.Namespace, Name: name}, s); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -305,30 +311,10 @@ func (r *ApiTokenReconciler) ownSource(ctx context.Context, at *tokensv1alpha1.A
 	return s, nil
 }
 
-// markDelivered marks the source Secret with the key of the pending change
-// when it holds the pending secret for the same SID.
-func (r *ApiTokenReconciler) markDelivered(ctx context.Context, at *tokensv1alpha1.ApiToken, pend pendingCredentials) error {
-	s, err := r.ownSource(ctx, at)
-	if s == nil || err != nil {
-		return err
-	}
-	if string(s.Data[sourceLayout.sidKey]) != pend.sid || string(s.Data[sourceLayout.tokenKey]) != pend.secret.Reveal() ||
-		s.Annotations[writtenAheadForAnnotation] == pend.key {
-		return nil
-	}
-	handle := secretHead()
-	handle.Name, handle.Namespace = s.Name, s.Namespace
-	patch := client.RawPatch(types.MergePatchType, fmt.Appendf(nil, `{"metadata":{"annotations":{%q:%q}}}`, writtenAheadForAnnotation, pend.key))
-	if err := r.Patch(ctx, handle, patch); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("mark Secret %s with the change it holds: %w", s.Name, err)
-	}
-	return nil
-}
-
 // deliveredFor returns the secret the source Secret holds for sid when it was
-// delivered for the change key (markDelivered): ok is false otherwise.
+// delivered for the change key (writeSource): ok is false otherwise.
 func (r *ApiTokenReconciler) deliveredFor(ctx context.Context, at *tokensv1alpha1.ApiToken, key, sid string) (backend.AuthToken, bool, error) {
-	s, err := r.ownSource(ctx, at)
+	s, err := r.ownSource(ctx, at, key)
 	if s == nil || err != nil {
 		return "", false, err
 	}
@@ -357,7 +343,7 @@ func (r *ApiTokenReconciler) successorFor(ctx context.Context, p *pass, key stri
 	if ok && pend.key == key && pend.sid != current {
 		return pend.sid, nil
 	}
-	s, err := r.ownSource(ctx, p.at)
+	s, err := r.ownSource(ctx, p.at, key)
 	if err != nil {
 		return "", err
 	}
