@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"regexp"
 
@@ -232,15 +233,28 @@ func (r *ApiTokenReconciler) writePending(ctx context.Context, at *tokensv1alpha
 // it), before this pass changes anything: a secret of the current token that the
 // backend accepts is live, and is delivered by this pass; one it refuses was
 // never set (or was replaced since) and is discarded. A pending secret of
-// another token (a create or rotation not recorded yet) is left for the replay
-// of its change, which reuses it.
+// another token (a rotation not recorded yet) is left for the replay of its
+// change, which reuses it.
+//
+// The first token's, while the status records no token yet, is settled here
+// too once its client exists: the replay of its create may be a lookup that
+// adopts the client (an earlier pass wrote status), which sends no secret, and
+// would find the Secret delivered already and deliver nothing, leaving the
+// pending Secret behind, a copy of the live secret, with the ApiToken Ready.
 func (r *ApiTokenReconciler) recoverPending(ctx context.Context, p *pass) error {
 	at := p.at
 	pend, ok, err := r.readPending(ctx, at)
-	if err != nil || !ok || pend.sid != at.Status.AccountSID || at.Status.AccountSID == "" {
+	if err != nil || !ok {
 		return err
 	}
+	firstCreate := at.Status.AccountSID == "" && pend.sid == string(at.UID)
+	if (pend.sid != at.Status.AccountSID || at.Status.AccountSID == "") && !firstCreate {
+		return nil
+	}
 	if err := r.confirmOwned(ctx, p, pend.sid); err != nil {
+		if firstCreate && (errors.Is(err, backend.ErrNotFound) || isForeign(err)) {
+			return nil // not made (yet): the replay of its create sees to it
+		}
 		return err
 	}
 	live, err := p.be.SecretAccepted(ctx, pend.sid, pend.secret)

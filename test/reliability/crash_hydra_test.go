@@ -20,6 +20,7 @@ import (
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 	"github.com/apitoken-dev/apitoken-operator/test/framework"
+	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
 
 // TestCrashConsistencyHydra runs the trials of TestCrashConsistency against a
@@ -463,5 +464,52 @@ func TestHydraChangeReplayedAfterItsSecretWasDeliveredKeepsIt(t *testing.T) {
 				t.Errorf("client %s at generation %d, want %d: the change happened more than once", tok.SID, tok.Generation, tc.wantGeneration)
 			}
 		})
+	}
+}
+
+// TestHydraCreateAdoptedAfterACrashLeavesNothingPending: the first create
+// fails (Hydra answers 429 three times), so the status says so; the next pass creates the
+// client and delivers its secret, and the operator crashes before it deletes
+// the pending Secret. The restarted operator finds the client by its owner and
+// adopts it, with the Secret already delivered: the pending Secret, a copy of
+// the live secret, must not outlive the pass that makes the ApiToken Ready.
+func TestHydraCreateAdoptedAfterACrashLeavesNothingPending(t *testing.T) {
+	h := framework.NewHydra(t, filepath.Join("..", ".."))
+	rules := &faults.Rules{}
+	failed := rules.Add(3, faults.TooMany, func(r *http.Request) bool {
+		return r.Method == http.MethodPost && r.URL.Path == "/admin/clients"
+	})
+	w := newWorld(t, "adopted", worldOptions{hydra: h, policy: rules.Policy})
+	ns := "adopted"
+	framework.CreateNamespace(t, k8s, ns, nil)
+	crashed := make(chan struct{})
+	w.mu.Lock()
+	w.beforeRestart = func() { close(crashed) }
+	w.mu.Unlock()
+	w.crasher.ArmAt("before k8s delete Secret (pending)")
+	mustCreate(t, newToken(ns, "tok", w.backend))
+	select {
+	case <-crashed:
+	case <-time.After(framework.LongWait):
+		t.Fatal("the operator never crashed before deleting the pending Secret")
+	}
+	if failed.Fired() != 3 {
+		t.Fatalf("the first create failed %d times, want 3 (one pass's attempts)", failed.Fired())
+	}
+	s := &trialState{ns: ns, name: "tok"}
+	if err := settle(s); err != nil {
+		t.Fatal(err)
+	}
+	watch := w.watchConsumer(s)
+	defer watch.stop()
+	for _, v := range w.checkSettled(t.Context(), s, "create", watch) {
+		t.Error(v)
+	}
+	secret := &corev1.Secret{}
+	if err := k8s.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: "tok"}, secret); err != nil {
+		t.Fatal(err)
+	}
+	if creds, _ := w.credentialsOf(secret); w.verify(t.Context(), creds, "") != http.StatusOK {
+		t.Error("the Secret's client is refused")
 	}
 }
