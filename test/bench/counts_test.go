@@ -339,11 +339,26 @@ func clusterCPU(t *testing.T) map[string]float64 {
 	return out
 }
 
-// cpuSince is the CPU time each process used since before, in ms per token.
+// cpuSince is the CPU time each process used since before, in ms per token,
+// for the log.
 func cpuSince(before, after map[string]float64, n int) map[string]string {
-	out := map[string]string{}
+	return formatCPU(cpuPerToken(before, after, n))
+}
+
+// cpuPerToken is the CPU time each process used since before, in ms per token.
+func cpuPerToken(before, after map[string]float64, n int) map[string]float64 {
+	out := map[string]float64{}
 	for name, v := range after {
-		out[name] = fmt.Sprintf("%.2f ms/token", 1000*(v-before[name])/float64(n))
+		out[name] = 1000 * (v - before[name]) / float64(n)
+	}
+	return out
+}
+
+// formatCPU writes each process's ms per token for the log.
+func formatCPU(perToken map[string]float64) map[string]string {
+	out := map[string]string{}
+	for name, v := range perToken {
+		out[name] = fmt.Sprintf("%.2f ms/token", v)
 	}
 	return out
 }

@@ -32,7 +32,7 @@ func (r *report) add(name string, value float64, unit, target string, pass *bool
 	if pass != nil {
 		verdict = map[bool]string{true: "PASS", false: "FAIL"}[*pass]
 	}
-	fmt.Printf("%-44s %12.3f %-10s target %-12s %s\n", name, value, unit, target, verdict)
+	fmt.Printf("%-54s %12.3f %-10s target %-12s %s\n", name, value, unit, target, verdict)
 }
 
 func le(v, limit float64) *bool { b := v <= limit; return &b }
@@ -42,7 +42,8 @@ func between(v, lo, hi float64) *bool { b := lo <= v && v <= hi; return &b }
 
 // writeJSON writes the run's parameters and figures to -out.
 func (b *benchRun) writeJSON() {
-	out, _ := json.MarshalIndent(map[string]any{"n": b.n, "hydraN": *hydraNFlag, "idle": idleFlag.String(), "resync": resyncFlag.String(), "secrets": *secretsFlag, "metrics": b.r.metrics}, "", "  ")
+	out, _ := json.MarshalIndent(map[string]any{"n": b.n, "hydraN": *hydraNFlag, "idle": idleFlag.String(), "resync": resyncFlag.String(), "secrets": *secretsFlag,
+		"pairN": b.pairN(), "convergencePairs": b.pairs, "metrics": b.r.metrics}, "", "  ")
 	if err := os.WriteFile(*outFlag, out, 0o644); err != nil {
 		b.t.Fatal(err)
 	}

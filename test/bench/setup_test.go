@@ -43,6 +43,8 @@ var (
 	skip        = flag.String("skip", "", "comma-separated phases not to run (a look at one phase while developing; figures that need a skipped phase are meaningless)")
 	cpuWindow   = flag.Duration("cpu-window", time.Minute, "how long the operator's CPU at rest is measured, with the default resync")
 	hydraNFlag  = flag.Int("hydra-n", 0, "ApiTokens of a TokenBackend of type Hydra (a real Ory Hydra, built by hack/hydra-binary.sh) to converge in the Hydra phases, which run first; 0 skips them")
+	pairsFlag   = flag.Int("pairs", 3, "convergence pairs (a baseline run, then an operator run) timed in turn; the median of their ratios has the target")
+	pairNFlag   = flag.Int("pair-n", 0, "ApiTokens in each run of a convergence pair; 0 (or more than N) means N. With fewer, the operator converges the rest up to N after the last pair, for the later phases")
 	enforce     = flag.Bool("enforce", true, "fail when a metric misses its target (the CI smoke run only checks that the harness works)")
 )
 
@@ -67,20 +69,20 @@ type benchRun struct {
 	r                      *report
 	n                      int
 
-	baselineTook        time.Duration // baseline
-	rssBefore           int64         // convergence: RSS before the tokens, in KiB
-	convStart, convEnd  logMarks      // convergence
-	createLat, resetLat []probe       // idle latencies
-	rssTokens, rssPeak  int64         // idle window: RSS with N tokens and its high-water mark, in KiB
-	windowStart         time.Time     // idle window
-	window              logMarks      // idle window
-	restarted           time.Time     // restart: when the operator was started again
-	leading             time.Time     // restart: when the restarted operator was seen to lead
-	atRestart           logMarks      // restart
-	loadCreate          []probe       // latencies during resync
-	loadReset           []probe       // latencies during resync
-	rot                 rotationRun   // rotation: its ApiTokens and restart targets
-	hy                  *hydraRun     // the Hydra phases: Hydra, its proxy and TokenBackend, and their measurements
+	pairs               []convergencePair // convergence: the baseline and operator runs, in turn
+	rssBefore           int64             // convergence: RSS before the last pair's tokens, in KiB
+	convStart, convEnd  logMarks          // convergence: the last operator run, and the rest of N after it
+	createLat, resetLat []probe           // idle latencies
+	rssTokens, rssPeak  int64             // idle window: RSS with N tokens and its high-water mark, in KiB
+	windowStart         time.Time         // idle window
+	window              logMarks          // idle window
+	restarted           time.Time         // restart: when the operator was started again
+	leading             time.Time         // restart: when the restarted operator was seen to lead
+	atRestart           logMarks          // restart
+	loadCreate          []probe           // latencies during resync
+	loadReset           []probe           // latencies during resync
+	rot                 rotationRun       // rotation: its ApiTokens and restart targets
+	hy                  *hydraRun         // the Hydra phases: Hydra, its proxy and TokenBackend, and their measurements
 }
 
 // setUp builds the binaries, starts the cluster (stopped when the test ends),
