@@ -520,13 +520,23 @@ func enqueueBehindOthers[T client.Object](toRequests func(context.Context, T) []
 	}
 }
 
-// notCreated passes every event but creations. The operator's own Secrets are
-// the only ones with its label and an ApiToken as controller, and a pass makes
-// them: the watch's report that one exists (or, at start, the initial list of all
-// of them) needs no second pass of its ApiToken, which has its own. Updates and
-// deletions by others are what the Secret watch is for.
+// notCreated passes every event but creations, and none of the operator's
+// internal Secrets (source and pending). The operator's own Secrets are the only
+// ones with its label and an ApiToken as controller, and a pass makes them: the
+// watch's report that one exists (or, at start, the initial list of all of
+// them) needs no second pass of its ApiToken, which has its own. Updates and
+// deletions of the Secret by others are what the Secret watch is for. The
+// internal Secrets are written and deleted by the passes themselves (a pending
+// Secret is deleted in the pass that delivers it) and are read only when a pass
+// needs them: an event of theirs would be a second pass that finds nothing to do.
 func notCreated() predicate.Predicate {
-	return predicate.Funcs{CreateFunc: func(event.CreateEvent) bool { return false }}
+	internal := func(o client.Object) bool { return o.GetLabels()[tokensv1alpha1.InternalSecretLabel] != "" }
+	return predicate.Funcs{
+		CreateFunc:  func(event.CreateEvent) bool { return false },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return !internal(e.ObjectNew) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return !internal(e.Object) },
+		GenericFunc: func(e event.GenericEvent) bool { return !internal(e.Object) },
+	}
 }
 
 // labelsChanged passes updates that change an object's labels, and nothing else:

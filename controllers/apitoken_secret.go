@@ -50,6 +50,12 @@ func secretOf(at *tokensv1alpha1.ApiToken, name string, l secretLayout, sid stri
 	}
 	labels[tokensv1alpha1.ManagedByLabel] = tokensv1alpha1.ManagedByValue
 	labels[tokensv1alpha1.ApiTokenLabel] = at.Name
+	switch l.secretType {
+	case sourceSecretType:
+		labels[tokensv1alpha1.InternalSecretLabel] = "source"
+	case pendingSecretType:
+		labels[tokensv1alpha1.InternalSecretLabel] = "pending"
+	}
 	annotations := map[string]string{}
 	if l.secretType != sourceSecretType {
 		maps.Copy(annotations, at.Spec.Secret.Annotations)

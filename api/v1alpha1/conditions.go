@@ -87,6 +87,10 @@ const (
 	CredentialsAnnotation = "tokens.apitoken.dev/credentials"
 	// ApiTokenLabel on a Secret names the ApiToken that owns it.
 	ApiTokenLabel = "tokens.apitoken.dev/apitoken"
+	// InternalSecretLabel marks the operator's own Secrets that no workload
+	// mounts: "source" (the credentials as the backend issued them) and
+	// "pending" (a secret written ahead of the backend call).
+	InternalSecretLabel = "tokens.apitoken.dev/internal"
 	// ManagedByLabel and ManagedByValue mark every Secret that the operator writes.
 	ManagedByLabel = "app.kubernetes.io/managed-by"
 	ManagedByValue = "apitoken-operator"
