@@ -9,8 +9,8 @@
 //	go test ./test/bench -run TestBench -v -args -n 1 -hydra-n 500 -stop-after hydraCleanup   # the Hydra phases only
 //
 // The convergence figure is the median of -pairs (3) pairs, each a baseline run
-// and then an operator run of -pair-n ApiTokens (N, or 5,000 in make
-// bench-scale, to keep its time).
+// and then an operator run of -pair-n ApiTokens: 800 in make bench and 5,000
+// in make bench-scale, to keep their time, and N in make bench-smoke.
 //
 // The files follow the phases: setup (flags, cluster, clients, TokenBackend),
 // hydra (a TokenBackend of type Hydra: convergence, calls at creation and at

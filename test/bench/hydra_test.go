@@ -378,24 +378,6 @@ func shortHex(s string) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-// removeTokens deletes the Secrets in ns, then its ApiTokens, their finalizer
-// removed: no operator releases them. Any backend tokens stay: nothing reads
-// them again.
-func removeTokens(t *testing.T, setup client.Client, ns string) {
-	ctx := t.Context()
-	// The Secrets first, for the garbage collector's sake (see cleanupBaseline).
-	mustDo(t, setup.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ns)))
-	list := &tokensv1alpha1.ApiTokenList{}
-	mustDo(t, setup.List(ctx, list, client.InNamespace(ns)))
-	parallel(len(list.Items), 20, func(i int) {
-		at := &list.Items[i]
-		patch := client.MergeFrom(at.DeepCopy())
-		at.Finalizers = nil
-		_ = setup.Patch(ctx, at, patch)
-		_ = setup.Delete(ctx, at)
-	})
-}
-
 // hydraProxy is a reverse proxy in front of Hydra's admin API and its token
 // endpoint (/oauth2/token) that counts each request by "METHOD path status",
 // a client ID in the path written {id}: Hydra logs no requests, and the proxy
