@@ -95,6 +95,11 @@ func TestDeletionWithoutItsTokenBackendWaitsUntilOrphan(t *testing.T) {
 	})
 	g.Expect(k8s.Delete(t.Context(), tb)).To(Succeed())
 	waitGone(t, tb)
+	// The operator must know it is gone too: a deletion that its cache sees
+	// before the TokenBackend's goes through the backend, as it may.
+	g.Eventually(func() bool {
+		return apierrors.IsNotFound(operatorCache.Get(t.Context(), client.ObjectKeyFromObject(tb), &tokensv1alpha1.TokenBackend{}))
+	}, wait, tick).Should(BeTrue())
 
 	g.Expect(k8s.Delete(t.Context(), at)).To(Succeed())
 	g.Eventually(func(g Gomega) {
