@@ -19,7 +19,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,7 +112,7 @@ func (b *benchRun) hydraSetUp() *hydraRun {
 }
 
 // hydraConvergence times, hydraRounds times in turn, the baseline and the
-// operator converging N Hydra ApiTokens, and compares the best of each. The
+// operator converging N Hydra ApiTokens, and compares the total of each. The
 // operator's calls are counted in its last round, whose ApiTokens stay for the
 // phases that follow.
 func (b *benchRun) hydraConvergence() {
@@ -128,10 +127,13 @@ func (b *benchRun) hydraConvergence() {
 		t.Logf("Hydra round %d: baseline %v, convergence %v", round+1,
 			hy.baselineTook[round].Round(time.Millisecond), hy.convergenceTook[round].Round(time.Millisecond))
 	}
-	baseline, converged := slices.Min(hy.baselineTook), slices.Min(hy.convergenceTook)
+	// The rounds together: each side's total over the interleaved rounds. The
+	// best of each side would compare a lucky round of one with any round of
+	// the other; a 10-second round moves by 20-30 % here from one to the next.
+	baseline, converged := sumOf(hy.baselineTook), sumOf(hy.convergenceTook)
 	ratio := converged.Seconds() / baseline.Seconds()
-	b.r.add(fmt.Sprintf("Hydra: convergence time (best of %d)", hydraRounds), converged.Seconds(), "s", "", nil)
-	b.r.add(fmt.Sprintf("Hydra: baseline time (best of %d)", hydraRounds), baseline.Seconds(), "s", "", nil)
+	b.r.add(fmt.Sprintf("Hydra: convergence time (%d rounds)", hydraRounds), converged.Seconds(), "s", "", nil)
+	b.r.add(fmt.Sprintf("Hydra: baseline time (%d rounds)", hydraRounds), baseline.Seconds(), "s", "", nil)
 	b.r.add("Hydra: convergence / baseline", ratio, "ratio", "<= 1.20", le(ratio, 1.20))
 
 	k8sCalls := auditCounts(t, b.c.AuditLogPath, hy.convStart.audit, hy.convEnd.audit)
@@ -477,4 +479,12 @@ func tokenCalls(counts map[string]int) int {
 		}
 	}
 	return n
+}
+
+func sumOf(ds []time.Duration) time.Duration {
+	var total time.Duration
+	for _, d := range ds {
+		total += d
+	}
+	return total
 }
