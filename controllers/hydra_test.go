@@ -43,15 +43,7 @@ func hydraServer(t *testing.T) *framework.Hydra {
 		if testHydra, hydraErr = framework.StartHydra("..", "memory"); hydraErr != nil {
 			return
 		}
-		tb := &tokensv1alpha1.TokenBackend{
-			ObjectMeta: metav1.ObjectMeta{Name: hydraBackendName},
-			Spec: tokensv1alpha1.TokenBackendSpec{
-				Type: tokensv1alpha1.BackendHydra, URL: testHydra.AdminURL,
-				Hydra:          &tokensv1alpha1.HydraSettings{TokenURL: testHydra.TokenURL},
-				RateLimit:      tokensv1alpha1.RateLimit{QPS: 1000, Burst: 1000},
-				ResyncInterval: &metav1.Duration{Duration: testResync},
-			},
-		}
+		tb := framework.HydraBackendFor(hydraBackendName, testHydra, testResync)
 		hydraErr = controlPlane.CreateTokenBackend(context.Background(), tb)
 	})
 	if hydraErr != nil {

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend/hydra"
 	"github.com/apitoken-dev/apitoken-operator/test/framework/hydraserver"
@@ -55,4 +58,19 @@ func NewHydra(t testing.TB, repoRoot string) *Hydra {
 func (h *Hydra) Accepts(ctx context.Context, clientID string, secret backend.AuthToken, scope string) (bool, error) {
 	g, err := hydraserver.ClientCredentials(ctx, h.TokenURL, clientID, secret.Reveal(), scope)
 	return g.Status == http.StatusOK, err
+}
+
+// HydraBackendFor is a TokenBackend of type Hydra for a test Hydra: its admin
+// API (which needs no key here), its token endpoint, no client-side limit worth
+// the name, and the given resync.
+func HydraBackendFor(name string, h *Hydra, resync time.Duration) *tokensv1alpha1.TokenBackend {
+	return &tokensv1alpha1.TokenBackend{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: tokensv1alpha1.TokenBackendSpec{
+			Type: tokensv1alpha1.BackendHydra, URL: h.AdminURL,
+			Hydra:          &tokensv1alpha1.HydraSettings{TokenURL: h.TokenURL},
+			RateLimit:      tokensv1alpha1.RateLimit{QPS: 1000, Burst: 1000},
+			ResyncInterval: &metav1.Duration{Duration: resync},
+		},
+	}
 }

@@ -117,7 +117,7 @@ func newWorld(t *testing.T, name string, o worldOptions) *world {
 	var tb *tokensv1alpha1.TokenBackend
 	if o.hydra != nil {
 		w.hydra, w.admin, w.verify = o.hydra, o.hydra.Admin, hydraVerify(o.hydra)
-		tb = hydraTokenBackend(name, o.hydra, o.resync)
+		tb = framework.HydraBackendFor(name, o.hydra, o.resync)
 	} else {
 		g := &gate{}
 		w.service = framework.NewTokenService(t, adminKey, func(h http.Handler) http.Handler {
@@ -245,20 +245,6 @@ func (g *gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.next.ServeHTTP(w, r)
-}
-
-// hydraTokenBackend is a TokenBackend of type Hydra: its admin API (which
-// needs no key here) and its token endpoint.
-func hydraTokenBackend(name string, h *framework.Hydra, resync time.Duration) *tokensv1alpha1.TokenBackend {
-	return &tokensv1alpha1.TokenBackend{
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec: tokensv1alpha1.TokenBackendSpec{
-			Type: tokensv1alpha1.BackendHydra, URL: h.AdminURL,
-			Hydra:          &tokensv1alpha1.HydraSettings{TokenURL: h.TokenURL},
-			RateLimit:      tokensv1alpha1.RateLimit{QPS: 1000, Burst: 1000},
-			ResyncInterval: &metav1.Duration{Duration: resync},
-		},
-	}
 }
 
 // hydraVerify is world.verify for Hydra: a client-credentials grant at its token
