@@ -33,36 +33,27 @@ const maxRetiringTokens = 8
 // confirmed to carry the ApiToken's externalId, and whether that set is every
 // such token (complete: it came from a lookup by externalId, or from a create
 // that no earlier token can precede). It is memory only: a restart confirms again.
+//
+// An ApiToken has one token, two or a few during an overlap: a sorted slice
+// kept by value in the map costs a fraction of a set of its own per ApiToken,
+// which the cache's memory per token (make bench-scale) counted.
 type ownedTokens struct {
 	mu    sync.Mutex
-	byUID map[types.UID]*ownedSet
+	byUID map[types.UID]ownedSet
 }
 
 type ownedSet struct {
-	sids     map[string]struct{}
+	sids     []string // sorted, without duplicates
 	complete bool
 }
 
-func newOwnedTokens() *ownedTokens { return &ownedTokens{byUID: map[types.UID]*ownedSet{}} }
-
-func (o *ownedTokens) setOf(uid types.UID) *ownedSet {
-	s, ok := o.byUID[uid]
-	if !ok {
-		s = &ownedSet{sids: map[string]struct{}{}}
-		o.byUID[uid] = s
-	}
-	return s
-}
+func newOwnedTokens() *ownedTokens { return &ownedTokens{byUID: map[types.UID]ownedSet{}} }
 
 // confirmed reports whether sid is known to be the ApiToken's.
 func (o *ownedTokens) confirmed(uid types.UID, sid string) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	s, ok := o.byUID[uid]
-	if !ok {
-		return false
-	}
-	_, ok = s.sids[sid]
+	_, ok := slices.BinarySearch(o.byUID[uid].sids, sid)
 	return ok
 }
 
@@ -70,7 +61,9 @@ func (o *ownedTokens) confirmed(uid types.UID, sid string) bool {
 func (o *ownedTokens) add(uid types.UID, sid string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.setOf(uid).sids[sid] = struct{}{}
+	s := o.byUID[uid]
+	s.sids = insertSorted(s.sids, sid)
+	o.byUID[uid] = s
 }
 
 // addFirst records the first token of an ApiToken that had none: the set is
@@ -78,28 +71,32 @@ func (o *ownedTokens) add(uid types.UID, sid string) {
 func (o *ownedTokens) addFirst(uid types.UID, sid string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	s := o.setOf(uid)
-	s.sids[sid] = struct{}{}
+	s := o.byUID[uid]
+	s.sids = insertSorted(s.sids, sid)
 	s.complete = true
+	o.byUID[uid] = s
 }
 
 // replace records the answer of a lookup by externalId: exactly these tokens.
 func (o *ownedTokens) replace(uid types.UID, sids []string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	s := &ownedSet{sids: map[string]struct{}{}, complete: true}
-	for _, sid := range sids {
-		s.sids[sid] = struct{}{}
-	}
-	o.byUID[uid] = s
+	sorted := slices.Compact(slices.Sorted(slices.Values(sids)))
+	o.byUID[uid] = ownedSet{sids: slices.Clip(sorted), complete: true}
 }
 
 // remove drops a token that was deleted.
 func (o *ownedTokens) remove(uid types.UID, sid string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if s, ok := o.byUID[uid]; ok {
-		delete(s.sids, sid)
+	s, ok := o.byUID[uid]
+	if !ok {
+		return
+	}
+	if i, found := slices.BinarySearch(s.sids, sid); found {
+		// A new slice: known's callers may still hold the old one.
+		s.sids = slices.Delete(slices.Clone(s.sids), i, i+1)
+		o.byUID[uid] = s
 	}
 }
 
@@ -108,15 +105,8 @@ func (o *ownedTokens) remove(uid types.UID, sid string) {
 func (o *ownedTokens) known(uid types.UID) (sids []string, complete bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	s, ok := o.byUID[uid]
-	if !ok {
-		return nil, false
-	}
-	for sid := range s.sids {
-		sids = append(sids, sid)
-	}
-	slices.Sort(sids)
-	return sids, s.complete
+	s := o.byUID[uid]
+	return slices.Clone(s.sids), s.complete
 }
 
 // forget drops what is known of an ApiToken that is gone.
@@ -124,6 +114,16 @@ func (o *ownedTokens) forget(uid types.UID) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	delete(o.byUID, uid)
+}
+
+// insertSorted returns sids with sid in its place, as a new slice when it was
+// not there (never appending into a slice a caller may hold).
+func insertSorted(sids []string, sid string) []string {
+	i, found := slices.BinarySearch(sids, sid)
+	if found {
+		return sids
+	}
+	return slices.Insert(slices.Clip(slices.Clone(sids)), i, sid)
 }
 
 // foreignTokenError is a SID in the status that is not the ApiToken's token.

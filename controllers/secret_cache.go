@@ -155,11 +155,13 @@ func secretCacheTransform(in any) (any, error) {
 		return s, nil
 	}
 	s.ManagedFields = compactManagedFields(s.ManagedFields)
+	internObjectMeta(&s.TypeMeta, &s.ObjectMeta)
 	return s, nil
 }
 
 // compactManagedFields keeps of each entry only the manager and what
-// touchedFields reads, in the same format.
+// touchedFields reads, in the same format; Secrets whose entries read alike
+// share one copy of them (sharedFieldsV1).
 func compactManagedFields(entries []metav1.ManagedFieldsEntry) []metav1.ManagedFieldsEntry {
 	var out []metav1.ManagedFieldsEntry
 	for _, e := range entries {
@@ -176,7 +178,7 @@ func compactManagedFields(entries []metav1.ManagedFieldsEntry) []metav1.ManagedF
 			fields["f:metadata"] = map[string]any{"f:annotations": map[string]struct{}{"f:" + credentialsHashAnnotation: {}}}
 		}
 		raw, _ := json.Marshal(fields)
-		out = append(out, metav1.ManagedFieldsEntry{Manager: e.Manager, FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(string(raw))})
+		out = append(out, metav1.ManagedFieldsEntry{Manager: e.Manager, FieldsType: "FieldsV1", FieldsV1: sharedFieldsV1(string(raw))})
 	}
 	return out
 }

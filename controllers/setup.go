@@ -167,8 +167,9 @@ func (o Options) newBackend(bo backend.Options) (backend.Backend, error) {
 const lastAppliedAnnotation = "kubectl.kubernetes.io/last-applied-configuration"
 
 // stripForCache drops from a cached ApiToken what the operator never reads: its
-// managed fields and kubectl's last-applied annotation. Patches are computed
-// between two copies of the cached object, so what is not cached is never sent.
+// managed fields and kubectl's last-applied annotation; and shares the strings
+// that ApiTokens hold alike (internApiToken). Patches are computed between two
+// copies of the cached object, so what is not cached is never sent.
 func stripForCache(in any) (any, error) {
 	if obj, ok := in.(client.Object); ok {
 		obj.SetManagedFields(nil)
@@ -176,6 +177,9 @@ func stripForCache(in any) (any, error) {
 			delete(annotations, lastAppliedAnnotation)
 			obj.SetAnnotations(annotations)
 		}
+	}
+	if at, ok := in.(*tokensv1alpha1.ApiToken); ok {
+		internApiToken(at)
 	}
 	return in, nil
 }

@@ -79,6 +79,7 @@ type Client struct {
 	base        *url.URL
 	adminKey    string
 	http        *http.Client
+	secretHTTP  *http.Client // for calls that carry a token: NewSecretHTTPClient
 	limiter     *rate.Limiter
 	timeout     time.Duration
 	maxAttempts int
@@ -103,10 +104,15 @@ func New(o Options) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	secretHC, err := NewSecretHTTPClient(o)
+	if err != nil {
+		return nil, err
+	}
 	c := &Client{
 		base:        base,
 		adminKey:    o.AdminKey,
 		http:        hc,
+		secretHTTP:  secretHC,
 		limiter:     rate.NewLimiter(rate.Inf, 0),
 		timeout:     o.Timeout,
 		maxAttempts: o.MaxAttempts,
@@ -134,6 +140,37 @@ func New(o Options) (*Client, error) {
 // An http:// URL to a host that is not loopback is ErrInsecureHTTP unless
 // allowed.
 func NewHTTPClient(o Options) (*http.Client, error) {
+	transport, err := newTransport(o)
+	if err != nil {
+		return nil, err
+	}
+	return noRedirects(transport), nil
+}
+
+// NewSecretHTTPClient is the HTTP client, on the same terms as NewHTTPClient,
+// for the calls whose request or answer holds a secret (a create, a reset, a
+// credentials read; Hydra's client secrets and token grants). It has
+// connections of its own, closed SecretConnIdle after its last call: a
+// connection keeps the last request it wrote and the last answer it read in its
+// buffers for as long as it lives, so on a connection shared with routine reads
+// an auth token would stay in memory at rest (docs/security.md; test e2e
+// TestOperatorHeapHoldsNoAuthToken). Under load the connections stay open and
+// are reused, so a burst of creates pays no new connection each.
+func NewSecretHTTPClient(o Options) (*http.Client, error) {
+	transport, err := newTransport(o)
+	if err != nil {
+		return nil, err
+	}
+	if t, ok := transport.(*http.Transport); ok && o.Transport == nil {
+		// No idle timeout of the transport's own: a connection's idle timer would
+		// keep it, and its buffers, reachable for that long even after it is closed.
+		t.IdleConnTimeout = 0
+	}
+	return noRedirects(&idleClosing{base: transport}), nil
+}
+
+// newTransport is o.Transport, or a transport that trusts o.CABundle.
+func newTransport(o Options) (http.RoundTripper, error) {
 	if err := CheckTransport(o.URL, o.AllowInsecureHTTP); err != nil {
 		return nil, err
 	}
@@ -144,16 +181,75 @@ func NewHTTPClient(o Options) (*http.Client, error) {
 			return nil, fmt.Errorf("%w: caBundle holds no PEM certificate", ErrInvalidConfig)
 		}
 	}
-	transport := o.Transport
-	if transport == nil {
-		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.MaxIdleConnsPerHost = 64
-		if roots != nil {
-			t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-		}
-		transport = t
+	if o.Transport != nil {
+		return o.Transport, nil
 	}
-	return &http.Client{Transport: transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}, nil
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 64
+	if roots != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
+	return t, nil
+}
+
+func noRedirects(t http.RoundTripper) *http.Client {
+	return &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// SecretConnIdle is how long the connections that carried a secret stay open
+// after the last answer on them was read.
+const SecretConnIdle = time.Second
+
+// idleClosing closes its transport's idle connections SecretConnIdle after the
+// last answer through it was closed (NewSecretHTTPClient).
+type idleClosing struct {
+	base http.RoundTripper
+
+	mu   sync.Mutex
+	idle *time.Timer
+}
+
+func (t *idleClosing) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		t.closeWhenIdle()
+		return nil, err
+	}
+	resp.Body = &closeNotifier{ReadCloser: resp.Body, closed: t.closeWhenIdle}
+	return resp, nil
+}
+
+// CloseIdleConnections closes the idle connections now.
+func (t *idleClosing) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// closeWhenIdle (re)starts the countdown to closing the idle connections. A
+// connection goes back to the idle pool when its answer's body is closed,
+// which is when this runs.
+func (t *idleClosing) closeWhenIdle() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.idle == nil {
+		t.idle = time.AfterFunc(SecretConnIdle, t.CloseIdleConnections)
+		return
+	}
+	t.idle.Reset(SecretConnIdle)
+}
+
+// closeNotifier calls closed once the body is closed.
+type closeNotifier struct {
+	io.ReadCloser
+	closed func()
+	once   sync.Once
+}
+
+func (b *closeNotifier) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.closed)
+	return err
 }
 
 // request describes one API call.
@@ -165,10 +261,9 @@ type request struct {
 	header  http.Header
 	body    any
 	noAdmin bool
-	// carriesSecret marks a call whose answer holds an auth token: its connection
-	// is closed after the answer instead of going back to the idle pool, so that
-	// the connection's read buffer, which still holds the answer's bytes, is
-	// garbage at once rather than kept (with the token in it) while idle.
+	// carriesSecret marks a call whose answer holds an auth token: it goes over
+	// the connections of NewSecretHTTPClient, closed soon after the last such
+	// call, so that no connection's read buffer keeps a token at rest.
 	carriesSecret bool
 }
 
@@ -281,9 +376,12 @@ func (c *Client) attempt(ctx context.Context, r request, payload []byte) (*respo
 	if !r.noAdmin {
 		req.Header.Set("Authorization", "Bearer "+c.adminKey)
 	}
-	req.Close = r.carriesSecret
+	hc := c.http
+	if r.carriesSecret {
+		hc = c.secretHTTP
+	}
 	start := time.Now()
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		c.record(r.call, 0, start)
 		return nil, &APIError{Call: r.call, Title: "backend unreachable: " + NetworkReason(err), sentinel: ErrUnavailable, local: true}

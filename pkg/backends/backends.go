@@ -40,8 +40,12 @@ func newHydra(o backend.Options) (backend.Backend, error) {
 	if err != nil {
 		return nil, err
 	}
+	secretHC, err := backend.NewSecretHTTPClient(o)
+	if err != nil {
+		return nil, err
+	}
 	return hydra.NewBackend(hydra.Options{
-		AdminURL: o.URL, TokenURL: o.TokenURL, AdminToken: o.AdminKey, HTTPClient: hc,
+		AdminURL: o.URL, TokenURL: o.TokenURL, AdminToken: o.AdminKey, HTTPClient: hc, SecretHTTPClient: secretHC,
 		Timeout: o.Timeout, QPS: o.QPS, Burst: o.Burst, Observe: o.Observe,
 	})
 }

@@ -44,8 +44,9 @@ type request struct {
 	body        []byte
 	contentType string
 	basic       string // Authorization header, for the public endpoints
-	// carriesSecret marks a call whose request or answer holds a secret: its
-	// connection is closed afterwards instead of idling with the bytes in its buffers.
+	// carriesSecret marks a call whose request or answer holds a secret: it goes
+	// over the connections of Options.SecretHTTPClient, which do not idle with
+	// the bytes in their buffers.
 	carriesSecret bool
 	noRetry       bool
 }
@@ -124,9 +125,15 @@ func (c *Client) attempt(ctx context.Context, r request) ([]byte, http.Header, e
 	case c.adminToken != "":
 		req.Header.Set("Authorization", "Bearer "+c.adminToken)
 	}
-	req.Close = r.carriesSecret
+	hc := c.http
+	switch {
+	case r.carriesSecret && c.secretHTTP != nil:
+		hc = c.secretHTTP
+	case r.carriesSecret:
+		req.Close = true
+	}
 	start := time.Now()
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if c.observe != nil {
 		code := 0
 		if resp != nil {

@@ -111,6 +111,11 @@ type Options struct {
 	TokenURL string
 	// HTTPClient replaces the default HTTP client (which follows no redirects).
 	HTTPClient *http.Client
+	// SecretHTTPClient carries the calls whose request or answer holds a client
+	// secret, over connections of its own that do not idle with the secret in
+	// their buffers (backend.NewSecretHTTPClient). Unset, such calls go over
+	// HTTPClient on a connection closed after each.
+	SecretHTTPClient *http.Client
 	// Timeout bounds each HTTP attempt. Default DefaultTimeout.
 	Timeout time.Duration
 	// AdminToken, when set, is sent as a bearer token on admin API calls (for an
@@ -129,6 +134,7 @@ type Client struct {
 	admin      *url.URL
 	tokenURL   *url.URL
 	http       *http.Client
+	secretHTTP *http.Client // nil: calls that carry a secret close their connection
 	timeout    time.Duration
 	pageSize   int
 	adminToken string
@@ -153,7 +159,7 @@ func New(o Options) (*Client, error) {
 		t.MaxIdleConnsPerHost = 16
 		hc = &http.Client{Transport: t, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
-	c := &Client{admin: admin, tokenURL: tokenURL, http: hc, timeout: o.Timeout, pageSize: defaultPageSize,
+	c := &Client{admin: admin, tokenURL: tokenURL, http: hc, secretHTTP: o.SecretHTTPClient, timeout: o.Timeout, pageSize: defaultPageSize,
 		adminToken: o.AdminToken, limiter: rate.NewLimiter(rate.Inf, 0), observe: o.Observe}
 	if o.QPS > 0 {
 		c.limiter = rate.NewLimiter(rate.Limit(o.QPS), max(1, o.Burst))

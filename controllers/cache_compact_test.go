@@ -1,0 +1,85 @@
+package controllers
+
+import (
+	"testing"
+	"unsafe"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+)
+
+func sameMemory(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
+
+// decoded returns a copy of s in memory of its own, as a decoder makes it.
+func decoded(s string) string { return string([]byte(s)) }
+
+func TestCachedApiTokensShareRepeatedStrings(t *testing.T) {
+	token := func(name string) *tokensv1alpha1.ApiToken {
+		at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: decoded(name), Namespace: decoded("team-a"), UID: "uid-" + "x"}}
+		at.Spec.Scopes = []string{decoded("reports:read")}
+		at.Status.Conditions = []metav1.Condition{{Type: decoded("Reconciling"), Status: metav1.ConditionStatus(decoded("False")), Reason: decoded("Ready"), Message: decoded("Up to date")}}
+		return at
+	}
+	a, b := token("a"), token("b")
+	internApiToken(a)
+	internApiToken(b)
+	c, d := a.Status.Conditions[0], b.Status.Conditions[0]
+	for field, pair := range map[string][2]string{
+		"namespace": {a.Namespace, b.Namespace}, "scope": {a.Spec.Scopes[0], b.Spec.Scopes[0]},
+		"condition type": {c.Type, d.Type}, "condition status": {string(c.Status), string(d.Status)},
+		"condition reason": {c.Reason, d.Reason}, "condition message": {c.Message, d.Message},
+	} {
+		if pair[0] != pair[1] || !sameMemory(pair[0], pair[1]) {
+			t.Errorf("%s: %q and %q are not one shared copy", field, pair[0], pair[1])
+		}
+	}
+	if a.Name != "a" || b.Name != "b" || sameMemory(a.Name, b.Name) {
+		t.Errorf("names are each token's own: %q %q", a.Name, b.Name)
+	}
+}
+
+func TestInternTableIsBounded(t *testing.T) {
+	table := newInternTable(2)
+	first, second, third := decoded("one"), decoded("two"), decoded("three")
+	internIn(table, &first)
+	internIn(table, &second)
+	internIn(table, &third)
+	again := decoded("three")
+	internIn(table, &again)
+	if len(table.strings) != 2 {
+		t.Fatalf("the table holds %d strings, want its bound 2", len(table.strings))
+	}
+	if again != "three" || sameMemory(again, third) {
+		t.Errorf("past the bound a string is kept as decoded: %q", again)
+	}
+	one := decoded("one")
+	internIn(table, &one)
+	if !sameMemory(one, first) {
+		t.Error("a value met before the bound is shared")
+	}
+}
+
+func TestSecretHeadsShareCompactedManagedFields(t *testing.T) {
+	head := func() *metav1.PartialObjectMetadata {
+		s := secretHead()
+		s.Namespace = decoded("team-a")
+		controller := true
+		s.OwnerReferences = []metav1.OwnerReference{{APIVersion: decoded(tokensv1alpha1.GroupVersion.String()), Kind: decoded("ApiToken"), Name: "t", UID: "u", Controller: &controller}}
+		s.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: decoded(FieldManager), Operation: metav1.ManagedFieldsOperationUpdate,
+			FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:data":{".":{},"f:accountSid":{},"f:authToken":{}},"f:metadata":{"f:annotations":{"f:tokens.apitoken.dev/credentials-hash":{}}}}`)}}
+		return s
+	}
+	a, _ := secretCacheTransform(head())
+	b, _ := secretCacheTransform(head())
+	sa, sb := a.(*metav1.PartialObjectMetadata), b.(*metav1.PartialObjectMetadata)
+	if sa.ManagedFields[0].FieldsV1 != sb.ManagedFields[0].FieldsV1 || !sameMemory(sa.ManagedFields[0].Manager, sb.ManagedFields[0].Manager) {
+		t.Error("two Secrets whose operator entries read alike share one compacted entry")
+	}
+	if sa.OwnerReferences[0].Controller != sb.OwnerReferences[0].Controller || !*sa.OwnerReferences[0].Controller {
+		t.Error("owner references share one true")
+	}
+	if keys, others := dataOwnership(sa.ManagedFields); len(keys) != 2 || others {
+		t.Errorf("the shared entry still reads as the operator's two keys: %v %v", keys, others)
+	}
+}
