@@ -42,8 +42,6 @@ import (
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 )
 
-// backendRefIndex indexes ApiTokens by the TokenBackend they use.
-const backendRefIndex = "spec.backendRef.name"
 
 // ApiTokenReconciler keeps each ApiToken's backend token as declared and its
 // credentials in a Secret.
@@ -440,17 +438,15 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.owned = newOwnedTokens()
 	r.reads = newReadSchedule(r.Registry, r.Clock, r.MaxConcurrentReconciles)
 	r.Registry.onRemove(r.reads.dropBackend)
-	err := mgr.GetFieldIndexer().IndexField(context.Background(), &tokensv1alpha1.ApiToken{}, backendRefIndex,
-		func(o client.Object) []string { return []string{backendName(o.(*tokensv1alpha1.ApiToken))} })
-	if err != nil {
-		return fmt.Errorf("index ApiTokens by backend: %w", err)
-	}
+	// ApiTokens are not indexed by backend: an index costs every cached ApiToken
+	// two entries (the cache's memory per token), for a lookup made only when a
+	// TokenBackend changes, where a scan of the cache without copies will do.
 	tokensOfBackend := func(ctx context.Context, tb *tokensv1alpha1.TokenBackend) []reconcile.Request {
-		return r.requestsFor(ctx, client.MatchingFields{backendRefIndex: tb.Name})
+		return r.requestsFor(ctx, func(at *tokensv1alpha1.ApiToken) bool { return backendName(at) == tb.Name })
 	}
 	// A namespace's labels decide which TokenBackends admit its ApiTokens.
 	tokensInNamespace := func(ctx context.Context, ns client.Object) []reconcile.Request {
-		return r.requestsFor(ctx, client.InNamespace(ns.GetName()))
+		return r.requestsFor(ctx, nil, client.InNamespace(ns.GetName()))
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(
@@ -475,16 +471,18 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Complete(r)
 }
 
-// requestsFor lists the cached ApiTokens that match opts as requests. Only the
-// names are read: no copy of thousands of cached objects.
-func (r *ApiTokenReconciler) requestsFor(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
+// requestsFor lists the cached ApiTokens that match opts, and keep when set, as
+// requests. Only the cached objects are read: no copy of thousands of them.
+func (r *ApiTokenReconciler) requestsFor(ctx context.Context, keep func(*tokensv1alpha1.ApiToken) bool, opts ...client.ListOption) []reconcile.Request {
 	list := &tokensv1alpha1.ApiTokenList{}
 	if err := r.List(ctx, list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
 		return nil
 	}
-	reqs := make([]reconcile.Request, len(list.Items))
-	for i, at := range list.Items {
-		reqs[i] = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: at.Namespace, Name: at.Name}}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for i := range list.Items {
+		if at := &list.Items[i]; keep == nil || keep(at) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: at.Namespace, Name: at.Name}})
+		}
 	}
 	return reqs
 }

@@ -15,7 +15,8 @@ import (
 // API version, a condition's type, status, reason and "Up to date", a scope, a
 // field manager) are decoded into a copy of their own per object; the cache
 // transforms replace them by one shared copy. Only fields whose values repeat
-// across tokens are interned: a name, UID or SID would only fill the table.
+// across tokens are interned: a name, UID or SID (or Ready's message, which
+// names both) would only fill the table.
 
 // internTableSize bounds the distinct strings kept: past it, strings are kept
 // as decoded (correct, only not shared), so that values a tenant varies at will
@@ -101,11 +102,40 @@ func sharedBool(b *bool) *bool {
 	}
 }
 
+// internedValues are the label and annotation keys whose values repeat across
+// the operator's objects; other values (a token's name, a hash) are each
+// object's own.
+var internedValues = map[string]bool{
+	tokensv1alpha1.ManagedByLabel:      true,
+	tokensv1alpha1.InternalSecretLabel: true,
+	credentialsGenerationAnnotation:    true,
+}
+
+// internMap returns m with its keys shared, and the values of internedValues'
+// keys. The map is made again (a map's keys cannot be replaced in place); the
+// decoded one becomes garbage.
+func internMap(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return m
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		intern(&k)
+		if internedValues[k] {
+			intern(&v)
+		}
+		out[k] = v
+	}
+	return out
+}
+
 // internObjectMeta interns what repeats in any cached object's metadata.
 func internObjectMeta(tm *metav1.TypeMeta, om *metav1.ObjectMeta) {
 	intern(&tm.APIVersion)
 	intern(&tm.Kind)
 	intern(&om.Namespace)
+	om.Labels = internMap(om.Labels)
+	om.Annotations = internMap(om.Annotations)
 	internAll(om.Finalizers)
 	for i := range om.OwnerReferences {
 		ref := &om.OwnerReferences[i]
@@ -136,7 +166,12 @@ func internApiToken(at *tokensv1alpha1.ApiToken) {
 		intern(&c.Type)
 		intern(&c.Status)
 		intern(&c.Reason)
-		intern(&c.Message)
+		if c.Status != metav1.ConditionTrue {
+			// The messages of conditions that are not True are fixed texts ("Up
+			// to date"); Ready's names the token and its Secret, which no other
+			// ApiToken shares.
+			intern(&c.Message)
+		}
 	}
 	intern(&at.Status.State)
 	for i := range at.Status.History {

@@ -68,6 +68,7 @@ func TestSecretHeadsShareCompactedManagedFields(t *testing.T) {
 		s.OwnerReferences = []metav1.OwnerReference{{APIVersion: decoded(tokensv1alpha1.GroupVersion.String()), Kind: decoded("ApiToken"), Name: "t", UID: "u", Controller: &controller}}
 		s.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: decoded(FieldManager), Operation: metav1.ManagedFieldsOperationUpdate,
 			FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:data":{".":{},"f:accountSid":{},"f:authToken":{}},"f:metadata":{"f:annotations":{"f:tokens.apitoken.dev/credentials-hash":{}}}}`)}}
+		s.Labels = map[string]string{decoded(tokensv1alpha1.ManagedByLabel): decoded(tokensv1alpha1.ManagedByValue), decoded(tokensv1alpha1.ApiTokenLabel): decoded("t")}
 		return s
 	}
 	a, _ := secretCacheTransform(head())
@@ -81,5 +82,38 @@ func TestSecretHeadsShareCompactedManagedFields(t *testing.T) {
 	}
 	if keys, others := dataOwnership(sa.ManagedFields); len(keys) != 2 || others {
 		t.Errorf("the shared entry still reads as the operator's two keys: %v %v", keys, others)
+	}
+}
+
+// storedKey returns the key string a map holds for k, and its value.
+func storedKey(m map[string]string, k string) (string, string) {
+	for key, v := range m {
+		if key == k {
+			return key, v
+		}
+	}
+	return "", ""
+}
+
+func TestSecretHeadsShareLabelKeys(t *testing.T) {
+	head := func(token string) *metav1.PartialObjectMetadata {
+		s := secretHead()
+		controller := true
+		s.OwnerReferences = []metav1.OwnerReference{{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "ApiToken", Name: token, UID: "u", Controller: &controller}}
+		s.Labels = map[string]string{decoded(tokensv1alpha1.ManagedByLabel): decoded(tokensv1alpha1.ManagedByValue), decoded(tokensv1alpha1.ApiTokenLabel): decoded(token)}
+		return s
+	}
+	a, _ := secretCacheTransform(head("a"))
+	b, _ := secretCacheTransform(head("b"))
+	la, lb := a.(*metav1.PartialObjectMetadata).Labels, b.(*metav1.PartialObjectMetadata).Labels
+	ka, va := storedKey(la, tokensv1alpha1.ManagedByLabel)
+	kb, vb := storedKey(lb, tokensv1alpha1.ManagedByLabel)
+	if !sameMemory(ka, kb) || !sameMemory(va, vb) || va != tokensv1alpha1.ManagedByValue {
+		t.Errorf("the managed-by label is one shared key and value: %q=%q, %q=%q", ka, va, kb, vb)
+	}
+	ka, va = storedKey(la, tokensv1alpha1.ApiTokenLabel)
+	kb, vb = storedKey(lb, tokensv1alpha1.ApiTokenLabel)
+	if !sameMemory(ka, kb) || va != "a" || vb != "b" {
+		t.Errorf("the apitoken label shares its key and keeps each value: %q=%q, %q=%q", ka, va, kb, vb)
 	}
 }

@@ -47,8 +47,9 @@ type readSchedule struct {
 	inFlight int
 
 	mu      sync.Mutex
-	tokens  map[types.UID]*readEntry
-	names   map[types.NamespacedName]types.UID
+	// tokens holds each ApiToken's entry by name; the entry's UID tells a token
+	// deleted and made again under the same name from the one it replaced.
+	tokens  map[types.NamespacedName]*readEntry
 	readers map[string]*backendReader
 	// started is when the first token was met unread; firstReads counts those met.
 	started    time.Time
@@ -110,7 +111,7 @@ type backendReader struct {
 func newReadSchedule(backends backendSource, clk clock.Clock, inFlight int) *readSchedule {
 	return &readSchedule{
 		backends: backends, clock: clk, inFlight: max(1, inFlight),
-		tokens: map[types.UID]*readEntry{}, names: map[types.NamespacedName]types.UID{},
+		tokens: map[types.NamespacedName]*readEntry{},
 		readers: map[string]*backendReader{},
 	}
 }
@@ -149,14 +150,14 @@ func (s *readSchedule) claim(at *tokensv1alpha1.ApiToken) (*readLease, bool) {
 // belongs to another UID (deleted and made again) drops the old one's entry.
 func (s *readSchedule) entryLocked(at *tokensv1alpha1.ApiToken) *readEntry {
 	key := types.NamespacedName{Namespace: at.Namespace, Name: at.Name}
-	if old, ok := s.names[key]; ok && old != at.UID {
-		s.removeLocked(s.tokens[old])
+	e, ok := s.tokens[key]
+	if ok && e.uid != at.UID {
+		s.removeLocked(e)
+		ok = false
 	}
-	e, ok := s.tokens[at.UID]
 	if !ok {
 		e = &readEntry{uid: at.UID, key: key, index: -1}
-		s.tokens[at.UID] = e
-		s.names[key] = at.UID
+		s.tokens[key] = e
 	}
 	return e
 }
@@ -166,11 +167,12 @@ func (s *readSchedule) entryLocked(at *tokensv1alpha1.ApiToken) *readEntry {
 func (s *readSchedule) forgetName(key types.NamespacedName) (types.UID, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	uid, ok := s.names[key]
-	if ok {
-		s.removeLocked(s.tokens[uid])
+	e, ok := s.tokens[key]
+	if !ok {
+		return "", false
 	}
-	return uid, ok
+	s.removeLocked(e)
+	return e.uid, true
 }
 
 // removeLocked drops an entry, from its reader's heap too when it is there. An
@@ -182,9 +184,8 @@ func (s *readSchedule) removeLocked(e *readEntry) {
 	if e.holder == scheduled {
 		heap.Remove(&s.readers[e.backend].due, e.index)
 	}
-	delete(s.tokens, e.uid)
-	if s.names[e.key] == e.uid {
-		delete(s.names, e.key)
+	if s.tokens[e.key] == e {
+		delete(s.tokens, e.key)
 	}
 }
 
@@ -199,8 +200,10 @@ func (s *readSchedule) size() int {
 func (s *readSchedule) nextReadOf(uid types.UID) (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e, ok := s.tokens[uid]; ok && e.holder == scheduled {
-		return e.due, true
+	for _, e := range s.tokens { // a scan: only tests ask
+		if e.uid == uid && e.holder == scheduled {
+			return e.due, true
+		}
 	}
 	return time.Time{}, false
 }
@@ -302,7 +305,7 @@ func (l *readLease) end(at *tokensv1alpha1.ApiToken, resync time.Duration, ready
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := l.entry
-	if l.gone || s.tokens[e.uid] != e {
+	if l.gone || s.tokens[e.key] != e {
 		return
 	}
 	e.holder, e.waiting = heldByNobody, false
@@ -352,9 +355,10 @@ func (s *readSchedule) startReader(rd *backendReader) {
 	go s.run(ctx, rd)
 }
 
-// pendingRead is what one read needs, copied out under the lock.
+// pendingRead is what one read needs, copied out under the lock; entry is
+// only compared, under the lock, when the read ends.
 type pendingRead struct {
-	uid       types.UID
+	entry     *readEntry
 	sid, etag string
 }
 
@@ -405,7 +409,7 @@ func (s *readSchedule) nextDue(rd *backendReader) (*pendingRead, time.Duration) 
 	}
 	heap.Pop(&rd.due)
 	e.holder = reading
-	return &pendingRead{uid: e.uid, sid: e.sid, etag: e.etag}, 0
+	return &pendingRead{entry: e, sid: e.sid, etag: e.etag}, 0
 }
 
 // read sends one conditional read and records its answer.
@@ -417,16 +421,15 @@ func (s *readSchedule) read(ctx context.Context, rd *backendReader, pr pendingRe
 		_, modified, err := be.Get(ctx, pr.sid, pr.etag)
 		unchanged = err == nil && !modified
 	}
-	s.finishRead(pr.uid, unchanged, resync)
+	s.finishRead(pr.entry, unchanged, resync)
 }
 
 // finishRead ends a reader's read. A 304 schedules the next read a resync
 // later, unless a pass was refused meanwhile; anything else asks the next pass
 // to read the token in full. Either way a pass that must run is queued.
-func (s *readSchedule) finishRead(uid types.UID, unchanged bool, resync time.Duration) {
+func (s *readSchedule) finishRead(e *readEntry, unchanged bool, resync time.Duration) {
 	s.mu.Lock()
-	e, ok := s.tokens[uid]
-	if !ok || e.holder != reading {
+	if s.tokens[e.key] != e || e.holder != reading {
 		s.mu.Unlock()
 		return // the ApiToken is gone, or its backend was dropped
 	}

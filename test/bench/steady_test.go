@@ -164,7 +164,7 @@ func (b *benchRun) memory() {
 	// more of what does not grow with them, and is reported only.
 	perTokenAtPeak := float64(max(b.rssPeak, b.rssTokens)-b.rssBefore) / float64(b.n)
 	if b.n >= 10000 {
-		b.r.add("peak RSS per token (convergence and Secrets included)", perTokenAtPeak, "KiB", "<= 8", le(perTokenAtPeak, 8))
+		b.r.add("peak RSS per token (convergence and Secrets included)", perTokenAtPeak, "KiB", "<= 5", le(perTokenAtPeak, 5))
 	} else {
 		b.r.add("peak RSS per token (convergence and Secrets included)", perTokenAtPeak, "KiB", "", nil)
 	}
