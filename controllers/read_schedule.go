@@ -46,7 +46,7 @@ type readSchedule struct {
 	// inFlight bounds the reads of one backend at a time.
 	inFlight int
 
-	mu      sync.Mutex
+	mu sync.Mutex
 	// tokens holds each ApiToken's entry by name; the entry's UID tells a token
 	// deleted and made again under the same name from the one it replaced.
 	tokens  map[types.NamespacedName]*readEntry
@@ -111,7 +111,7 @@ type backendReader struct {
 func newReadSchedule(backends backendSource, clk clock.Clock, inFlight int) *readSchedule {
 	return &readSchedule{
 		backends: backends, clock: clk, inFlight: max(1, inFlight),
-		tokens: map[types.NamespacedName]*readEntry{},
+		tokens:  map[types.NamespacedName]*readEntry{},
 		readers: map[string]*backendReader{},
 	}
 }

@@ -74,6 +74,9 @@ func NewManager(cfg *rest.Config, base ctrl.Options, o Options) (ctrl.Manager, e
 		base.Scheme = NewScheme()
 	}
 	base.Cache = cacheOptions()
+	if base.MapperProvider == nil {
+		base.MapperProvider = newMemoRESTMapper
+	}
 	if len(o.WatchNamespaces) > 0 {
 		base.Cache.DefaultNamespaces = map[string]cache.Config{}
 		for _, ns := range o.WatchNamespaces {
