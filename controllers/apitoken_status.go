@@ -1,7 +1,6 @@
 package controllers
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -273,48 +272,6 @@ func statusMergePatch(original, at *tokensv1alpha1.ApiToken) (client.Patch, erro
 	}
 	return client.RawPatch(types.MergePatchType, append(append([]byte(`{"status":`), diff...), '}')), nil
 }
-
-// objectMergePatch is the JSON merge patch (RFC 7386) from one JSON object to
-// another: the members of after that differ, objects compared member by
-// member, and null for the members after lacks; arrays and other values are
-// replaced whole, as in any merge patch. It is json-patch's CreateMergePatch
-// for what json.Marshal makes, without decoding both sides into trees of
-// interfaces: that was most of the allocations of a status write, and so of
-// the garbage collection it costs (make bench).
-func objectMergePatch(before, after []byte) ([]byte, error) {
-	var was, is map[string]json.RawMessage
-	if err := json.Unmarshal(before, &was); err != nil {
-		return nil, err
-	}
-	if err := json.Unmarshal(after, &is); err != nil {
-		return nil, err
-	}
-	patch := make(map[string]json.RawMessage, len(is))
-	for key, value := range is {
-		old, found := was[key]
-		switch {
-		case found && bytes.Equal(old, value):
-		case found && isJSONObject(old) && isJSONObject(value):
-			sub, err := objectMergePatch(old, value)
-			if err != nil {
-				return nil, err
-			}
-			if string(sub) != "{}" {
-				patch[key] = sub
-			}
-		default:
-			patch[key] = value
-		}
-	}
-	for key := range was {
-		if _, found := is[key]; !found {
-			patch[key] = json.RawMessage("null")
-		}
-	}
-	return json.Marshal(patch)
-}
-
-func isJSONObject(v json.RawMessage) bool { return len(v) > 0 && v[0] == '{' }
 
 // cacheLagRetry is how soon a pass that found the cache behind the operator's own
 // status write runs again: about one watch delivery.
