@@ -456,7 +456,7 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return r.requestsFor(ctx, nil, client.InNamespace(ns.GetName()))
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(predicate.Or(
+		For(&tokensv1alpha1.ApiToken{}, builder.WithPredicates(r.forgetSeenWrites(), predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}, deletionPredicate()))).
 		Owns(&corev1.Secret{}, builder.OnlyMetadata, builder.WithPredicates(notCreated())).
 		Watches(&tokensv1alpha1.TokenBackend{}, enqueueBehindOthers(func(ctx context.Context, o client.Object) []reconcile.Request {
@@ -477,6 +477,19 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}).
 		Named("apitoken").
 		Complete(r)
+}
+
+// forgetSeenWrites lets every ApiToken event through, and forgets the status
+// write an update shows the cache has caught up with (cacheBehindOwnWrite):
+// else each ApiToken's last write would be kept until its next pass, which a
+// Ready ApiToken may not have for as long as nothing changes.
+func (r *ApiTokenReconciler) forgetSeenWrites() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		if at, ok := e.ObjectNew.(*tokensv1alpha1.ApiToken); ok {
+			r.cacheBehindOwnWrite(at)
+		}
+		return true
+	}}
 }
 
 // passLogger names each pass's log lines as controller-runtime's default does

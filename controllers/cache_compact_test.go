@@ -5,6 +5,8 @@ import (
 	"unsafe"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 )
@@ -115,5 +117,28 @@ func TestSecretHeadsShareLabelKeys(t *testing.T) {
 	kb, vb = storedKey(lb, tokensv1alpha1.ApiTokenLabel)
 	if !sameMemory(ka, kb) || va != "a" || vb != "b" {
 		t.Errorf("the apitoken label shares its key and keeps each value: %q=%q, %q=%q", ka, va, kb, vb)
+	}
+}
+
+// TestSeenWritesAreForgotten: the resourceVersion of a status write is kept
+// only until an update shows the cache has it, not for the ApiToken's life.
+func TestSeenWritesAreForgotten(t *testing.T) {
+	r := &ApiTokenReconciler{}
+	at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{UID: "u", ResourceVersion: "7"}}
+	r.rememberWrite(at)
+	seen := r.forgetSeenWrites()
+	older := at.DeepCopy()
+	older.ResourceVersion = "6"
+	if !seen.Update(event.UpdateEvent{ObjectOld: older, ObjectNew: older}) {
+		t.Fatal("the observer filters nothing")
+	}
+	if _, kept := r.written.Load(types.UID("u")); !kept {
+		t.Fatal("a write the cache does not have yet is kept")
+	}
+	if !seen.Update(event.UpdateEvent{ObjectOld: older, ObjectNew: at}) {
+		t.Fatal("the observer filters nothing")
+	}
+	if _, kept := r.written.Load(types.UID("u")); kept {
+		t.Error("a write the cache has is forgotten")
 	}
 }
