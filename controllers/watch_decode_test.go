@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"io"
 	"reflect"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	jsonserializer "k8s.io/apimachinery/pkg/runtime/serializer/json"
 	"k8s.io/apimachinery/pkg/runtime/serializer/streaming"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
@@ -194,4 +197,69 @@ func setBenchStatus(at *tokensv1alpha1.ApiToken) {
 			{Type: tokensv1alpha1.ConditionReconciling, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonReady, Message: "Up to date", LastTransitionTime: now, ObservedGeneration: 1},
 			{Type: tokensv1alpha1.ConditionStalled, Status: metav1.ConditionFalse, Reason: tokensv1alpha1.ReasonReady, Message: "Up to date", LastTransitionTime: now, ObservedGeneration: 1},
 		}}
+}
+
+// The object framer splits a stream as client-go's JSON framer does, whatever
+// the objects hold and however the bytes arrive, and hands a frame larger than
+// the caller's buffer over in parts.
+func TestObjectFramerSplitsAsClientGo(t *testing.T) {
+	stream := `{"type":"ADDED","object":{"a":"}{]["}}` + "\n" +
+		`  {"s":"quote \" and backslash \\","n":[1,{"x":[]}],"e":"\\\""}` + "\r\n\t" +
+		`{"unicode":"é 🔑 \u007d","deep":{"a":{"b":{"c":[[[]]]}}}}` + "\n" +
+		`{}` + `{"adjacent":true}` + "\n"
+	read := func(t *testing.T, framer runtime.Framer, body io.Reader, bufSize int) []string {
+		r := framer.NewFrameReader(io.NopCloser(body))
+		var frames []string
+		var frame []byte
+		buf := make([]byte, bufSize)
+		for {
+			n, err := r.Read(buf)
+			frame = append(frame, buf[:n]...)
+			switch {
+			case err == io.ErrShortBuffer:
+				continue
+			case err == io.EOF:
+				return frames
+			case err != nil:
+				t.Fatalf("read: %v", err)
+			}
+			frames = append(frames, string(frame))
+			frame = nil
+		}
+	}
+	want := read(t, jsonserializer.Framer, strings.NewReader(stream), 1024)
+	if len(want) != 5 {
+		t.Fatalf("client-go's framer found %d frames, want 5: %q", len(want), want)
+	}
+	for _, tc := range []struct {
+		name    string
+		body    io.Reader
+		bufSize int
+	}{
+		{"whole", strings.NewReader(stream), 1024},
+		{"a byte at a time", iotest.OneByteReader(strings.NewReader(stream)), 1024},
+		{"frames larger than the buffer", strings.NewReader(stream), 7},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := read(t, objectFramer{}, tc.body, tc.bufSize); !reflect.DeepEqual(got, want) {
+				t.Errorf("frames\n%q\nwant\n%q", got, want)
+			}
+		})
+	}
+}
+
+func TestObjectFramerRefusesWhatIsNotAnObject(t *testing.T) {
+	for _, tc := range []struct{ name, stream string }{
+		{"a scalar", `42`},
+		{"an array", `[{}]`},
+		{"cut short", `{"a":"b"`},
+		{"cut in a string", `{"a":"b`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := objectFramer{}.NewFrameReader(io.NopCloser(strings.NewReader(tc.stream)))
+			if _, err := r.Read(make([]byte, 64)); err == nil || err == io.ErrShortBuffer {
+				t.Errorf("Read(%s) = %v, want an error", tc.stream, err)
+			}
+		})
+	}
 }
