@@ -166,7 +166,7 @@ func NewSecretHTTPClient(o Options) (*http.Client, error) {
 		// keep it, and its buffers, reachable for that long even after it is closed.
 		t.IdleConnTimeout = 0
 	}
-	return noRedirects(&idleClosing{base: transport}), nil
+	return noRedirects(IdleClosing(transport)), nil
 }
 
 // newTransport is o.Transport, or a transport that trusts o.CABundle.
@@ -200,8 +200,17 @@ func noRedirects(t http.RoundTripper) *http.Client {
 // after the last answer on them was read.
 const SecretConnIdle = time.Second
 
-// idleClosing closes its transport's idle connections SecretConnIdle after the
-// last answer through it was closed (NewSecretHTTPClient).
+// IdleClosing wraps a transport so that its idle connections are closed
+// SecretConnIdle after the last answer through it was closed: the transport of
+// NewSecretHTTPClient, and of the operator's Secret writes to the API server.
+// The transport should set no idle timeout of its own (IdleConnTimeout 0): a
+// connection's idle timer would keep it, and its buffers, reachable for that
+// long even after it is closed.
+func IdleClosing(base http.RoundTripper) http.RoundTripper {
+	return &idleClosing{base: base}
+}
+
+// idleClosing is IdleClosing's transport.
 type idleClosing struct {
 	base http.RoundTripper
 
