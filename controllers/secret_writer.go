@@ -3,11 +3,18 @@ package controllers
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -26,15 +33,28 @@ import (
 // TestOperatorHeapHoldsNoAuthToken). HTTP/1.1 because client-go's HTTP/2
 // connections (golang.org/x/net/http2) are not the transport's to close. Under
 // load the connections stay open, so a burst of writes pays no extra handshakes.
+//
+// The API server answers the Secret writes with the Secret's metadata alone
+// (as=PartialObjectMetadata, the metadata client's form): its full answer would
+// carry the auth token back, one more copy of it for the operator to decode and
+// drop, and the bytes of a Secret decoded for nothing.
 type secretWriter struct {
 	client.Client // the manager's, for everything but Secret creates and updates
 	writer        client.Client
+	secrets       rest.Interface // core/v1 over the writer's connections, answers as metadata
+	encoder       runtime.Encoder
 }
 
 // newSecretWriter returns a client that creates and updates through the
 // secretWriter's connections and does everything else with the manager's client.
 func newSecretWriter(mgr manager.Manager, managerClient client.Client) (*secretWriter, error) {
-	cfg := rest.CopyConfig(mgr.GetConfig())
+	return newSecretWriterFor(mgr.GetConfig(), mgr.GetScheme(), mgr.GetRESTMapper(), managerClient, nil)
+}
+
+// newSecretWriterFor is newSecretWriter from the manager's parts; wrap, when
+// set, wraps the writer's transport (the tests read its answers).
+func newSecretWriterFor(restCfg *rest.Config, scheme *runtime.Scheme, mapper meta.RESTMapper, managerClient client.Client, wrap func(http.RoundTripper) http.RoundTripper) (*secretWriter, error) {
+	cfg := rest.CopyConfig(restCfg)
 	tlsConfig, err := rest.TLSConfigFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("secret writer: %w", err)
@@ -54,26 +74,79 @@ func newSecretWriter(mgr manager.Manager, managerClient client.Client) (*secretW
 		// A non-nil, empty map: no HTTP/2.
 		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
 	}
-	rt, err := rest.HTTPWrappersForConfig(cfg, backend.IdleClosing(transport))
+	closing := backend.IdleClosing(transport)
+	if wrap != nil {
+		closing = wrap(closing)
+	}
+	rt, err := rest.HTTPWrappersForConfig(cfg, closing)
 	if err != nil {
 		return nil, fmt.Errorf("secret writer: %w", err)
 	}
-	writer, err := client.New(cfg, client.Options{HTTPClient: &http.Client{Transport: rt, Timeout: cfg.Timeout}, Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	httpClient := &http.Client{Transport: rt, Timeout: cfg.Timeout}
+	writer, err := client.New(cfg, client.Options{HTTPClient: httpClient, Scheme: scheme, Mapper: mapper})
 	if err != nil {
 		return nil, fmt.Errorf("secret writer: %w", err)
 	}
-	return &secretWriter{Client: managerClient, writer: writer}, nil
+	secretsCfg := metadata.ConfigFor(cfg)
+	secretsCfg.GroupVersion, secretsCfg.APIPath = &corev1.SchemeGroupVersion, "/api"
+	secrets, err := rest.RESTClientForConfigAndClient(secretsCfg, httpClient)
+	if err != nil {
+		return nil, fmt.Errorf("secret writer: %w", err)
+	}
+	codecs := serializer.NewCodecFactory(scheme)
+	info, ok := runtime.SerializerInfoForMediaType(codecs.SupportedMediaTypes(), runtime.ContentTypeProtobuf)
+	if !ok {
+		return nil, errors.New("secret writer: no protobuf serializer")
+	}
+	return &secretWriter{Client: managerClient, writer: writer, secrets: secrets,
+		encoder: codecs.EncoderForVersion(info.Serializer, corev1.SchemeGroupVersion)}, nil
 }
 
-// Create writes a new Secret.
+// Create writes a new Secret; obj's metadata becomes the API server's.
 func (w *secretWriter) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
-	return w.writer.Create(ctx, obj, opts...)
+	secret, ok := obj.(*corev1.Secret)
+	if !ok {
+		return w.writer.Create(ctx, obj, opts...)
+	}
+	o := (&client.CreateOptions{}).ApplyOptions(opts)
+	return w.write(ctx, secret, w.secrets.Post().Namespace(secret.Namespace).Resource("secrets").
+		SpecificallyVersionedParams(o.AsCreateOptions(), metav1.ParameterCodec, metav1.SchemeGroupVersion))
 }
 
-// Update rewrites a Secret.
+// Update rewrites a Secret; obj's metadata becomes the API server's.
 func (w *secretWriter) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
-	return w.writer.Update(ctx, obj, opts...)
+	secret, ok := obj.(*corev1.Secret)
+	if !ok {
+		return w.writer.Update(ctx, obj, opts...)
+	}
+	o := (&client.UpdateOptions{}).ApplyOptions(opts)
+	return w.write(ctx, secret, w.secrets.Put().Namespace(secret.Namespace).Resource("secrets").Name(secret.Name).
+		SpecificallyVersionedParams(o.AsUpdateOptions(), metav1.ParameterCodec, metav1.SchemeGroupVersion))
 }
+
+// write sends the Secret (in protobuf) with req and reads the metadata the API
+// server answers with.
+func (w *secretWriter) write(ctx context.Context, secret *corev1.Secret, req *rest.Request) error {
+	body, err := runtime.Encode(w.encoder, secret)
+	if err != nil {
+		return fmt.Errorf("encode Secret: %w", err)
+	}
+	answer, err := req.Body(body).SetHeader("Content-Type", runtime.ContentTypeProtobuf).
+		SetHeader("Accept", secretMetadataAccept).Do(ctx).Get()
+	if err != nil {
+		return err
+	}
+	head, ok := answer.(*metav1.PartialObjectMetadata)
+	if !ok {
+		return fmt.Errorf("write Secret %s: answered with %T, not its metadata", secret.Name, answer)
+	}
+	secret.ObjectMeta = head.ObjectMeta
+	return nil
+}
+
+// secretMetadataAccept asks for an object's metadata, as the metadata client does.
+const secretMetadataAccept = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadata;g=meta.k8s.io;v=v1," +
+	"application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 // maxIdleSecretConns is how many of the writer's connections stay open between
 // writes: about the number of workers, so that a burst reuses them.
