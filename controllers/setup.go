@@ -82,13 +82,11 @@ func NewManager(cfg *rest.Config, base ctrl.Options, o Options) (ctrl.Manager, e
 		for _, ns := range o.WatchNamespaces {
 			base.Cache.DefaultNamespaces[ns] = cache.Config{}
 		}
-	} else {
+	} else if base.NewCache == nil {
 		// The ApiToken watch decodes each event once (watch_decode.go). Its
 		// informer constructor is not told the namespace of a namespaced cache,
 		// so with WatchNamespaces the watches stay client-go's.
-		if base.NewCache == nil {
-			base.NewCache = newCacheWithFastApiTokenWatch
-		}
+		base.NewCache = newCacheWithFastApiTokenWatch
 	}
 	mgr, err := ctrl.NewManager(cfg, base)
 	if err != nil {

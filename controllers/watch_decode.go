@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -203,7 +204,7 @@ func (f *objectFrameReader) next() ([]byte, error) {
 	for {
 		if f.r.Buffered() == 0 {
 			if _, err := f.r.Peek(1); err != nil {
-				if err == io.EOF && scan.started {
+				if errors.Is(err, io.EOF) && scan.started {
 					return nil, io.ErrUnexpectedEOF
 				}
 				return nil, err
@@ -312,7 +313,7 @@ func (w *fastApiTokenWatch) newInformer(lw toolscache.ListerWatcher, obj runtime
 	if listWatch, ok := lw.(*toolscache.ListWatch); ok {
 		if _, isApiToken := obj.(*tokensv1alpha1.ApiToken); isApiToken {
 			fast := *listWatch
-			fast.WatchFunc, fast.WatchFuncWithContext = nil, w.watch
+			fast.WatchFuncWithContext = w.watch
 			lw = &fast
 		}
 	}

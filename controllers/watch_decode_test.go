@@ -3,6 +3,7 @@ package controllers
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"reflect"
 	"strings"
@@ -144,9 +145,9 @@ func BenchmarkApiTokenWatchDecode(b *testing.B) {
 	at.UID, at.ResourceVersion, at.Generation, at.Finalizers = "6f1c1f5e-4a8e-4d7e-9a55-3f1f0d6b2c11", "123456", 1, []string{tokensv1alpha1.Finalizer}
 	at.ManagedFields = []metav1.ManagedFieldsEntry{
 		{Manager: "kubectl", Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "tokens.apitoken.dev/v1alpha1", FieldsType: "FieldsV1",
-			FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:spec":{".":{},"f:backendRef":{},"f:name":{},"f:primaryContact":{},"f:scopes":{}}}`)}},
+			FieldsV1: metav1.NewFieldsV1(`{"f:spec":{".":{},"f:backendRef":{},"f:name":{},"f:primaryContact":{},"f:scopes":{}}}`)},
 		{Manager: FieldManager, Operation: metav1.ManagedFieldsOperationUpdate, APIVersion: "tokens.apitoken.dev/v1alpha1", FieldsType: "FieldsV1", Subresource: "status",
-			FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:status":{".":{},"f:accountSid":{},"f:conditions":{},"f:history":{},"f:secretName":{}}}`)}},
+			FieldsV1: metav1.NewFieldsV1(`{"f:status":{".":{},"f:accountSid":{},"f:conditions":{},"f:history":{},"f:secretName":{}}}`)},
 	}
 	setBenchStatus(at)
 	object, err := runtime.DefaultUnstructuredConverter.ToUnstructured(at)
@@ -216,9 +217,9 @@ func TestObjectFramerSplitsAsClientGo(t *testing.T) {
 			n, err := r.Read(buf)
 			frame = append(frame, buf[:n]...)
 			switch {
-			case err == io.ErrShortBuffer:
+			case errors.Is(err, io.ErrShortBuffer):
 				continue
-			case err == io.EOF:
+			case errors.Is(err, io.EOF):
 				return frames
 			case err != nil:
 				t.Fatalf("read: %v", err)
@@ -257,7 +258,7 @@ func TestObjectFramerRefusesWhatIsNotAnObject(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := objectFramer{}.NewFrameReader(io.NopCloser(strings.NewReader(tc.stream)))
-			if _, err := r.Read(make([]byte, 64)); err == nil || err == io.ErrShortBuffer {
+			if _, err := r.Read(make([]byte, 64)); err == nil || errors.Is(err, io.ErrShortBuffer) {
 				t.Errorf("Read(%s) = %v, want an error", tc.stream, err)
 			}
 		})
