@@ -495,10 +495,11 @@ func (r *ApiTokenReconciler) forgetSeenWrites() predicate.Predicate {
 // passLogger names each pass's log lines as controller-runtime's default does
 // (controller, kind, namespace, name; it adds the reconcileID), with the
 // ApiToken as "namespace/name" text: the default's object reference is
-// encoded by reflection, and in one more copy of the logger, on every pass,
-// logged or not, which make bench counted among the operator's allocations.
+// encoded by reflection. The pass's pairs are encoded only when a line is
+// written (lazyValues): most passes write none, and make bench counted the
+// copies of the logger made for them among the operator's allocations.
 func passLogger(base logr.Logger) func(*reconcile.Request) logr.Logger {
-	log := base.WithValues("controller", "apitoken", "controllerGroup", tokensv1alpha1.GroupVersion.Group, "controllerKind", "ApiToken")
+	log := lazyValues(base.WithValues("controller", "apitoken", "controllerGroup", tokensv1alpha1.GroupVersion.Group, "controllerKind", "ApiToken"))
 	return func(req *reconcile.Request) logr.Logger {
 		if req == nil {
 			return log
