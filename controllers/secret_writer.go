@@ -124,29 +124,20 @@ func (w *secretWriter) Update(ctx context.Context, obj client.Object, opts ...cl
 		SpecificallyVersionedParams(o.AsUpdateOptions(), metav1.ParameterCodec, metav1.SchemeGroupVersion))
 }
 
-// write sends the Secret (in protobuf) with req and reads the metadata the API
-// server answers with.
+// write sends the Secret (in protobuf) with req; the Secret gets the UID and
+// resourceVersion the API server answers with (readMetadataAnswer).
 func (w *secretWriter) write(ctx context.Context, secret *corev1.Secret, req *rest.Request) error {
 	body, err := runtime.Encode(w.encoder, secret)
 	if err != nil {
 		return fmt.Errorf("encode Secret: %w", err)
 	}
-	answer, err := req.Body(body).SetHeader("Content-Type", runtime.ContentTypeProtobuf).
-		SetHeader("Accept", secretMetadataAccept).Do(ctx).Get()
+	answer, err := readMetadataAnswer(ctx, req.Body(body).SetHeader("Content-Type", runtime.ContentTypeProtobuf))
 	if err != nil {
 		return err
 	}
-	head, ok := answer.(*metav1.PartialObjectMetadata)
-	if !ok {
-		return fmt.Errorf("write Secret %s: answered with %T, not its metadata", secret.Name, answer)
-	}
-	secret.ObjectMeta = head.ObjectMeta
+	answer.into(secret)
 	return nil
 }
-
-// secretMetadataAccept asks for an object's metadata, as the metadata client does.
-const secretMetadataAccept = "application/vnd.kubernetes.protobuf;as=PartialObjectMetadata;g=meta.k8s.io;v=v1," +
-	"application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 
 // maxIdleSecretConns is how many of the writer's connections stay open between
 // writes: about the number of workers, so that a burst reuses them.

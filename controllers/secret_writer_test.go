@@ -60,8 +60,9 @@ func TestSecretWriterAnswersCarryNoToken(t *testing.T) {
 	if secret.UID == "" || secret.ResourceVersion == "" || secret.Labels["a"] != "b" {
 		t.Errorf("after the create the Secret's metadata is %+v, want the API server's", secret.ObjectMeta)
 	}
-	if len(secret.ManagedFields) == 0 || secret.ManagedFields[0].Manager != FieldManager {
-		t.Errorf("managed fields %+v, want the operator's field manager", secret.ManagedFields)
+	if stored := secretHead(); k8s.Get(t.Context(), client.ObjectKeyFromObject(secret), stored) != nil ||
+		stored.ResourceVersion != secret.ResourceVersion || len(stored.ManagedFields) == 0 || stored.ManagedFields[0].Manager != FieldManager {
+		t.Errorf("stored %s with managed fields %+v; want %s, written by the operator's field manager", stored.ResourceVersion, stored.ManagedFields, secret.ResourceVersion)
 	}
 	again := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "written", Namespace: ns}, Data: map[string][]byte{"authToken": first}}
 	if err := writer.Create(t.Context(), again); !apierrors.IsAlreadyExists(err) {

@@ -113,7 +113,11 @@ func Setup(mgr ctrl.Manager, o Options) error {
 	recorder := mgr.GetEventRecorder(EventSource)
 	// Every write names the operator in managedFields, whatever the binary is
 	// called (the API server would take the User-Agent's program name).
-	k := client.WithFieldOwner(mgr.GetClient(), FieldManager)
+	patcher, err := newMetadataPatcher(mgr.GetClient(), mgr.GetConfig(), mgr.GetHTTPClient())
+	if err != nil {
+		return err
+	}
+	k := client.WithFieldOwner(patcher, FieldManager)
 	if err := (&TokenBackendReconciler{
 		Client:     k,
 		APIReader:  mgr.GetAPIReader(),
