@@ -116,7 +116,11 @@ func (r *ApiTokenReconciler) getOwnSecret(ctx context.Context, at *tokensv1alpha
 // operator's Secrets: nil means that no Secret of the operator has the name, and a
 // foreign one, if any, is found when creating it.
 func (r *ApiTokenReconciler) cachedSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*metav1.PartialObjectMetadata, error) {
-	return readSecret(ctx, r.Client, at, name)
+	s, err := readSecret(ctx, r.Client, at, name)
+	if s != nil {
+		withImpliedLabels(s)
+	}
+	return s, err
 }
 
 // readSecret reads the metadata of the Secret named name in the ApiToken's

@@ -1,11 +1,13 @@
 package controllers
 
 import (
+	"maps"
 	"testing"
 	"unsafe"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
@@ -38,6 +40,23 @@ func TestCachedApiTokensShareRepeatedStrings(t *testing.T) {
 	}
 	if a.Name != "a" || b.Name != "b" || sameMemory(a.Name, b.Name) {
 		t.Errorf("names are each token's own: %q %q", a.Name, b.Name)
+	}
+}
+
+func TestCachedApiTokensKeepRepeatsWithinOnce(t *testing.T) {
+	at := &tokensv1alpha1.ApiToken{ObjectMeta: metav1.ObjectMeta{Name: decoded("billing")}}
+	at.Status.SecretName, at.Status.AccountSID = decoded("billing"), decoded("TK0123")
+	at.Status.History = []tokensv1alpha1.CredentialChange{{AccountSID: decoded("TK0123")}, {AccountSID: decoded("TK9999")}}
+	at.Status.Conditions = append(make([]metav1.Condition, 0, 4), metav1.Condition{Type: "Ready"}, metav1.Condition{Type: "Stalled"}, metav1.Condition{Type: "Reconciling"})
+	internApiToken(at)
+	if cap(at.Status.Conditions) != 3 || at.Status.Conditions[2].Type != "Reconciling" {
+		t.Errorf("conditions kept in an array of %d for %d: %+v", cap(at.Status.Conditions), len(at.Status.Conditions), at.Status.Conditions)
+	}
+	if !sameMemory(at.Status.SecretName, at.Name) || !sameMemory(at.Status.History[0].AccountSID, at.Status.AccountSID) {
+		t.Error("a value the token repeats is kept twice")
+	}
+	if at.Status.History[1].AccountSID != "TK9999" || at.Status.SecretName != "billing" {
+		t.Errorf("values changed: %+v", at.Status)
 	}
 }
 
@@ -76,7 +95,7 @@ func TestSecretHeadsShareCompactedManagedFields(t *testing.T) {
 	a, _ := secretCacheTransform(head())
 	b, _ := secretCacheTransform(head())
 	sa, sb := a.(*metav1.PartialObjectMetadata), b.(*metav1.PartialObjectMetadata)
-	if sa.ManagedFields[0].FieldsV1 != sb.ManagedFields[0].FieldsV1 || !sameMemory(sa.ManagedFields[0].Manager, sb.ManagedFields[0].Manager) {
+	if &sa.ManagedFields[0] != &sb.ManagedFields[0] {
 		t.Error("two Secrets whose operator entries read alike share one compacted entry")
 	}
 	if sa.OwnerReferences[0].Controller != sb.OwnerReferences[0].Controller || !*sa.OwnerReferences[0].Controller {
@@ -102,7 +121,9 @@ func TestSecretHeadsShareLabelKeys(t *testing.T) {
 		s := secretHead()
 		controller := true
 		s.OwnerReferences = []metav1.OwnerReference{{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "ApiToken", Name: token, UID: "u", Controller: &controller}}
-		s.Labels = map[string]string{decoded(tokensv1alpha1.ManagedByLabel): decoded(tokensv1alpha1.ManagedByValue), decoded(tokensv1alpha1.ApiTokenLabel): decoded(token)}
+		// A label of the spec's template: labels beyond the implied two are kept.
+		s.Labels = map[string]string{decoded(tokensv1alpha1.ManagedByLabel): decoded(tokensv1alpha1.ManagedByValue), decoded(tokensv1alpha1.ApiTokenLabel): decoded(token),
+			decoded("team"): decoded("payments")}
 		return s
 	}
 	a, _ := secretCacheTransform(head("a"))
@@ -140,5 +161,40 @@ func TestSeenWritesAreForgotten(t *testing.T) {
 	}
 	if _, kept := r.written.Load(types.UID("u")); kept {
 		t.Error("a write the cache has is forgotten")
+	}
+}
+
+// TestSecretCacheDropsImpliedLabels: a Secret whose labels are only the two
+// every Secret of its ApiToken carries is cached without them, and read with
+// them; any other set of labels is kept as it is.
+func TestSecretCacheDropsImpliedLabels(t *testing.T) {
+	head := func(labels map[string]string) *metav1.PartialObjectMetadata {
+		s := secretHead()
+		s.OwnerReferences = []metav1.OwnerReference{{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "ApiToken", Name: "billing", UID: "u", Controller: ptr.To(true)}}
+		s.Labels = labels
+		return s
+	}
+	implied := map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue, tokensv1alpha1.ApiTokenLabel: "billing"}
+	out, _ := secretCacheTransform(head(maps.Clone(implied)))
+	cached := out.(*metav1.PartialObjectMetadata)
+	if cached.Labels != nil {
+		t.Fatalf("implied labels kept in the cache: %v", cached.Labels)
+	}
+	withImpliedLabels(cached)
+	if !maps.Equal(cached.Labels, implied) {
+		t.Errorf("read back as %v, want %v", cached.Labels, implied)
+	}
+	for name, labels := range map[string]map[string]string{
+		"another ApiToken's name": {tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue, tokensv1alpha1.ApiTokenLabel: "other"},
+		"no ApiToken label":       {tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue},
+		"a template label too":    {tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue, tokensv1alpha1.ApiTokenLabel: "billing", "team": "payments"},
+		"an internal Secret":      {tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue, tokensv1alpha1.ApiTokenLabel: "billing", tokensv1alpha1.InternalSecretLabel: "pending"},
+	} {
+		out, _ := secretCacheTransform(head(maps.Clone(labels)))
+		cached := out.(*metav1.PartialObjectMetadata)
+		withImpliedLabels(cached)
+		if !maps.Equal(cached.Labels, labels) {
+			t.Errorf("%s: cached and read as %v, want %v", name, cached.Labels, labels)
+		}
 	}
 }

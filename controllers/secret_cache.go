@@ -141,22 +141,52 @@ func touchedFields(f *metav1.FieldsV1) (dataKeys []string, credentialsAnnotation
 
 // secretCacheTransform is how the cache keeps the Secrets that carry the
 // operator's label (as metadata: they are watched without their data). A Secret
-// an ApiToken controls keeps its labels, annotations and, of its managedFields,
-// only what dataOwnership reads; any other one (the label alone gives nothing)
-// keeps neither annotations nor managedFields, so that a tenant's labelled
-// Secrets cost the operator next to nothing.
+// an ApiToken controls keeps its labels (none when they are the implied two),
+// annotations and, of its managedFields, only what dataOwnership reads; any
+// other one (the label alone gives nothing) keeps neither annotations nor
+// managedFields, so that a tenant's labelled Secrets cost the operator next to
+// nothing.
 func secretCacheTransform(in any) (any, error) {
 	s, ok := in.(*metav1.PartialObjectMetadata)
 	if !ok {
 		return in, nil
 	}
-	if ref := metav1.GetControllerOf(s); ref == nil || ref.Kind != "ApiToken" || !strings.HasPrefix(ref.APIVersion, tokensv1alpha1.GroupVersion.Group+"/") {
+	ref := metav1.GetControllerOf(s)
+	if ref == nil || ref.Kind != "ApiToken" || !strings.HasPrefix(ref.APIVersion, tokensv1alpha1.GroupVersion.Group+"/") {
 		s.Annotations, s.ManagedFields = nil, nil
 		return s, nil
 	}
-	s.ManagedFields = compactManagedFields(s.ManagedFields)
+	if impliedLabels(s.Labels, ref.Name) {
+		s.Labels = nil
+	}
+	// Interned first: the compacted managedFields are shared, never written.
 	internObjectMeta(&s.TypeMeta, &s.ObjectMeta)
+	s.ManagedFields = compactManagedFields(s.ManagedFields)
 	return s, nil
+}
+
+// impliedLabels reports whether labels are exactly the two that every Secret of
+// the ApiToken named owner carries, and that the cache can tell without keeping
+// them: the managed-by label (the cache holds no Secret without it) and the
+// ApiToken label naming its controller. Most of the operator's Secrets carry
+// no others; their labels map (about 350 bytes per Secret in the cache, make
+// bench-scale) is dropped and made again when a pass reads the Secret
+// (withImpliedLabels).
+func impliedLabels(labels map[string]string, owner string) bool {
+	return len(labels) == 2 && labels[tokensv1alpha1.ManagedByLabel] == tokensv1alpha1.ManagedByValue &&
+		labels[tokensv1alpha1.ApiTokenLabel] == owner
+}
+
+// withImpliedLabels gives a Secret read from the cache the labels the cache
+// dropped as implied. Only the cache drops them: a Secret read from the API
+// without labels has none.
+func withImpliedLabels(s *metav1.PartialObjectMetadata) {
+	if s.Labels != nil {
+		return
+	}
+	if ref := metav1.GetControllerOf(s); ref != nil {
+		s.Labels = map[string]string{tokensv1alpha1.ManagedByLabel: tokensv1alpha1.ManagedByValue, tokensv1alpha1.ApiTokenLabel: ref.Name}
+	}
 }
 
 // compactManagedFields keeps of each entry only the manager and what
@@ -179,6 +209,10 @@ func compactManagedFields(entries []metav1.ManagedFieldsEntry) []metav1.ManagedF
 		}
 		raw, _ := json.Marshal(fields)
 		out = append(out, metav1.ManagedFieldsEntry{Manager: e.Manager, FieldsType: "FieldsV1", FieldsV1: sharedFieldsV1(string(raw))})
+	}
+	if len(out) == 1 {
+		// Most Secrets have one entry, the operator's, alike: they share one.
+		return cacheStrings.managedFields(out[0])
 	}
 	return out
 }
