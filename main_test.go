@@ -5,9 +5,12 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"strings"
 	"testing"
+	"time"
 
 	"k8s.io/client-go/rest"
 	certutil "k8s.io/client-go/util/cert"
@@ -149,11 +152,89 @@ func TestSetMemoryLimitLeavesGOMEMLIMITAlone(t *testing.T) {
 func TestSetGCPercentDefaultsUnlessGOGCIsSet(t *testing.T) {
 	before := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(before)
-	if value, from := setGCPercent("80"); value != "80" || from != "GOGC" || debug.SetGCPercent(100) != 100 {
+	if value, from := setGCPercent("80", 32<<20); value != "80" || from != "GOGC" || debug.SetGCPercent(100) != 100 {
 		t.Errorf("with GOGC=80: %s from %q, and the runtime's value was changed", value, from)
 	}
-	if value, _ := setGCPercent(""); value != "25" || debug.SetGCPercent(100) != defaultGCPercent {
+	if value, _ := setGCPercent("", 0); value != "25" || debug.SetGCPercent(100) != defaultGCPercent {
 		t.Errorf("without GOGC: %s, want %d in effect", value, defaultGCPercent)
+	}
+}
+
+func TestGCPercentFor(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		live, headroom uint64
+		want           int
+	}{
+		{live: 128 * mib, headroom: 32 * mib, want: 50}, // 128 + 32 + 32
+		{live: 32 * mib, headroom: 32 * mib, want: 125},
+		{live: 8 * mib, headroom: 32 * mib, want: 425},
+		{live: 1 * mib, headroom: 32 * mib, want: maxGCPercent},
+		{live: 0, headroom: 32 * mib, want: maxGCPercent},
+		{live: 64 * mib, headroom: 0, want: 25},
+	} {
+		if got := gcPercentFor(tc.live, tc.headroom, 25); got != tc.want {
+			t.Errorf("live %d MiB, headroom %d MiB: %d, want %d", tc.live/mib, tc.headroom/mib, got, tc.want)
+		}
+	}
+}
+
+func TestParseHeadroom(t *testing.T) {
+	for value, want := range map[string]uint64{"32Mi": 32 << 20, "0": 0, "1G": 1e9} {
+		if got, err := parseHeadroom(value); err != nil || got != want {
+			t.Errorf("%q: %d, %v; want %d", value, got, err, want)
+		}
+	}
+	for _, value := range []string{"-1Mi", "lots", ""} {
+		if _, err := parseHeadroom(value); err == nil {
+			t.Errorf("%q accepted", value)
+		}
+	}
+}
+
+// gcPercentNow is the runtime's GOGC, read without changing it.
+func gcPercentNow() int64 {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int64(s[0].Value.Uint64())
+}
+
+// keepHeadroom retunes the percent after each collection to what is live: a
+// large live heap gets a percent near 25, a small one a large percent.
+func TestKeepHeadroomRetunesAfterEachCollection(t *testing.T) {
+	before := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(before)
+	stop := keepHeadroom(32 << 20)
+	defer stop()
+	settled := func(want func(int64) bool) int64 {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			runtime.GC() // the finalizer of the cycle's mark runs after it
+			time.Sleep(10 * time.Millisecond)
+			if p := gcPercentNow(); want(p) {
+				return p
+			}
+		}
+		t.Fatalf("GOGC %d after collections", gcPercentNow())
+		return 0
+	}
+	ballast := make([][]byte, 256)
+	for i := range ballast {
+		ballast[i] = make([]byte, 1<<20) // 256 MiB live
+	}
+	large := settled(func(p int64) bool { return p >= 25 && p <= 40 }) // 25 + 100·32/(256+)
+	runtime.KeepAlive(ballast)
+	ballast = nil
+	small := settled(func(p int64) bool { return p > 100 })
+	t.Logf("GOGC with 256 MiB live: %d; without: %d", large, small)
+	stop()
+	debug.SetGCPercent(77)
+	runtime.GC()
+	runtime.GC()
+	time.Sleep(50 * time.Millisecond)
+	if p := gcPercentNow(); p != 77 {
+		t.Errorf("stopped, yet the percent was changed to %d", p)
 	}
 }
 
