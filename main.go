@@ -56,7 +56,7 @@ type flags struct {
 	kubeAPIBurst                      int
 	kubeAPICompression                bool
 	watchNamespaces                   string
-	gcHeadroom                        string
+	gcMinHeap                         string
 	showVersion                       bool
 	zap                               zap.Options
 }
@@ -80,7 +80,7 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API; used only with a positive --kube-api-qps.")
 	fs.BoolVar(&f.kubeAPICompression, "kube-api-compression", false, "Accept gzip from the Kubernetes API. Off by default: the API server then gzips every flush of the operator's watches, which costs CPU on both sides for bandwidth that matters only across a slow link.")
 	fs.StringVar(&f.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces whose ApiTokens and Secrets are watched; empty watches all.")
-	fs.StringVar(&f.gcHeadroom, "gc-headroom", "32Mi", "Heap the garbage collector lets grow above what is live before it runs, on top of GOGC=25's quarter of it: a fixed working space for the passes' garbage, so that a small cache is not collected every few megabytes (see memlimit.go). 0 leaves GOGC=25 alone; a GOGC set in the environment wins.")
+	fs.StringVar(&f.gcMinHeap, "gc-min-heap", "48Mi", "The heap the garbage collector lets grow to before it runs, however little is live (above it, GOGC=25: a quarter more than what is live): a working space for the passes' garbage when few tokens are cached (see memlimit.go). 0 leaves GOGC=25 alone; a GOGC set in the environment wins.")
 	fs.BoolVar(&f.showVersion, "version", false, "Print the version and exit.")
 	f.zap.BindFlags(fs)
 	return f
@@ -103,12 +103,12 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&f.zap)))
 	log := ctrl.Log.WithName("setup")
-	headroom, err := parseHeadroom(f.gcHeadroom)
+	minHeap, err := parseMinHeap(f.gcMinHeap)
 	if err != nil {
 		log.Error(err, "unable to start")
 		os.Exit(1)
 	}
-	gcPercent, gcFrom := setGCPercent(os.Getenv("GOGC"), headroom)
+	gcPercent, gcFrom := setGCPercent(os.Getenv("GOGC"), minHeap)
 	log.Info("Go garbage collector", "GOGC", gcPercent, "from", gcFrom)
 	if limit, from := setMemoryLimit(os.Getenv("GOMEMLIMIT"), cgroupMemoryLimit()); limit > 0 {
 		log.Info("Go memory limit set", "bytes", limit, "from", from)

@@ -152,7 +152,7 @@ func TestSetMemoryLimitLeavesGOMEMLIMITAlone(t *testing.T) {
 func TestSetGCPercentDefaultsUnlessGOGCIsSet(t *testing.T) {
 	before := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(before)
-	if value, from := setGCPercent("80", 32<<20); value != "80" || from != "GOGC" || debug.SetGCPercent(100) != 100 {
+	if value, from := setGCPercent("80", 48<<20); value != "80" || from != "GOGC" || debug.SetGCPercent(100) != 100 {
 		t.Errorf("with GOGC=80: %s from %q, and the runtime's value was changed", value, from)
 	}
 	if value, _ := setGCPercent("", 0); value != "25" || debug.SetGCPercent(100) != defaultGCPercent {
@@ -163,30 +163,31 @@ func TestSetGCPercentDefaultsUnlessGOGCIsSet(t *testing.T) {
 func TestGCPercentFor(t *testing.T) {
 	const mib = 1 << 20
 	for _, tc := range []struct {
-		live, headroom uint64
-		want           int
+		live, minHeap uint64
+		want          int
 	}{
-		{live: 128 * mib, headroom: 32 * mib, want: 50}, // 128 + 32 + 32
-		{live: 32 * mib, headroom: 32 * mib, want: 125},
-		{live: 8 * mib, headroom: 32 * mib, want: 425},
-		{live: 1 * mib, headroom: 32 * mib, want: maxGCPercent},
-		{live: 0, headroom: 32 * mib, want: maxGCPercent},
-		{live: 64 * mib, headroom: 0, want: 25},
+		{live: 64 * mib, minHeap: 48 * mib, want: 25}, // 80 MiB at 25 %: above the floor
+		{live: 40 * mib, minHeap: 48 * mib, want: 25}, // 50 MiB
+		{live: 32 * mib, minHeap: 48 * mib, want: 50}, // the floor: 48 MiB
+		{live: 16 * mib, minHeap: 48 * mib, want: 200},
+		{live: 1 * mib, minHeap: 48 * mib, want: maxGCPercent},
+		{live: 0, minHeap: 48 * mib, want: maxGCPercent},
+		{live: 16 * mib, minHeap: 0, want: 25},
 	} {
-		if got := gcPercentFor(tc.live, tc.headroom, 25); got != tc.want {
-			t.Errorf("live %d MiB, headroom %d MiB: %d, want %d", tc.live/mib, tc.headroom/mib, got, tc.want)
+		if got := gcPercentFor(tc.live, tc.minHeap, 25); got != tc.want {
+			t.Errorf("live %d MiB, floor %d MiB: %d, want %d", tc.live/mib, tc.minHeap/mib, got, tc.want)
 		}
 	}
 }
 
-func TestParseHeadroom(t *testing.T) {
-	for value, want := range map[string]uint64{"32Mi": 32 << 20, "0": 0, "1G": 1e9} {
-		if got, err := parseHeadroom(value); err != nil || got != want {
+func TestParseMinHeap(t *testing.T) {
+	for value, want := range map[string]uint64{"48Mi": 48 << 20, "0": 0, "1G": 1e9} {
+		if got, err := parseMinHeap(value); err != nil || got != want {
 			t.Errorf("%q: %d, %v; want %d", value, got, err, want)
 		}
 	}
 	for _, value := range []string{"-1Mi", "lots", ""} {
-		if _, err := parseHeadroom(value); err == nil {
+		if _, err := parseMinHeap(value); err == nil {
 			t.Errorf("%q accepted", value)
 		}
 	}
@@ -199,12 +200,12 @@ func gcPercentNow() int64 {
 	return int64(s[0].Value.Uint64())
 }
 
-// keepHeadroom retunes the percent after each collection to what is live: a
-// large live heap gets a percent near 25, a small one a large percent.
-func TestKeepHeadroomRetunesAfterEachCollection(t *testing.T) {
+// keepMinHeap retunes the percent after each collection to what is live: a
+// live heap above the floor gets 25, a small one a large percent.
+func TestKeepMinHeapRetunesAfterEachCollection(t *testing.T) {
 	before := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(before)
-	stop := keepHeadroom(32 << 20)
+	stop := keepMinHeap(48 << 20)
 	defer stop()
 	settled := func(want func(int64) bool) int64 {
 		t.Helper()
@@ -223,7 +224,7 @@ func TestKeepHeadroomRetunesAfterEachCollection(t *testing.T) {
 	for i := range ballast {
 		ballast[i] = make([]byte, 1<<20) // 256 MiB live
 	}
-	large := settled(func(p int64) bool { return p >= 25 && p <= 40 }) // 25 + 100·32/(256+)
+	large := settled(func(p int64) bool { return p == 25 }) // 256 MiB live: above the floor
 	runtime.KeepAlive(ballast)
 	ballast = nil
 	small := settled(func(p int64) bool { return p > 100 })

@@ -22,67 +22,70 @@ import (
 // tokens (13.6 with the default) for about a fifth more of the operator's CPU
 // while many tokens change at once, and nothing noticeable at rest. With the
 // cache's shared strings (controllers/cache_compact.go) it measured 6.0, and
-// 5.0 with the implied Secret labels dropped. keepHeadroom adds a fixed working
-// space on top (--gc-headroom).
+// 5.0 with the implied Secret labels dropped. keepMinHeap sets a floor under
+// it (--gc-min-heap).
 const defaultGCPercent = 25
 
 // setGCPercent applies defaultGCPercent unless GOGC is set (the runtime has
 // read it already); it returns the value in effect and where it came from.
-// With a headroom (--gc-headroom), the percent is retuned after every
-// collection (keepHeadroom).
-func setGCPercent(gogc string, headroom uint64) (string, string) {
+// With a minimum heap (--gc-min-heap), the percent is retuned after every
+// collection (keepMinHeap).
+func setGCPercent(gogc string, minHeap uint64) (string, string) {
 	if gogc != "" {
 		return gogc, "GOGC"
 	}
 	debug.SetGCPercent(defaultGCPercent)
-	if headroom == 0 {
+	if minHeap == 0 {
 		return strconv.Itoa(defaultGCPercent), "the operator's default"
 	}
-	keepHeadroom(headroom)
-	return fmt.Sprintf("%d + %d MiB", defaultGCPercent, headroom>>20), "the operator's default with --gc-headroom"
+	keepMinHeap(minHeap)
+	return fmt.Sprintf("%d, the heap at least %d MiB", defaultGCPercent, minHeap>>20), "the operator's default with --gc-min-heap"
 }
 
 // The heap the collector lets grow between two collections is its working
-// space: where a pass's garbage goes. GOGC sizes it as a share of what is live,
-// which for the operator is mostly the cache, so the working space follows the
-// number of tokens, while the garbage made per second follows the work (the
-// workers, the events). At GOGC=25 with 2,000 tokens the collector ran every few
-// megabytes of garbage and took about a fifth of the operator's CPU while they
-// converged (make bench). keepHeadroom gives the heap a fixed working space on
-// top of GOGC's share: after each collection it sets the percent so that the
-// next one starts at live + headroom + 25 % of live. The headroom is a fixed
-// cost (RSS at rest is up to that much higher, whatever the number of tokens),
-// the share per token stays 25 %; a GOGC or GOMEMLIMIT set by the user and the
-// container's memory limit still win (the runtime keeps to a memory limit
-// whatever the percent).
+// space: where the passes' garbage goes. GOGC sizes it as a share of what is
+// live, which for the operator is mostly the cache: with few tokens, GOGC=25
+// collected every few megabytes of garbage, about a fifth of the operator's CPU
+// while 2,000 tokens converged (make bench), though memory was plentiful. A
+// fixed working space on top of GOGC's share cost that much memory at every
+// size: 32 MiB more peak RSS for 10,000 tokens, 3.3 KiB per token over the
+// memory target. keepMinHeap sets a floor instead, as the runtime's own
+// minimum heap (4 MiB at GOGC=100) but larger: no collection before the heap
+// reaches the floor, so a small cache has a working space of the floor less
+// what is live, and a cache whose heap at GOGC=25 is above the floor (10,000
+// tokens with the default) is collected as at GOGC=25 alone. A GOGC or
+// GOMEMLIMIT set by the user and the container's memory limit still win (the
+// runtime keeps to a memory limit whatever the percent).
 
-// parseHeadroom reads --gc-headroom, a quantity of bytes ("32Mi", "0").
-func parseHeadroom(value string) (uint64, error) {
+// parseMinHeap reads --gc-min-heap, a quantity of bytes ("48Mi", "0").
+func parseMinHeap(value string) (uint64, error) {
 	q, err := resource.ParseQuantity(value)
 	if err != nil || q.Sign() < 0 {
-		return 0, fmt.Errorf("--gc-headroom %q: want a size such as 32Mi, or 0", value)
+		return 0, fmt.Errorf("--gc-min-heap %q: want a size such as 48Mi, or 0", value)
 	}
 	return uint64(q.Value()), nil
 }
 
-// maxGCPercent bounds the percent keepHeadroom sets (a heap with little live).
+// maxGCPercent bounds the percent keepMinHeap sets (a heap with little live).
 const maxGCPercent = 1000
 
-// gcPercentFor is the percent that starts the next collection at live +
-// headroom + percent % of live.
-func gcPercentFor(live, headroom uint64, percent int) int {
-	if live == 0 {
+// gcPercentFor is the percent that starts the next collection at percent % more
+// than live, or at minHeap when that is more.
+func gcPercentFor(live, minHeap uint64, percent int) int {
+	switch {
+	case live == 0:
 		return maxGCPercent
+	case live+live*uint64(percent)/100 >= minHeap:
+		return percent
 	}
-	return int(min(uint64(percent)+100*headroom/live, maxGCPercent))
+	return int(min(100*(minHeap-live)/live, maxGCPercent))
 }
 
-// keepHeadroom sets the percent now and after every collection. A finalizer
+// keepMinHeap sets the percent now and after every collection. A finalizer
 // runs once after the collection that finds its object unreachable; each run
 // arms the next with a new object (the runtime has no hook at the end of a
-// cycle).
-// It returns a function that stops it (the tests').
-func keepHeadroom(headroom uint64) (stop func()) {
+// cycle). It returns a function that stops it (the tests').
+func keepMinHeap(minHeap uint64) (stop func()) {
 	var stopped atomic.Bool
 	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	var arm func()
@@ -92,7 +95,7 @@ func keepHeadroom(headroom uint64) (stop func()) {
 		}
 		metrics.Read(live)
 		if live[0].Value.Kind() == metrics.KindUint64 {
-			debug.SetGCPercent(gcPercentFor(live[0].Value.Uint64(), headroom, defaultGCPercent))
+			debug.SetGCPercent(gcPercentFor(live[0].Value.Uint64(), minHeap, defaultGCPercent))
 		}
 		// 16 bytes or more: the tiny allocator would batch a smaller object with
 		// others, and its finalizer might never run.

@@ -46,10 +46,18 @@ func (r *ApiTokenReconciler) changeCredentials(ctx context.Context, p *pass, des
 	}
 	r.markHandled(at, c)
 	r.recordCredentials(at, c.kind, c.nonce, sid, creds.Generation)
-	// The reset made a new version; without its ETag (a replayed reset) the next
-	// check reads the token in full. The answer is as good as a read: the next
+	// The reset made a new version. The answer is as good as a read: the next
 	// routine read is a resync from now.
 	at.Status.BackendETag = creds.ETag
+	if creds.ETag == "" {
+		// A replayed reset (a retry of a call whose answer was lost, or a pass
+		// repeated) carries no ETag: the token is read now, so that the status
+		// written with the new credentials holds its version, and the next
+		// routine read is a 304 rather than a status write found a resync later.
+		if tok, _, err := be.Get(ctx, sid, ""); err == nil {
+			at.Status.BackendETag = tok.ETag
+		}
+	}
 	p.reads.read()
 	return &creds, nil, nil
 }

@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
 	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 	"github.com/apitoken-dev/apitoken-operator/test/framework"
+	"github.com/apitoken-dev/apitoken-operator/test/framework/faults"
 )
 
 // The credential lifecycle against envtest and tokenservice: the reset history,
@@ -205,4 +208,25 @@ func TestRestartTargetsRollOncePerCredentialChange(t *testing.T) {
 		managers[f.Manager] = true
 	}
 	g.Expect(managers).To(HaveKey(FieldManager), "the operator's writes carry its field manager")
+}
+
+// A reset whose answer was lost is replayed by the retry, and a replay carries
+// no ETag: the pass reads the token, so that the status it writes holds the
+// token's version and the next routine read is a 304, not a later status write.
+func TestLostResetAnswerKeepsTheTokenVersion(t *testing.T) {
+	g := NewWithT(t)
+	_, at := readyToken(t, "lost-reset", nil)
+	sid := at.Status.AccountSID
+	lost := faultPlan.Add(1, faults.LostResponse, func(req *http.Request) bool {
+		return req.Method == http.MethodPost && strings.HasSuffix(req.URL.Path, "/"+sid+"/reset")
+	})
+	annotate(t, at, tokensv1alpha1.ResetAnnotation, "lost")
+	g.Eventually(func() string { return get(t, at).Status.LastHandledReset }, wait, tick).Should(Equal("lost"))
+	g.Expect(lost.Fired()).To(Equal(1), "the reset's first answer was lost")
+	g.Expect(generationOf(t, sid)).To(BeEquivalentTo(2), "one reset, replayed")
+	g.Expect(backendTokens(t, at)).To(HaveLen(1))
+	tok, _, err := tsAdmin.Get(t.Context(), sid, "")
+	g.Expect(err).NotTo(HaveOccurred())
+	g.Expect(tok.ETag).NotTo(BeEmpty())
+	g.Expect(get(t, at).Status.BackendETag).To(Equal(tok.ETag), "the status holds the reset token's version")
 }
