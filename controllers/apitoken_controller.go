@@ -109,7 +109,7 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 		if p.ready && retErr == nil {
 			lease.end(at, p.resync, true, p.specDigest())
 		} else {
-			lease.end(at, p.resync, false, "")
+			lease.end(at, p.resync, false, specSum{})
 		}
 	}()
 

@@ -41,7 +41,7 @@ type pass struct {
 	// the spec's: those of the backend token while the spec may not be applied.
 	renderScopes []string
 	// spec memoizes specDigest of the ApiToken, which a pass does not change.
-	spec string
+	spec specSum
 	// ready is set when the pass ends Ready: its lease's end schedules the next
 	// routine read.
 	ready bool
@@ -69,8 +69,8 @@ func (p *pass) layout() secretLayout {
 
 // specDigest is the digest of the spec's backend fields (specDigest), computed
 // once a pass.
-func (p *pass) specDigest() string {
-	if p.spec == "" {
+func (p *pass) specDigest() specSum {
+	if p.spec == (specSum{}) {
 		p.spec = specDigest(p.at)
 	}
 	return p.spec

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"crypto/sha256"
 	"encoding/json"
 	"slices"
 	"strings"
@@ -126,10 +127,16 @@ func backendReadDue(at *tokensv1alpha1.ApiToken, lastRead, now time.Time, resync
 
 // specDigest fingerprints the spec's backend fields, what the backend token
 // must match.
-func specDigest(at *tokensv1alpha1.ApiToken) string {
+func specDigest(at *tokensv1alpha1.ApiToken) specSum {
 	doc, _ := json.Marshal(desiredToken(at))
-	return shortHash(string(doc))
+	sum := sha256.Sum256(doc)
+	return specSum(sum[:16])
 }
+
+// specSum is a digest of the backend fields of a spec (specDigest); the zero
+// value is none. Kept per token by the read schedule, as an array: no string of
+// its own on the heap for every cached token.
+type specSum [16]byte
 
 // resetDue reports whether the reset annotation asks for a reset that has not been
 // handled: a non-empty value that differs from the last handled one. Removing the

@@ -91,7 +91,7 @@ type readEntry struct {
 	waiting bool
 	// spec is the digest of the backend fields of the spec the token was last
 	// seen to match (specDigest), when the last pass ended Ready.
-	spec string
+	spec specSum
 	// What the reader reads, and when: set when a lease ends Ready.
 	backend, sid, etag string
 	due                time.Time
@@ -281,10 +281,10 @@ func (l *readLease) setLast(t time.Time) {
 
 // specConfirmed reports whether the token was seen to match a spec with this
 // digest at the end of the last pass that ended Ready.
-func (l *readLease) specConfirmed(digest string) bool {
+func (l *readLease) specConfirmed(digest specSum) bool {
 	l.schedule.mu.Lock()
 	defer l.schedule.mu.Unlock()
-	return l.entry.spec != "" && l.entry.spec == digest
+	return l.entry.spec != (specSum{}) && l.entry.spec == digest
 }
 
 // forget drops the ApiToken: it is gone (its finalizer released). The lease's
@@ -300,7 +300,7 @@ func (l *readLease) forget() {
 // the digest of the spec the token matches, and hands the token to its backend's reader, which reads it one resync after its last
 // read (at once when a read was asked for); any other end leaves the token to
 // the pass's own requeues.
-func (l *readLease) end(at *tokensv1alpha1.ApiToken, resync time.Duration, ready bool, spec string) {
+func (l *readLease) end(at *tokensv1alpha1.ApiToken, resync time.Duration, ready bool, spec specSum) {
 	s := l.schedule
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -310,7 +310,7 @@ func (l *readLease) end(at *tokensv1alpha1.ApiToken, resync time.Duration, ready
 	}
 	e.holder, e.waiting = heldByNobody, false
 	if !ready {
-		e.spec = ""
+		e.spec = specSum{}
 		return
 	}
 	e.spec = spec

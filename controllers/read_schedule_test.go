@@ -137,7 +137,7 @@ func (f *scheduleFixture) passEndingReady(at *tokensv1alpha1.ApiToken) {
 		f.t.Fatalf("claim of %s refused", at.Name)
 	}
 	lease.read()
-	lease.end(at, scheduleResync, true, "")
+	lease.end(at, scheduleResync, true, specSum{})
 }
 
 // step moves the clock once the readers sleep on it.
@@ -281,7 +281,7 @@ func TestLeaseEndsThatAreNotReadyLeaveTheTokenToItsPasses(t *testing.T) {
 	at := scheduledToken("stalled", "main")
 	lease, _ := f.schedule.claim(at)
 	lease.read()
-	lease.end(at, scheduleResync, false, "")
+	lease.end(at, scheduleResync, false, specSum{})
 	if _, ok := f.schedule.nextReadOf(at.UID); ok {
 		t.Fatal("a pass that did not end Ready scheduled a read")
 	}
@@ -289,7 +289,7 @@ func TestLeaseEndsThatAreNotReadyLeaveTheTokenToItsPasses(t *testing.T) {
 	// readAtNextPass: the next Ready end schedules a read at once.
 	lease, _ = f.schedule.claim(at)
 	lease.readAtNextPass()
-	lease.end(at, scheduleResync, true, "")
+	lease.end(at, scheduleResync, true, specSum{})
 	if due, _ := f.schedule.nextReadOf(at.UID); !due.Equal(f.clock.Now()) {
 		t.Errorf("next read = %v, want now: a read was asked for", due)
 	}
@@ -324,13 +324,13 @@ func TestGoneApiTokensLeaveNothingBehind(t *testing.T) {
 	f := newScheduleFixture(t, "main")
 	paused := scheduledToken("paused-from-creation", "main")
 	lease, _ := f.schedule.claim(paused)
-	lease.end(paused, scheduleResync, false, "")
+	lease.end(paused, scheduleResync, false, specSum{})
 	ready := scheduledToken("ready", "main")
 	f.passEndingReady(ready)
 	released := scheduledToken("released", "main")
 	lease, _ = f.schedule.claim(released)
 	lease.forget()
-	lease.end(released, scheduleResync, true, "")
+	lease.end(released, scheduleResync, true, specSum{})
 
 	for _, at := range []*tokensv1alpha1.ApiToken{paused, ready} {
 		uid, ok := f.schedule.forgetName(requestFor(at).NamespacedName)
