@@ -155,7 +155,7 @@ func TestSetGCPercentDefaultsUnlessGOGCIsSet(t *testing.T) {
 	if value, from := setGCPercent("80", 48<<20); value != "80" || from != "GOGC" || debug.SetGCPercent(100) != 100 {
 		t.Errorf("with GOGC=80: %s from %q, and the runtime's value was changed", value, from)
 	}
-	if value, _ := setGCPercent("", 0); value != "25" || debug.SetGCPercent(100) != defaultGCPercent {
+	if value, _ := setGCPercent("", 0); value != "20" || debug.SetGCPercent(100) != defaultGCPercent {
 		t.Errorf("without GOGC: %s, want %d in effect", value, defaultGCPercent)
 	}
 }
@@ -166,15 +166,15 @@ func TestGCPercentFor(t *testing.T) {
 		live, minHeap uint64
 		want          int
 	}{
-		{live: 64 * mib, minHeap: 48 * mib, want: 25}, // 80 MiB at 25 %: above the floor
-		{live: 40 * mib, minHeap: 48 * mib, want: 25}, // 50 MiB
+		{live: 64 * mib, minHeap: 48 * mib, want: 20}, // 76.8 MiB at 20 %: above the floor
+		{live: 40 * mib, minHeap: 48 * mib, want: 20}, // 48 MiB
 		{live: 32 * mib, minHeap: 48 * mib, want: 50}, // the floor: 48 MiB
 		{live: 16 * mib, minHeap: 48 * mib, want: 200},
 		{live: 1 * mib, minHeap: 48 * mib, want: maxGCPercent},
 		{live: 0, minHeap: 48 * mib, want: maxGCPercent},
-		{live: 16 * mib, minHeap: 0, want: 25},
+		{live: 16 * mib, minHeap: 0, want: 20},
 	} {
-		if got := gcPercentFor(tc.live, tc.minHeap, 25); got != tc.want {
+		if got := gcPercentFor(tc.live, tc.minHeap, 20); got != tc.want {
 			t.Errorf("live %d MiB, floor %d MiB: %d, want %d", tc.live/mib, tc.minHeap/mib, got, tc.want)
 		}
 	}
@@ -201,7 +201,7 @@ func gcPercentNow() int64 {
 }
 
 // keepMinHeap retunes the percent after each collection to what is live: a
-// live heap above the floor gets 25, a small one a large percent.
+// live heap above the floor gets GOGC=20, a small one a large percent.
 func TestKeepMinHeapRetunesAfterEachCollection(t *testing.T) {
 	before := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(before)
@@ -224,7 +224,7 @@ func TestKeepMinHeapRetunesAfterEachCollection(t *testing.T) {
 	for i := range ballast {
 		ballast[i] = make([]byte, 1<<20) // 256 MiB live
 	}
-	large := settled(func(p int64) bool { return p == 25 }) // 256 MiB live: above the floor
+	large := settled(func(p int64) bool { return p == defaultGCPercent }) // 256 MiB live: above the floor
 	runtime.KeepAlive(ballast)
 	ballast = nil
 	small := settled(func(p int64) bool { return p > 100 })

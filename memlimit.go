@@ -22,9 +22,11 @@ import (
 // tokens (13.6 with the default) for about a fifth more of the operator's CPU
 // while many tokens change at once, and nothing noticeable at rest. With the
 // cache's shared strings (controllers/cache_compact.go) it measured 6.0, and
-// 5.0 with the implied Secret labels dropped. keepMinHeap sets a floor under
-// it (--gc-min-heap).
-const defaultGCPercent = 25
+// 5.0-5.1 with the implied Secret labels dropped, just over the 5 KiB target:
+// 20 keeps the heap within 1.2 times what is live. keepMinHeap sets a floor
+// under it (--gc-min-heap), which keeps the collector's CPU low while the cache
+// is small.
+const defaultGCPercent = 20
 
 // setGCPercent applies defaultGCPercent unless GOGC is set (the runtime has
 // read it already); it returns the value in effect and where it came from.
@@ -44,7 +46,7 @@ func setGCPercent(gogc string, minHeap uint64) (string, string) {
 
 // The heap the collector lets grow between two collections is its working
 // space: where the passes' garbage goes. GOGC sizes it as a share of what is
-// live, which for the operator is mostly the cache: with few tokens, GOGC=25
+// live, which for the operator is mostly the cache: with few tokens, GOGC=20
 // collected every few megabytes of garbage, about a fifth of the operator's CPU
 // while 2,000 tokens converged (make bench), though memory was plentiful. A
 // fixed working space on top of GOGC's share cost that much memory at every
@@ -52,8 +54,8 @@ func setGCPercent(gogc string, minHeap uint64) (string, string) {
 // memory target. keepMinHeap sets a floor instead, as the runtime's own
 // minimum heap (4 MiB at GOGC=100) but larger: no collection before the heap
 // reaches the floor, so a small cache has a working space of the floor less
-// what is live, and a cache whose heap at GOGC=25 is above the floor (10,000
-// tokens with the default) is collected as at GOGC=25 alone. A GOGC or
+// what is live, and a cache whose heap at GOGC=20 is above the floor (10,000
+// tokens with the default) is collected as at GOGC=20 alone. A GOGC or
 // GOMEMLIMIT set by the user and the container's memory limit still win (the
 // runtime keeps to a memory limit whatever the percent).
 
