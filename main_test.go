@@ -220,13 +220,15 @@ func TestKeepMinHeapRetunesAfterEachCollection(t *testing.T) {
 		t.Fatalf("GOGC %d after collections", gcPercentNow())
 		return 0
 	}
-	ballast := make([][]byte, 256)
-	for i := range ballast {
-		ballast[i] = make([]byte, 1<<20) // 256 MiB live
-	}
-	large := settled(func(p int64) bool { return p == defaultGCPercent }) // 256 MiB live: above the floor
-	runtime.KeepAlive(ballast)
-	ballast = nil
+	var large int64
+	func() {
+		ballast := make([][]byte, 256)
+		for i := range ballast {
+			ballast[i] = make([]byte, 1<<20) // 256 MiB live
+		}
+		large = settled(func(p int64) bool { return p == defaultGCPercent }) // above the floor
+		runtime.KeepAlive(ballast)
+	}()
 	small := settled(func(p int64) bool { return p > 100 })
 	t.Logf("GOGC with 256 MiB live: %d; without: %d", large, small)
 	stop()

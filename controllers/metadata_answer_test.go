@@ -109,7 +109,7 @@ func TestMetadataPatcherPatchesApiTokens(t *testing.T) {
 		t.Fatalf("handle %s@%s after the patch; stored %s@%s, labels %v", handle.UID, handle.ResourceVersion, stored.UID, stored.ResourceVersion, stored.Labels)
 	}
 	if !slices.ContainsFunc(stored.ManagedFields, func(e metav1.ManagedFieldsEntry) bool {
-		return e.Manager == "patcher-test" && e.Subresource == "" && strings.Contains(string(e.FieldsV1.Raw), `"f:patched"`)
+		return e.Manager == "patcher-test" && e.Subresource == "" && strings.Contains(e.FieldsV1.GetRawString(), `"f:patched"`)
 	}) {
 		t.Errorf("the patch is not recorded as patcher-test's: %v", stored.ManagedFields)
 	}
