@@ -46,7 +46,7 @@ func setGCPercent(gogc string, minHeap uint64) (string, string) {
 
 // The heap the collector lets grow between two collections is its working
 // space: where the passes' garbage goes. GOGC sizes it as a share of what is
-// live, which for the operator is mostly the cache: with few tokens, GOGC=20
+// live, which for the operator is mostly the cache: with few tokens, GOGC=25
 // collected every few megabytes of garbage, about a fifth of the operator's CPU
 // while 2,000 tokens converged (make bench), though memory was plentiful. A
 // fixed working space on top of GOGC's share cost that much memory at every

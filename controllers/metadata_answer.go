@@ -6,11 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 )
 
@@ -34,6 +37,15 @@ func (a metadataAnswer) into(obj metav1.Object) {
 	obj.SetUID(types.UID(a.uid))
 	obj.SetResourceVersion(a.resourceVersion)
 	obj.SetFinalizers(a.finalizers)
+}
+
+// metadataRESTClient is a REST client of one group version, over httpClient,
+// in the metadata client's form: the client of the writes whose answers
+// readMetadataAnswer reads.
+func metadataRESTClient(cfg *rest.Config, gv schema.GroupVersion, apiPath string, httpClient *http.Client) (rest.Interface, error) {
+	metaCfg := metadata.ConfigFor(cfg)
+	metaCfg.GroupVersion, metaCfg.APIPath = &gv, apiPath
+	return rest.RESTClientForConfigAndClient(metaCfg, httpClient)
 }
 
 // answerBuffers are the buffers answers are read into. An answer is metadata

@@ -6,7 +6,6 @@ import (
 	"net/http"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -27,9 +26,7 @@ type metadataPatcher struct {
 // newMetadataPatcher returns k with its ApiToken metadata patches sent over
 // httpClient (the manager's, so its connections are shared).
 func newMetadataPatcher(k client.Client, cfg *rest.Config, httpClient *http.Client) (*metadataPatcher, error) {
-	apiCfg := metadata.ConfigFor(cfg)
-	apiCfg.GroupVersion, apiCfg.APIPath = &tokensv1alpha1.GroupVersion, "/apis"
-	apiTokens, err := rest.RESTClientForConfigAndClient(apiCfg, httpClient)
+	apiTokens, err := metadataRESTClient(cfg, tokensv1alpha1.GroupVersion, "/apis", httpClient)
 	if err != nil {
 		return nil, fmt.Errorf("ApiToken patch client: %w", err)
 	}

@@ -14,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
-	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -87,9 +86,7 @@ func newSecretWriterFor(restCfg *rest.Config, scheme *runtime.Scheme, mapper met
 	if err != nil {
 		return nil, fmt.Errorf("secret writer: %w", err)
 	}
-	secretsCfg := metadata.ConfigFor(cfg)
-	secretsCfg.GroupVersion, secretsCfg.APIPath = &corev1.SchemeGroupVersion, "/api"
-	secrets, err := rest.RESTClientForConfigAndClient(secretsCfg, httpClient)
+	secrets, err := metadataRESTClient(cfg, corev1.SchemeGroupVersion, "/api", httpClient)
 	if err != nil {
 		return nil, fmt.Errorf("secret writer: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -72,16 +73,36 @@ type Config struct {
 
 // StartWith is Start placed by cfg (make dev: the ports its sample
 // TokenBackend names, and a log beside the others).
+//
+// A port picked here was only free a moment before Hydra binds it: another
+// process (any outgoing connection takes a port from the same range) can take
+// it in between. Hydra then exits with "address already in use", and StartWith
+// tries again on fresh ports, a few times, when it picked both; a port the
+// caller named is not retried.
 func StartWith(binary, dsn string, cfg Config) (*Server, error) {
+	const attempts = 5
+	picked := cfg.AdminPort == 0 && cfg.PublicPort == 0
+	for attempt := 1; ; attempt++ {
+		h, err := startOnce(binary, dsn, cfg)
+		if err == nil || !picked || !errors.Is(err, errPortTaken) || attempt == attempts {
+			return h, err
+		}
+	}
+}
+
+// errPortTaken marks a start that failed because a port was already bound.
+var errPortTaken = errors.New("a port was taken before Hydra bound it")
+
+func startOnce(binary, dsn string, cfg Config) (*Server, error) {
 	adminPort, publicPort := cfg.AdminPort, cfg.PublicPort
 	var err error
 	if adminPort == 0 {
-		if adminPort, err = FreePort(); err != nil {
+		if adminPort, err = pickPort(); err != nil {
 			return nil, err
 		}
 	}
 	if publicPort == 0 {
-		if publicPort, err = FreePort(); err != nil {
+		if publicPort, err = pickPort(); err != nil {
 			return nil, err
 		}
 	}
@@ -128,9 +149,12 @@ func StartWith(binary, dsn string, cfg Config) (*Server, error) {
 
 func (h *Server) waitReady() error {
 	deadline := time.Now().Add(30 * time.Second)
+	// Each probe is bounded: whatever holds a port (another process, when
+	// Hydra could not bind it) may accept and never answer.
+	probe := &http.Client{Timeout: time.Second}
 	for _, u := range []string{h.AdminURL + "/health/ready", h.PublicURL + "/health/ready"} {
 		for {
-			resp, err := http.Get(u) //nolint:noctx // a loopback probe bounded by the deadline below
+			resp, err := probe.Get(u) //nolint:noctx // a loopback probe bounded by its client's timeout
 			if err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == http.StatusOK {
@@ -139,7 +163,11 @@ func (h *Server) waitReady() error {
 			}
 			select {
 			case <-h.exited:
-				return fmt.Errorf("hydra exited:\n%s", h.Log())
+				log := h.Log()
+				if strings.Contains(log, "address already in use") {
+					return fmt.Errorf("%w: hydra exited:\n%s", errPortTaken, log)
+				}
+				return fmt.Errorf("hydra exited:\n%s", log)
 			case <-time.After(50 * time.Millisecond):
 			}
 			if time.Now().After(deadline) {
@@ -208,6 +236,10 @@ func ClientCredentials(ctx context.Context, tokenURL, clientID, secret, scope st
 	_ = json.NewDecoder(resp.Body).Decode(&body)
 	return Grant{Status: resp.StatusCode, Error: body.Error, AccessToken: body.AccessToken}, nil
 }
+
+// pickPort is how StartWith picks a port: FreePort, or in this package's test
+// a port already taken.
+var pickPort = FreePort
 
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort() (int, error) {
