@@ -5,13 +5,15 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/apitoken-dev/apitoken-operator/test/framework/hydraserver"
 )
 
 // Process is a child process whose output goes to a log file.
@@ -76,14 +78,15 @@ func (p *Process) Exited() bool {
 	}
 }
 
-// FreeAddr returns a loopback address with a port that was free a moment ago.
+// FreeAddr returns a loopback address with a port that was free a moment
+// ago (hydraserver.FreePort: below the ephemeral range, where no outgoing
+// connection takes it in between).
 func FreeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := hydraserver.FreePort()
 	if err != nil {
 		panic(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return "127.0.0.1:" + strconv.Itoa(port)
 }
 
 // waitHTTP waits until url answers below 500: a process that listens and is ready.

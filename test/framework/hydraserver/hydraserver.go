@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	mathrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -241,12 +242,47 @@ func ClientCredentials(ctx context.Context, tokenURL, clientID, secret, scope st
 // a port already taken.
 var pickPort = FreePort
 
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback TCP port that was free a moment ago, below
+// the kernel's ephemeral range where it can: a port picked there ("port 0")
+// is also what any outgoing connection takes as its own, so one can take it
+// between FreePort and the process that binds it (CI saw Hydra fail so).
 func FreePort() (int, error) {
+	if low := ephemeralLow(); low > lowestPicked+1 {
+		for range 50 {
+			port := lowestPicked + mathrand.IntN(low-lowestPicked)
+			l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+			if err == nil {
+				_ = l.Close()
+				return port, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// lowestPicked is the lowest port FreePort picks: above the well-known and
+// most registered services' ports.
+const lowestPicked = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range, or 0 when
+// it cannot be read (not Linux).
+func ephemeralLow() int {
+	raw, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	fields := strings.Fields(string(raw))
+	if len(fields) != 2 {
+		return 0
+	}
+	low, err := strconv.Atoi(fields[0])
+	if err != nil {
+		return 0
+	}
+	return low
 }

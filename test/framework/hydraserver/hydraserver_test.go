@@ -3,6 +3,7 @@ package hydraserver
 import (
 	"errors"
 	"net"
+	"strconv"
 	"testing"
 )
 
@@ -58,5 +59,28 @@ func TestStartWithANamedTakenPortFails(t *testing.T) {
 	_, err := StartWith(bin, "memory", Config{AdminPort: occupiedPort(t)})
 	if !errors.Is(err, errPortTaken) {
 		t.Fatalf("got %v, want errPortTaken", err)
+	}
+}
+
+// FreePort keeps out of the ephemeral range, where outgoing connections take
+// their ports, and what it returns can be bound.
+func TestFreePortIsBelowTheEphemeralRange(t *testing.T) {
+	low := ephemeralLow()
+	if low == 0 {
+		t.Skip("no /proc/sys/net/ipv4/ip_local_port_range here")
+	}
+	for range 20 {
+		port, err := FreePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if port < lowestPicked || port >= low {
+			t.Fatalf("port %d, want in [%d, %d)", port, lowestPicked, low)
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			t.Fatalf("port %d cannot be bound: %v", port, err)
+		}
+		_ = l.Close()
 	}
 }
