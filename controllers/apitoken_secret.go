@@ -118,7 +118,7 @@ func (r *ApiTokenReconciler) getOwnSecret(ctx context.Context, at *tokensv1alpha
 func (r *ApiTokenReconciler) cachedSecret(ctx context.Context, at *tokensv1alpha1.ApiToken, name string) (*metav1.PartialObjectMetadata, error) {
 	s, err := readSecret(ctx, r.Client, at, name)
 	if s != nil {
-		withImpliedLabels(s)
+		uncompactSecret(s)
 	}
 	return s, err
 }

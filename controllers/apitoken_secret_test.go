@@ -170,12 +170,14 @@ func TestSecretCacheTransform(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := out.(*metav1.PartialObjectMetadata)
+	uncompactSecret(got) // as cachedSecret reads it
 	if len(got.ManagedFields) != 1 || !deliveryIn(got).holds(layoutOf(at, backendEndpoints{}), testCreds.AccountSID) {
 		t.Errorf("owned Secret's metadata no longer tells what it holds: %+v", got.ManagedFields)
 	}
 	edited := owned.DeepCopy()
 	edited.ManagedFields = append(edited.ManagedFields, managed("kubectl-edit", []string{"authToken"}))
 	out, _ = secretCacheTransform(edited)
+	uncompactSecret(out.(*metav1.PartialObjectMetadata))
 	if deliveryIn(out.(*metav1.PartialObjectMetadata)).holds(layoutOf(at, backendEndpoints{}), testCreds.AccountSID) {
 		t.Error("the cache lost the sign of an edit")
 	}

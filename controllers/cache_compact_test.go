@@ -198,3 +198,46 @@ func TestSecretCacheDropsImpliedLabels(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretCachePacksDeliveryAnnotations: a Secret whose annotations are
+// only the credentials' generation and hash is cached with them packed in one
+// string, and read back with the same annotations and no generateName; any
+// other Secret is cached as it is.
+func TestSecretCachePacksDeliveryAnnotations(t *testing.T) {
+	head := func(generateName string, annotations map[string]string) *metav1.PartialObjectMetadata {
+		s := secretHead()
+		s.OwnerReferences = []metav1.OwnerReference{{APIVersion: tokensv1alpha1.GroupVersion.String(), Kind: "ApiToken", Name: "billing", UID: "u", Controller: ptr.To(true)}}
+		s.GenerateName, s.Annotations = generateName, annotations
+		return s
+	}
+	delivery := map[string]string{credentialsGenerationAnnotation: "3", credentialsHashAnnotation: "0a1b2c"}
+	out, _ := secretCacheTransform(head("", maps.Clone(delivery)))
+	cached := out.(*metav1.PartialObjectMetadata)
+	if cached.Annotations != nil {
+		t.Fatalf("annotations kept as a map in the cache: %v", cached.Annotations)
+	}
+	withDeliveryAnnotations(cached)
+	if !maps.Equal(cached.Annotations, delivery) || cached.GenerateName != "" {
+		t.Errorf("read back as %v (generateName %q), want %v", cached.Annotations, cached.GenerateName, delivery)
+	}
+	if got := deliveryIn(cached); got.generation != 3 || got.hash != "0a1b2c" {
+		t.Errorf("delivery read as generation %d, hash %q", got.generation, got.hash)
+	}
+	for name, c := range map[string]struct {
+		generateName string
+		annotations  map[string]string
+	}{
+		"no annotations":        {"", nil},
+		"a template annotation": {"", map[string]string{credentialsGenerationAnnotation: "3", credentialsHashAnnotation: "0a1b2c", "team": "payments"}},
+		"the hash alone":        {"", map[string]string{credentialsHashAnnotation: "0a1b2c", "team": "payments"}},
+		"a generateName":        {"billing-", maps.Clone(delivery)},
+		"a NUL in a value":      {"", map[string]string{credentialsGenerationAnnotation: "3\x00x", credentialsHashAnnotation: "0a1b2c"}},
+	} {
+		out, _ := secretCacheTransform(head(c.generateName, maps.Clone(c.annotations)))
+		cached := out.(*metav1.PartialObjectMetadata)
+		withDeliveryAnnotations(cached)
+		if !maps.Equal(cached.Annotations, c.annotations) || cached.GenerateName != c.generateName {
+			t.Errorf("%s: cached and read as %v (generateName %q), want %v (%q)", name, cached.Annotations, cached.GenerateName, c.annotations, c.generateName)
+		}
+	}
+}
