@@ -80,7 +80,7 @@ func bindFlags(fs *flag.FlagSet) *flags {
 	fs.IntVar(&f.kubeAPIBurst, "kube-api-burst", 200, "Burst of requests to the Kubernetes API; used only with a positive --kube-api-qps.")
 	fs.BoolVar(&f.kubeAPICompression, "kube-api-compression", false, "Accept gzip from the Kubernetes API. Off by default: the API server then gzips every flush of the operator's watches, which costs CPU on both sides for bandwidth that matters only across a slow link.")
 	fs.StringVar(&f.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces whose ApiTokens and Secrets are watched; empty watches all.")
-	fs.StringVar(&f.gcMinHeap, "gc-min-heap", "48Mi", "The heap the garbage collector lets grow to before it runs, however little is live (above it, GOGC=20: a fifth more than what is live): a working space for the passes' garbage when few tokens are cached (see memlimit.go). 0 leaves GOGC=20 alone; a GOGC set in the environment wins.")
+	fs.StringVar(&f.gcMinHeap, "gc-min-heap", "40Mi", "The heap the garbage collector lets grow to before it runs, however little is live (above it, GOGC=20: a fifth more than what is live): a working space for the passes' garbage when few tokens are cached (see memlimit.go). 0 leaves GOGC=20 alone; a GOGC set in the environment wins.")
 	fs.BoolVar(&f.showVersion, "version", false, "Print the version and exit.")
 	f.zap.BindFlags(fs)
 	return f
