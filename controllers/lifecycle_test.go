@@ -250,8 +250,8 @@ func TestFirstReadOffsetSpreadsEvenly(t *testing.T) {
 		offsets := make([]time.Duration, n)
 		for k := range offsets {
 			offsets[k] = firstReadOffset(uint64(k), resync)
-			if offsets[k] < 0 || offsets[k] >= resync*97/100 {
-				t.Fatalf("n=%d: offset %d = %v, outside [0, 97%% of %v)", n, k, offsets[k], resync)
+			if offsets[k] < 0 || offsets[k] >= resync*95/100 {
+				t.Fatalf("n=%d: offset %d = %v, outside [0, 95%% of %v)", n, k, offsets[k], resync)
 			}
 		}
 		slices.Sort(offsets)

@@ -459,7 +459,7 @@ func (s *readSchedule) finishRead(e *readEntry, unchanged bool, resync time.Dura
 // tokens / 600 reads whatever the interval, so that reading a tick late or early
 // moves the reads of any 10 seconds by that many (under 2 % of them from a
 // 1-minute interval down), and a token is never read before it is due and at
-// most one tick after, well within the 3 % of the interval that the first reads
+// most one tick after, well within the 5 % of the interval that the first reads
 // after a restart leave free (firstReadSpread).
 func checkTick(resync time.Duration) time.Duration {
 	return max(time.Millisecond, min(time.Second, resync/600))

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -295,8 +296,8 @@ func TestLeaseEndsThatAreNotReadyLeaveTheTokenToItsPasses(t *testing.T) {
 	}
 }
 
-// The first reads after a start are spread over 97 % of one resync interval,
-// about evenly, and a token met again keeps its slot.
+// The first reads after a start are spread over firstReadSpread (95 %) of one
+// resync interval, about evenly, and a token met again keeps its slot.
 func TestFirstReadsAreSpreadOverOneInterval(t *testing.T) {
 	f := newScheduleFixture(t, "main")
 	start := f.clock.Now()
@@ -313,9 +314,10 @@ func TestFirstReadsAreSpreadOverOneInterval(t *testing.T) {
 			t.Fatalf("token %d moved from %v to %v", i, due, again)
 		}
 	}
+	perFullTenth := int(math.Round(n / (10 * firstReadSpread)))
 	for i, c := range perTenth[:9] {
-		if c < n/10-3 || c > n/10+3 {
-			t.Errorf("tenth %d of the interval holds %d first reads, want %d±3", i, c, n/10)
+		if c < perFullTenth-3 || c > perFullTenth+3 {
+			t.Errorf("tenth %d of the interval holds %d first reads, want %d±3", i, c, perFullTenth)
 		}
 	}
 }
