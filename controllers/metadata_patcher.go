@@ -76,8 +76,8 @@ func (p *metadataPatcher) patch(ctx context.Context, handle *metav1.PartialObjec
 	if err != nil {
 		return fmt.Errorf("patch body: %w", err)
 	}
-	req := p.apiTokens.Patch(patch.Type()).Namespace(handle.Namespace).Resource("apitokens").Name(handle.Name).
-		SubResource(subresource...).Body(body).SpecificallyVersionedParams(opts, metav1.ParameterCodec, metav1.SchemeGroupVersion)
+	req := patchParams(p.apiTokens.Patch(patch.Type()).Namespace(handle.Namespace).Resource("apitokens").Name(handle.Name).
+		SubResource(subresource...).Body(body), opts)
 	answer, err := readMetadataAnswer(ctx, req)
 	if err != nil {
 		return err

@@ -11,7 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
@@ -106,8 +105,7 @@ func (w *secretWriter) Create(ctx context.Context, obj client.Object, opts ...cl
 		return w.writer.Create(ctx, obj, opts...)
 	}
 	o := (&client.CreateOptions{}).ApplyOptions(opts)
-	return w.write(ctx, secret, w.secrets.Post().Namespace(secret.Namespace).Resource("secrets").
-		SpecificallyVersionedParams(o.AsCreateOptions(), metav1.ParameterCodec, metav1.SchemeGroupVersion))
+	return w.write(ctx, secret, createParams(w.secrets.Post().Namespace(secret.Namespace).Resource("secrets"), o.AsCreateOptions()))
 }
 
 // Update rewrites a Secret; obj's metadata becomes the API server's.
@@ -117,8 +115,7 @@ func (w *secretWriter) Update(ctx context.Context, obj client.Object, opts ...cl
 		return w.writer.Update(ctx, obj, opts...)
 	}
 	o := (&client.UpdateOptions{}).ApplyOptions(opts)
-	return w.write(ctx, secret, w.secrets.Put().Namespace(secret.Namespace).Resource("secrets").Name(secret.Name).
-		SpecificallyVersionedParams(o.AsUpdateOptions(), metav1.ParameterCodec, metav1.SchemeGroupVersion))
+	return w.write(ctx, secret, updateParams(w.secrets.Put().Namespace(secret.Namespace).Resource("secrets").Name(secret.Name), o.AsUpdateOptions()))
 }
 
 // write sends the Secret (in protobuf) with req; the Secret gets the UID and
