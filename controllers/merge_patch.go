@@ -91,30 +91,42 @@ func isJSONObject(v []byte) bool { return len(v) > 0 && v[0] == '{' }
 // jsonMembers splits an object into its members (a status has a dozen, so a
 // slice searched in order beats a map).
 func jsonMembers(obj []byte) ([]jsonMember, error) {
-	if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
-		return nil, errNotJSONObject
-	}
 	var members []jsonMember
+	err := eachJSONMember(obj, func(key, value []byte) {
+		members = append(members, jsonMember{key: key, value: value})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return members, nil
+}
+
+// eachJSONMember calls member with each member of the JSON object obj, in
+// order, its key and value slices of obj; it allocates nothing.
+func eachJSONMember(obj []byte, member func(key, value []byte)) error {
+	if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
+		return errNotJSONObject
+	}
 	for i := 1; i < len(obj)-1; {
 		keyEnd, err := skipJSONValue(obj, i)
 		if err != nil || obj[i] != '"' || keyEnd >= len(obj) || obj[keyEnd] != ':' {
-			return nil, errNotJSONObject
+			return errNotJSONObject
 		}
 		valueEnd, err := skipJSONValue(obj, keyEnd+1)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		members = append(members, jsonMember{key: obj[i:keyEnd], value: obj[keyEnd+1 : valueEnd]})
+		member(obj[i:keyEnd], obj[keyEnd+1:valueEnd])
 		switch {
 		case valueEnd == len(obj)-1:
 			i = valueEnd
 		case obj[valueEnd] == ',':
 			i = valueEnd + 1
 		default:
-			return nil, errNotJSONObject
+			return errNotJSONObject
 		}
 	}
-	return members, nil
+	return nil
 }
 
 // skipJSONValue returns where the value that starts at b[i] ends.
