@@ -132,7 +132,7 @@ bench: hydra-binary ## Benchmark the operator binary (convergence, API/backend a
 		-args -n $(BENCH_N) -idle $(BENCH_IDLE) -resync $(BENCH_RESYNC) -secrets $(BENCH_SECRETS) -qps $(BENCH_QPS) -pairs $(BENCH_PAIRS) -pair-n $(BENCH_PAIR_N) -hydra-n $(BENCH_HYDRA_N) -out $(CURDIR)/bench.json
 
 .PHONY: bench-scale
-bench-scale: ## The same benchmark at 10,000 ApiTokens (convergence pairs of 5,000), every target enforced (about 17 minutes).
+bench-scale: ## The same benchmark at 10,000 ApiTokens (convergence pairs of 5,000), every target enforced (19-21 minutes on a 2-core machine).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/bench -run TestBench -count=1 -timeout 120m -v \
 		-args -n $(BENCH_SCALE_N) -idle $(BENCH_IDLE) -resync $(BENCH_RESYNC) -secrets $(BENCH_SECRETS) -qps $(BENCH_QPS) -pairs $(BENCH_PAIRS) -pair-n $(BENCH_SCALE_PAIR_N) -out $(CURDIR)/bench-scale.json
 
