@@ -160,21 +160,20 @@ func withoutManagedFields(data []byte) []byte {
 	}
 	// The member and the comma that separates it from a neighbour. Scanned
 	// without building the members (eachJSONMember): this runs on every event.
-	start, end, members := -1, 0, 0
+	start, end, at, members := -1, 0, 0, 0
 	if eachJSONMember(metadata, func(key, value []byte) {
+		if start < 0 && bytes.Equal(key, managedFieldsKey) {
+			start, end, at = offsetIn(data, key), offsetIn(data, value)+len(value), members
+		}
 		members++
-		if !bytes.Equal(key, managedFieldsKey) {
-			return
-		}
-		start, end = offsetIn(data, key), offsetIn(data, value)+len(value)
-		switch {
-		case data[end] == ',': // a member follows
-			end++
-		case members > 1:
-			start--
-		}
 	}) != nil || start < 0 {
 		return data
+	}
+	switch {
+	case at+1 < members:
+		end++
+	case at > 0:
+		start--
 	}
 	return append(append(make([]byte, 0, len(data)-(end-start)), data[:start]...), data[end:]...)
 }

@@ -281,6 +281,8 @@ func TestWithoutManagedFields(t *testing.T) {
 		"elsewhere":  {`{"metadata":{"name":"a"},"spec":{"managedFields":[1]}}`, `{"metadata":{"name":"a"},"spec":{"managedFields":[1]}}`},
 		"not JSON":   {`{"metadata":{"managedFields":[`, `{"metadata":{"managedFields":[`},
 		"whitespace": {`{ "metadata": {"managedFields": []} }`, `{ "metadata": {"managedFields": []} }`},
+		// A trailing comma stays: what was not JSON does not become JSON.
+		"trailing comma": {`{"metadata":{"managedFields":[1],}}`, `{"metadata":{,}}`},
 	} {
 		got := string(withoutManagedFields([]byte(tc.in)))
 		if got != tc.want {

@@ -20,7 +20,9 @@ import (
 // and PatchOptions' force (nil for the others).
 func writeParams(req *rest.Request, dryRun []string, force *bool, fieldManager, fieldValidation string) *rest.Request {
 	for _, d := range dryRun {
-		req = req.Param("dryRun", d)
+		if d != "" { // the codec leaves empty values out
+			req = req.Param("dryRun", d)
+		}
 	}
 	if force != nil {
 		req = req.Param("force", strconv.FormatBool(*force))

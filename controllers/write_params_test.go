@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"net/url"
+	"reflect"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,6 +20,16 @@ func TestWriteParamsAsTheParameterCodec(t *testing.T) {
 		GroupVersion: &metav1.SchemeGroupVersion, NegotiatedSerializer: serializer.NewCodecFactory(NewScheme())}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The cases set every field the options have; a field a later
+	// apimachinery adds fails here until writeParams sends it.
+	for _, options := range []struct {
+		value  any
+		fields int
+	}{{metav1.PatchOptions{}, 5}, {metav1.CreateOptions{}, 4}, {metav1.UpdateOptions{}, 4}} {
+		if got := reflect.TypeOf(options.value).NumField(); got != options.fields {
+			t.Errorf("%T has %d fields (TypeMeta included), writeParams knows %d", options.value, got, options.fields)
+		}
 	}
 	query := func(req *rest.Request) url.Values { return req.URL().Query() }
 	viaCodec := func(opts runtime.Object) url.Values {
@@ -38,6 +49,8 @@ func TestWriteParamsAsTheParameterCodec(t *testing.T) {
 			create: metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}, FieldManager: "m", FieldValidation: "Warn"},
 			update: metav1.UpdateOptions{DryRun: []string{metav1.DryRunAll, "Other"}, FieldManager: "m", FieldValidation: "Ignore"}},
 		{name: "force false", patch: metav1.PatchOptions{Force: ptr.To(false)}},
+		{name: "an empty dry run", patch: metav1.PatchOptions{DryRun: []string{""}},
+			create: metav1.CreateOptions{DryRun: []string{"", metav1.DryRunAll}}, update: metav1.UpdateOptions{DryRun: []string{""}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, c := range []struct {
