@@ -3,6 +3,7 @@ package framework
 import (
 	"context"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,8 +50,30 @@ func NewHydra(t testing.TB, repoRoot string) *Hydra {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(h.Stop)
+	t.Cleanup(func() {
+		// Hydra's log goes with it (Stop): a failed test shows its end, where
+		// the cause of an answer 500 is (LOG_LEVEL=warn: no request bodies).
+		if t.Failed() {
+			t.Logf("Hydra's log, its last %d bytes:\n%s", hydraLogTail, lastBytes(h.Log(), hydraLogTail))
+		}
+		h.Stop()
+	})
 	return h
+}
+
+// hydraLogTail is how much of Hydra's log a failed test shows.
+const hydraLogTail = 4 << 10
+
+// lastBytes is the last n bytes of s, from the start of a line.
+func lastBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
 }
 
 // Accepts reports whether the token endpoint grants clientID with secret an
