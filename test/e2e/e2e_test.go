@@ -125,18 +125,10 @@ func sharedCluster(t *testing.T) *env {
 func newEnv(t *testing.T, c *framework.Cluster) *env {
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("operator log:\n%s", tail(c.OperatorLog(), 60))
+			t.Logf("operator log:\n%s", framework.Tail(c.OperatorLog(), 60))
 		}
 	})
 	return &env{t: t, ctx: t.Context(), c: c}
-}
-
-func tail(s string, lines int) string {
-	parts := strings.Split(s, "\n")
-	if len(parts) > lines {
-		parts = parts[len(parts)-lines:]
-	}
-	return strings.Join(parts, "\n")
 }
 
 func (e *env) kubectl(args ...string) string {

@@ -40,7 +40,7 @@ func TestMetricsRequireAuthorization(t *testing.T) {
 				t.Fatal(err)
 			}
 			if !slices.Contains(tc.want, code) {
-				t.Errorf("status %d, want %v: %s", code, tc.want, tail(body, 3))
+				t.Errorf("status %d, want %v: %s", code, tc.want, framework.Tail(body, 3))
 			}
 			wantServed := tc.want[0] == http.StatusOK
 			if served := strings.Contains(body, "rest_client_requests_total"); served != wantServed {

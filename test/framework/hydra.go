@@ -3,7 +3,6 @@ package framework
 import (
 	"context"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -54,27 +53,15 @@ func NewHydra(t testing.TB, repoRoot string) *Hydra {
 		// Hydra's log goes with it (Stop): a failed test shows its end, where
 		// the cause of an answer 500 is (LOG_LEVEL=warn: no request bodies).
 		if t.Failed() {
-			t.Logf("Hydra's log, its last %d bytes:\n%s", hydraLogTail, lastBytes(h.Log(), hydraLogTail))
+			t.Logf("Hydra's log, its last %d lines:\n%s", hydraLogTail, Tail(h.Log(), hydraLogTail))
 		}
 		h.Stop()
 	})
 	return h
 }
 
-// hydraLogTail is how much of Hydra's log a failed test shows.
-const hydraLogTail = 4 << 10
-
-// lastBytes is the last n bytes of s, from the start of a line.
-func lastBytes(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	s = s[len(s)-n:]
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[i+1:]
-	}
-	return s
-}
+// hydraLogTail is how many lines of Hydra's log a failed test shows.
+const hydraLogTail = 40
 
 // Accepts reports whether the token endpoint grants clientID with secret an
 // access token (for scope, when set), as a consumer of the Secret would ask.
