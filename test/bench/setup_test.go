@@ -27,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
-	"github.com/apitoken-dev/apitoken-operator/pkg/backend"
 	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
@@ -44,11 +43,22 @@ var (
 	cpuWindow   = flag.Duration("cpu-window", time.Minute, "how long the operator's CPU at rest is measured, with the default resync")
 	hydraNFlag  = flag.Int("hydra-n", 0, "ApiTokens of a TokenBackend of type Hydra (a real Ory Hydra, built by hack/hydra-binary.sh) to converge in the Hydra phases, which run first; 0 skips them")
 	pairsFlag   = flag.Int("pairs", 3, "convergence pairs (a baseline run, then an operator run) timed in turn; the median of their ratios has the target")
+	profileFlag = flag.Bool("profile", false, "write CPU, allocation and heap profiles (operator and API server) next to -out: the last convergence pair, the idle window, CPU at rest. The profiled pair's figures then include the profilers' own cost")
+	warmUpFlag  = flag.Int("warm-up", 200, "ApiTokens the operator converges, and sees removed, after each start and before its timed run, so that the run measures a running operator as the baseline measures a running client; 0 times a just-started one")
 	pairNFlag   = flag.Int("pair-n", 0, "ApiTokens in each run of a convergence pair; 0 (or more than N) means N. With fewer, the operator converges the rest up to N after the last pair, for the later phases")
 	enforce     = flag.Bool("enforce", true, "fail when a metric misses its target (the CI smoke run only checks that the harness works)")
 )
 
-var scheme = runtime.NewScheme()
+var scheme = newScheme()
+
+// newScheme is the scheme of every client of the benchmark, the plain
+// client's included: the Kubernetes types and the operator's API.
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(tokensv1alpha1.AddToScheme(s))
+	return s
+}
 
 // probes is the number of latency samples per phase.
 const probes = 100
@@ -64,7 +74,6 @@ type benchRun struct {
 	// client settings (mustClient). setup prepares and cleans up around the
 	// measurements, as fast as it can.
 	admin, operator, setup client.WithWatch
-	be                     *backend.Client
 	tb                     *tokensv1alpha1.TokenBackend // the TokenBackend of every phase but the throttled one
 	r                      *report
 	n                      int
@@ -83,13 +92,12 @@ type benchRun struct {
 	loadReset           []probe           // latencies during resync
 	rot                 rotationRun       // rotation: its ApiTokens and restart targets
 	hy                  *hydraRun         // the Hydra phases: Hydra, its proxy and TokenBackend, and their measurements
+	plain               *plainClient      // convergence: the baseline's plain client, a process of its own
 }
 
 // setUp builds the binaries, starts the cluster (stopped when the test ends),
 // its clients and the Ready TokenBackend "default".
 func setUp(t *testing.T) *benchRun {
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(tokensv1alpha1.AddToScheme(scheme))
 	root, _ := filepath.Abs(filepath.Join("..", ".."))
 	bin, err := framework.BuildBinaries(root, t.TempDir())
 	mustDo(t, err)
@@ -106,13 +114,12 @@ func setUp(t *testing.T) *benchRun {
 	})
 	mustDo(t, err)
 	t.Cleanup(c.Stop)
-	be, _ := backend.New(backend.Options{URL: c.TokenServiceURL, AdminKey: c.AdminKey})
 	b := &benchRun{
 		t: t, ctx: ctx, c: c, pprofAddr: pprofAddr,
 		admin:    mustClient(t, c.AdminKubeconfig, float32(*qpsFlag), burstFor(*qpsFlag)),
 		operator: mustClient(t, c.OperatorKubeconfig, float32(*qpsFlag), burstFor(*qpsFlag)),
 		setup:    mustClient(t, c.AdminKubeconfig, -1, 0),
-		be:       be, r: &report{}, n: *nFlag,
+		r:        &report{}, n: *nFlag,
 	}
 	b.tb = framework.TokenBackendFor("default", c.TokenServiceURL, *resyncFlag)
 	b.tb.Spec.RateLimit = tokensv1alpha1.RateLimit{QPS: 5000, Burst: 5000}
@@ -139,46 +146,70 @@ func (b *benchRun) marks() logMarks {
 	return logMarks{audit: lineCount(b.t, b.c.AuditLogPath), ts: lineCount(b.t, b.c.TokenServiceLogPath())}
 }
 
-// profile fetches /debug/pprof/<what> from the operator in the background,
-// writes it next to the JSON figures and logs its top functions. The channel is
-// closed when it is done.
-func (b *benchRun) profile(what, file string) <-chan struct{} {
+// profile fetches /debug/pprof/<what> from the operator in the background and
+// writes it next to the JSON figures; its wait logs its top functions. Without
+// -profile it does nothing (nil).
+func (b *benchRun) profile(what, file string) *pendingProfile {
+	if !*profileFlag {
+		return nil
+	}
 	return fetchProfile(b.t, http.DefaultClient, "http://"+b.pprofAddr+"/debug/pprof/"+what, file)
 }
 
 // apiServerProfile is profile for the API server (its /debug/pprof, as admin):
 // the work the operator causes there, which the operator's own profile does not
 // show.
-func (b *benchRun) apiServerProfile(what, file string) <-chan struct{} {
+func (b *benchRun) apiServerProfile(what, file string) *pendingProfile {
+	if !*profileFlag {
+		return nil
+	}
 	httpClient, err := rest.HTTPClientFor(b.c.AdminConfig)
 	mustDo(b.t, err)
 	return fetchProfile(b.t, httpClient, strings.TrimSuffix(b.c.AdminConfig.Host, "/")+"/debug/pprof/"+what, file)
 }
 
-func fetchProfile(t *testing.T, httpClient *http.Client, url, file string) <-chan struct{} {
-	done := make(chan struct{})
-	path := filepath.Join(filepath.Dir(*outFlag), "bench-"+file)
+// pendingProfile is a profile being fetched into a file next to -out.
+type pendingProfile struct {
+	t     *testing.T
+	path  string
+	saved chan bool
+}
+
+func fetchProfile(t *testing.T, httpClient *http.Client, url, file string) *pendingProfile {
+	p := &pendingProfile{t: t, path: filepath.Join(filepath.Dir(*outFlag), "bench-"+file), saved: make(chan bool, 1)}
 	go func() {
-		defer close(done)
 		resp, err := httpClient.Get(url)
 		if err != nil {
 			t.Logf("profile %s: %v", file, err)
+			p.saved <- false
 			return
 		}
 		defer resp.Body.Close()
 		data, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != http.StatusOK {
 			t.Logf("profile %s: %s: %.200s", file, resp.Status, data)
+			p.saved <- false
 			return
 		}
-		if err := os.WriteFile(path, data, 0o644); err != nil {
+		if err := os.WriteFile(p.path, data, 0o644); err != nil {
 			t.Logf("profile %s: %v", file, err)
+			p.saved <- false
 			return
 		}
-		top, _ := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", path).CombinedOutput()
-		t.Logf("profile %s (%s):\n%s", file, path, top)
+		p.saved <- true
 	}()
-	return done
+	return p
+}
+
+// wait waits for the profile and logs its top functions. Callers wait after
+// what they measure: go tool pprof is a process of its own, whose CPU a timed
+// run would count (and compete with).
+func (p *pendingProfile) wait() {
+	if p == nil || !<-p.saved {
+		return
+	}
+	top, _ := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", p.path).CombinedOutput()
+	p.t.Logf("profile %s:\n%s", p.path, top)
 }
 
 // burstFor is the burst that goes with a QPS limit: twice it, as the operator's
