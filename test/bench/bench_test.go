@@ -9,8 +9,11 @@
 //	go test ./test/bench -run TestBench -v -args -n 1 -hydra-n 500 -stop-after hydraCleanup   # the Hydra phases only
 //
 // The convergence figure is the median of -pairs (3) pairs, each a baseline run
-// and then an operator run of -pair-n ApiTokens: 800 in make bench and 5,000
-// in make bench-scale, to keep their time, and N in make bench-smoke.
+// and then an operator run of -pair-n ApiTokens: 700 in make bench and 4,000
+// in make bench-scale, to keep their time, and N in make bench-smoke. The
+// baseline's writes are made by a plain client, a process of its own
+// (plain_client_test.go); both it and the operator converge -warm-up ApiTokens
+// before they are timed.
 //
 // The files follow the phases: setup (flags, cluster, clients, TokenBackend),
 // hydra (a TokenBackend of type Hydra: convergence, calls at creation and at

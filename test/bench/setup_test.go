@@ -44,7 +44,7 @@ var (
 	hydraNFlag  = flag.Int("hydra-n", 0, "ApiTokens of a TokenBackend of type Hydra (a real Ory Hydra, built by hack/hydra-binary.sh) to converge in the Hydra phases, which run first; 0 skips them")
 	pairsFlag   = flag.Int("pairs", 3, "convergence pairs (a baseline run, then an operator run) timed in turn; the median of their ratios has the target")
 	profileFlag = flag.Bool("profile", false, "write CPU, allocation and heap profiles (operator and API server) next to -out: the last convergence pair, the idle window, CPU at rest. The profiled pair's figures then include the profilers' own cost")
-	warmUpFlag  = flag.Int("warm-up", 200, "ApiTokens the operator converges, and sees removed, after each start and before its timed run, so that the run measures a running operator as the baseline measures a running client; 0 times a just-started one")
+	warmUpFlag  = flag.Int("warm-up", 150, "ApiTokens converged and removed before the timed runs: by the plain client once, by the operator after each of its starts, so that both are measured running, not just started; 0 times them as started")
 	pairNFlag   = flag.Int("pair-n", 0, "ApiTokens in each run of a convergence pair; 0 (or more than N) means N. With fewer, the operator converges the rest up to N after the last pair, for the later phases")
 	enforce     = flag.Bool("enforce", true, "fail when a metric misses its target (the CI smoke run only checks that the harness works)")
 )
