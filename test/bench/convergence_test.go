@@ -37,8 +37,9 @@ type convergencePair struct {
 	OperatorSeconds float64 `json:"operatorSeconds"`
 	Ratio           float64 `json:"ratio"`
 	// CPU per converged token in ms, by process (command name, as clusterCPU
-	// reads it): "bench" is this test process, the plain client itself in a
-	// baseline run and the creator and watcher in the operator's.
+	// reads it): "plain-client" is the baseline's writer, "manager" the
+	// operator, "bench" this test process, the creator and watcher of the
+	// ApiTokens in both runs.
 	BaselineCPU map[string]float64 `json:"baselineCpuMsPerToken"`
 	OperatorCPU map[string]float64 `json:"operatorCpuMsPerToken"`
 }

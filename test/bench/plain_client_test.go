@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,15 +72,38 @@ func decodePlainClientConfig(s string) (plainClientConfig, error) {
 	return plainClientConfig{operatorKubeconfig: words[0], tokenServiceURL: words[1], adminKey: words[2], qps: qps, workers: workers}, nil
 }
 
+// plainClientProfileEnv, when set, is where the plain client writes its CPU
+// profile over its whole life (-profile sets it): the warm-up and every
+// baseline run.
+const plainClientProfileEnv = "APITOKEN_BENCH_PLAIN_CLIENT_PROFILE"
+
 func TestMain(m *testing.M) {
 	if config, ok := os.LookupEnv(plainClientEnv); ok {
-		if err := runPlainClient(config, os.Stdin, os.Stdout); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
+		os.Exit(plainClientMain(config))
 	}
 	os.Exit(m.Run())
+}
+
+// plainClientMain runs the plain client and returns its exit code, its CPU
+// profile written first when one was asked for.
+func plainClientMain(config string) int {
+	if path := os.Getenv(plainClientProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
+	if err := runPlainClient(config, os.Stdin, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	return 0
 }
 
 // runPlainClient reads one ApiToken a line ("namespace name uid") and makes its
@@ -187,6 +211,9 @@ func (b *benchRun) startPlainClient() *plainClient {
 		operatorKubeconfig: b.c.OperatorKubeconfig, tokenServiceURL: b.c.TokenServiceURL, adminKey: b.c.AdminKey,
 		qps: *qpsFlag, workers: *workers,
 	}.encode())
+	if *profileFlag {
+		cmd.Env = append(cmd.Env, plainClientProfileEnv+"="+filepath.Join(filepath.Dir(*outFlag), "bench-plain-client.cpu.pprof"))
+	}
 	in, err := cmd.StdinPipe()
 	mustDo(t, err)
 	out, err := cmd.StdoutPipe()
