@@ -117,7 +117,7 @@ BENCH_RESYNC ?= 1m
 BENCH_SECRETS ?= 10000
 BENCH_QPS ?= -1
 BENCH_SCALE_N ?= 10000
-BENCH_HYDRA_N ?= 500
+BENCH_HYDRA_N ?= 400
 # Convergence pairs (baseline, then operator) timed in turn; the median ratio has
 # the target. Pairs of fewer ApiTokens than N keep make bench within 12 minutes
 # and make bench-scale within 20 (the operator then converges the rest up to N
@@ -126,8 +126,8 @@ BENCH_PAIRS ?= 3
 BENCH_PAIR_N ?= 700
 BENCH_SCALE_PAIR_N ?= 4000
 # More arguments for make bench and bench-scale, e.g. BENCH_ARGS=-profile for the
-# operator's and the API server's profiles (the last pair's figures then include
-# the profilers' cost), or -warm-up 0.
+# operator's, the plain client's and the API server's profiles (the CPU figures
+# then include the profilers' cost), or -warm-up 0.
 BENCH_ARGS ?=
 
 .PHONY: bench

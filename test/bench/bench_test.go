@@ -2,7 +2,7 @@
 // ServiceAccount with its production client settings, measured against the
 // physical floor on one machine. It prints one line per metric and writes JSON.
 //
-//	make bench                # N = 2000, idle window 120 s, no client-side QPS limit; 500 Hydra ApiTokens first
+//	make bench                # N = 2000, idle window 120 s, no client-side QPS limit; 400 Hydra ApiTokens first
 //	make bench-scale          # N = 10,000, every target enforced
 //	make bench-smoke          # N = 100 and 30 Hydra ApiTokens, the CI run: figures printed, targets not enforced
 //	go test ./test/bench -run TestBench -v -args -n 2000 -stop-after amplification   # convergence only

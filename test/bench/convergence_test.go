@@ -60,12 +60,9 @@ func (b *benchRun) convergence() {
 	framework.CreateNamespace(t, b.admin, "baseline", nil)
 	framework.CreateNamespace(t, b.admin, "bench", nil)
 	framework.CreateNamespace(t, b.admin, "warm-up", nil)
-	// The plain client runs from the first pair to the last, warmed up as the
-	// operator is before each of its runs; the operator is stopped meanwhile,
-	// or it would take the warm-up's ApiTokens for its own.
-	b.c.StopOperator()
+	// The plain client runs from the first pair to the last, warmed up before
+	// each of its runs as the operator is.
 	b.plain = b.startPlainClient()
-	b.warmUp("the plain client", b.plain.write)
 	defer b.plain.stop()
 	for i := range *pairsFlag {
 		// With -profile, the last pair is profiled: a profiler costs its
@@ -131,7 +128,9 @@ func (b *benchRun) profileSeconds(n int) int {
 // returns the time and the CPU per token by process, and removes its objects.
 func (b *benchRun) timeBaseline(n int, profiled bool) (float64, map[string]float64) {
 	t := b.t
+	// Stopped, or it would take the warm-up's and the run's ApiTokens for its own.
 	b.c.StopOperator()
+	b.warmUp("the plain client", b.plain.write)
 	waitQuiet(t)
 	var apiServerProfile *pendingProfile
 	if profiled {
@@ -192,8 +191,8 @@ func (b *benchRun) timeOperator(n int, profiled bool) (float64, map[string]float
 	}
 	if profiled {
 		// The operator started just before this run: its allocations so far are
-		// the convergence's (and its start's), which the CPU profile's garbage
-		// collection comes from.
+		// the convergence's (and its start's and warm-up's), which the CPU
+		// profile's garbage collection comes from.
 		b.profile("allocs", "convergence.allocs.pprof").wait()
 	}
 	return took.Seconds(), used
@@ -202,10 +201,13 @@ func (b *benchRun) timeOperator(n int, profiled bool) (float64, map[string]float
 // warmUp has the just-started operator, or the plain client, converge
 // -warm-up ApiTokens of their own namespace, then removes them (handTo hands
 // each created ApiToken to the plain client; nil for the operator, which
-// watches). An operator or a client timed seconds after its start would pay
-// what a new process pays once (heap spans, goroutine stacks, its connections
-// to the API server and the backend) on every token of the run, which a
-// running one does not.
+// watches). A process timed seconds after its start, or after a minute idle,
+// would pay on every token of the run what a running one does not: a heap
+// that has not yet grown to its size (or that the collector and the scavenger
+// gave back), goroutine stacks growing, handshakes for its connections. The
+// operator deletes its warm-up's ApiTokens as it deletes any (its finalizer,
+// the backend token); the plain client's are removed with their finalizer cut,
+// as the baseline's are.
 func (b *benchRun) warmUp(who string, handTo func(*tokensv1alpha1.ApiToken)) {
 	t, n := b.t, *warmUpFlag
 	if n <= 0 {
@@ -213,10 +215,16 @@ func (b *benchRun) warmUp(who string, handTo func(*tokensv1alpha1.ApiToken)) {
 	}
 	start := time.Now()
 	convergeWatched(t, b.admin, "warm-up", n, 15*framework.LongWait, func() { createTokens(t, b.admin, "warm-up", "w", 0, n, handTo) })
-	removeTokens(t, b.setup, "warm-up")
-	framework.Eventually(t, "the warm-up's ApiTokens are gone", framework.LongWait, func() error {
-		if left := countTokens(t, b.setup, "warm-up"); left > 0 {
-			return fmt.Errorf("%d ApiTokens left", left)
+	if handTo != nil {
+		removeTokens(t, b.setup, "warm-up")
+	} else {
+		mustDo(t, b.setup.DeleteAllOf(b.ctx, &tokensv1alpha1.ApiToken{}, client.InNamespace("warm-up")))
+	}
+	framework.Eventually(t, "the warm-up's ApiTokens and Secrets are gone", framework.LongWait, func() error {
+		secrets := &corev1.SecretList{}
+		mustDo(t, b.setup.List(b.ctx, secrets, client.InNamespace("warm-up")))
+		if left := countTokens(t, b.setup, "warm-up"); left > 0 || len(secrets.Items) > 0 {
+			return fmt.Errorf("%d ApiTokens and %d Secrets left", left, len(secrets.Items))
 		}
 		return nil
 	})

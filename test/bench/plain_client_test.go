@@ -16,7 +16,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
@@ -133,12 +135,19 @@ func runPlainClient(config string, in io.Reader, out io.Writer) error {
 		return err
 	}
 	var outMu sync.Mutex
-	tokens := make(chan *tokensv1alpha1.ApiToken)
+	// Its input is read as fast as the test process writes it: were the
+	// ApiTokens handed over only as fast as the workers take them, the pipe
+	// would fill and the test process's creates wait on it, which they do not
+	// in the operator's run.
+	tokens := make(chan *tokensv1alpha1.ApiToken, 1<<16)
 	var wg sync.WaitGroup
 	for range c.workers {
 		wg.Go(func() {
 			for at := range tokens {
-				if err := plainClientWrites(context.Background(), at, operator, be); err != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), plainClientTimeout)
+				err := plainClientWrites(ctx, at, operator, be)
+				cancel()
+				if err != nil {
 					outMu.Lock()
 					fmt.Fprintf(out, "%s/%s: %v\n", at.Namespace, at.Name, err)
 					outMu.Unlock()
@@ -162,6 +171,10 @@ func runPlainClient(config string, in io.Reader, out io.Writer) error {
 	wg.Wait()
 	return lines.Err()
 }
+
+// plainClientTimeout bounds one ApiToken's writes: a stuck request fails the
+// run rather than hanging it.
+const plainClientTimeout = time.Minute
 
 // plainClientWrites makes, for one new ApiToken, the least that leaves the same
 // objects as the operator: backend create, finalizer patch, the Secret with its
@@ -207,6 +220,8 @@ func (b *benchRun) startPlainClient() *plainClient {
 	link := filepath.Join(t.TempDir(), plainClientCommand)
 	mustDo(t, os.Symlink(self, link))
 	cmd := exec.Command(link)
+	// It dies with the test process, as the cluster's processes do.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Env = append(os.Environ(), plainClientEnv+"="+plainClientConfig{
 		operatorKubeconfig: b.c.OperatorKubeconfig, tokenServiceURL: b.c.TokenServiceURL, adminKey: b.c.AdminKey,
 		qps: *qpsFlag, workers: *workers,
@@ -232,8 +247,16 @@ func (b *benchRun) startPlainClient() *plainClient {
 	return pc
 }
 
-// write hands one created ApiToken to the plain client.
+// write hands one created ApiToken to the plain client; a plain client that
+// has exited ends the test at once, rather than after the convergence's
+// timeout.
 func (pc *plainClient) write(at *tokensv1alpha1.ApiToken) {
+	select {
+	case <-pc.ended:
+		pc.t.Errorf("plain client: exited before %s/%s was handed over", at.Namespace, at.Name)
+		return
+	default:
+	}
 	pc.mu.Lock()
 	defer pc.mu.Unlock()
 	if pc.in == nil {
@@ -255,7 +278,16 @@ func (pc *plainClient) stop() {
 		return
 	}
 	_ = in.Close()
-	<-pc.ended
+	// It ends once its workers are done with what it was handed: each write is
+	// bounded by plainClientTimeout, so a client still running after twice that
+	// is stuck, and is killed.
+	select {
+	case <-pc.ended:
+	case <-time.After(2 * plainClientTimeout):
+		pc.t.Errorf("plain client: still running %v after its input ended; killed", 2*plainClientTimeout)
+		_ = pc.cmd.Process.Kill()
+		<-pc.ended
+	}
 	if err := pc.cmd.Wait(); err != nil {
 		pc.t.Errorf("plain client: %v", err)
 	}
