@@ -9,7 +9,7 @@
 //	go test ./test/bench -run TestBench -v -args -n 1 -hydra-n 500 -stop-after hydraCleanup   # the Hydra phases only
 //
 // The convergence figure is the median of -pairs (3) pairs, each a baseline run
-// and then an operator run of -pair-n ApiTokens: 700 in make bench and 4,000
+// and then an operator run of -pair-n ApiTokens: 700 in make bench and 3,500
 // in make bench-scale, to keep their time, and N in make bench-smoke. The
 // baseline's writes are made by a plain client, a process of its own
 // (plain_client_test.go); both it and the operator converge -warm-up ApiTokens
