@@ -217,9 +217,7 @@ func (b *benchRun) reportRotation(kind string, res rotationResult, callsLimit fl
 	// them lands in the rotation's window depends on when the phases before ran
 	// (a make bench-scale on a slow machine counted 942 of them, 0.94 a
 	// rotation). Counted apart, as during the convergence.
-	rotationCalls := maps.Clone(res.backend)
-	routine := rotationCalls["GET /v1/tokens/{sid} 304"]
-	delete(rotationCalls, "GET /v1/tokens/{sid} 304")
+	rotationCalls, routine := withoutRoutineReads(res.backend)
 	calls := float64(sumCounts(rotationCalls)) / k
 	b.r.add("backend calls per rotation ("+kind+")", calls, "calls", fmt.Sprintf("<= %.2f", callsLimit), le(calls, callsLimit))
 	b.r.add("routine reads (304) during the rotation ("+kind+", separate)", float64(routine), "reads", "", nil)
