@@ -356,8 +356,9 @@ func (w *fastApiTokenWatch) watch(ctx context.Context, opts metav1.ListOptions) 
 	return w.rest.Get().Resource("apitokens").VersionedParams(&opts, metav1.ParameterCodec).Watch(ctx)
 }
 
-// newInformer is the cache's informer constructor: client-go's, with the
-// ApiToken informer's watches opened by w.
+// newInformer is the cache's informer constructor: a syncInformer (its
+// handlers run on the watch's goroutine), with the ApiToken informer's
+// watches opened by w.
 func (w *fastApiTokenWatch) newInformer(lw toolscache.ListerWatcher, obj runtime.Object, resync time.Duration, indexers toolscache.Indexers) toolscache.SharedIndexInformer {
 	if listWatch, ok := lw.(*toolscache.ListWatch); ok {
 		if _, isApiToken := obj.(*tokensv1alpha1.ApiToken); isApiToken {
@@ -366,7 +367,7 @@ func (w *fastApiTokenWatch) newInformer(lw toolscache.ListerWatcher, obj runtime
 			lw = &fast
 		}
 	}
-	return toolscache.NewSharedIndexInformer(lw, obj, resync, indexers)
+	return newSyncInformer(lw, obj, resync, indexers)
 }
 
 // newCacheWithFastApiTokenWatch is cache.New with the ApiToken informer's
