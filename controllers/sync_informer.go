@@ -34,9 +34,17 @@ import (
 // deletions (as DeletedFinalStateUnknown), then the adds and updates. A handler
 // added to a running informer is first given every cached object as added in
 // the initial list, under the same lock as the events, so that it misses none
-// and sees none twice. Handlers must return promptly and must not add or
-// remove handlers of the same informer (they would wait on the lock they
-// run under): controller-runtime's do neither.
+// and sees none twice. As in client-go, the informer has synced once its first
+// list is in the indexer (cache reads wait for that), and each handler once it
+// has been given that list.
+//
+// What a handler does, the watch waits for. controller-runtime's handlers
+// filter an event (predicates) and put keys on a work queue; the operator's
+// handlers of TokenBackend and Namespace events also list the ApiTokens
+// concerned from the cache (requestsFor), which waits for the ApiToken
+// informer's first list: that holds up the TokenBackend or Namespace watch,
+// not the ApiToken one. A handler must not add or remove handlers of its own
+// informer (they would wait on the lock it runs under).
 
 // syncInformer is a toolscache.SharedIndexInformer whose handlers run on the
 // reflector's goroutine.
@@ -47,14 +55,17 @@ type syncInformer struct {
 	indexer      toolscache.Indexer
 
 	// mu orders the changes to the indexer and their delivery to the handlers,
-	// and guards handlers, transform, watchErrorHandler and the run state.
-	mu                sync.Mutex
-	handlers          []*syncHandler
+	// and guards handlers.
+	mu       sync.Mutex
+	handlers []*syncHandler
+
+	// runMu guards the run state and what must be set before the start.
+	runMu             sync.Mutex
 	transform         toolscache.TransformFunc
 	watchErrorHandler toolscache.WatchErrorHandlerWithContext
 	started, stopped  bool
 
-	synced    chan struct{} // closed after the first list is delivered
+	synced    chan struct{} // closed once the first list is in the indexer
 	reflector atomic.Pointer[toolscache.Reflector]
 }
 
@@ -71,16 +82,45 @@ func newSyncInformer(lw toolscache.ListerWatcher, objectType runtime.Object, res
 
 // syncHandler is a registered handler: its registration handle.
 type syncHandler struct {
-	handler  toolscache.ResourceEventHandler
-	resync   bool // resyncs deliver it OnUpdate(obj, obj)
-	informer *syncInformer
+	handler toolscache.ResourceEventHandler
+	resync  bool // resyncs deliver it OnUpdate(obj, obj)
+	name    string
+	// synced is closed once the handler has been given the first list: as it
+	// is added to a synced informer, or as the first list is delivered.
+	synced chan struct{}
 }
 
-// HasSynced is true once the informer has synced: a handler is given the
-// cached objects as it is added, and the first list as it is delivered.
-func (h *syncHandler) HasSynced() bool { return h.informer.HasSynced() }
+func (h *syncHandler) HasSynced() bool { return isClosed(h.synced) }
 
-func (h *syncHandler) HasSyncedChecker() toolscache.DoneChecker { return h.informer.HasSyncedChecker() }
+func (h *syncHandler) HasSyncedChecker() toolscache.DoneChecker {
+	return doneChecker{name: h.name + " handler", done: h.synced}
+}
+
+// markSynced closes synced once (under the informer's mu).
+func (h *syncHandler) markSynced() {
+	if !isClosed(h.synced) {
+		close(h.synced)
+	}
+}
+
+// doneChecker is a toolscache.DoneChecker over a channel.
+type doneChecker struct {
+	name string
+	done chan struct{}
+}
+
+func (c doneChecker) Name() string { return c.name }
+
+func (c doneChecker) Done() <-chan struct{} { return c.done }
+
+func isClosed(done chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}
 
 func (s *syncInformer) AddEventHandler(handler toolscache.ResourceEventHandler) (toolscache.ResourceEventHandlerRegistration, error) {
 	return s.AddEventHandlerWithOptions(handler, toolscache.HandlerOptions{})
@@ -96,16 +136,19 @@ func (s *syncInformer) AddEventHandlerWithResyncPeriod(handler toolscache.Resour
 func (s *syncInformer) AddEventHandlerWithOptions(handler toolscache.ResourceEventHandler, options toolscache.HandlerOptions) (toolscache.ResourceEventHandlerRegistration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stopped {
-		return nil, fmt.Errorf("handler %v was not added to the informer: it has stopped", handler)
+	if s.IsStopped() {
+		return nil, fmt.Errorf("handler %v was not added to the %s: it has stopped", handler, s.name())
 	}
 	resync := s.resyncPeriod
 	if options.ResyncPeriod != nil {
 		resync = *options.ResyncPeriod
 	}
-	h := &syncHandler{handler: handler, resync: resync > 0, informer: s}
+	h := &syncHandler{handler: handler, resync: resync > 0, name: s.name(), synced: make(chan struct{})}
 	for _, obj := range s.indexer.List() {
 		handler.OnAdd(obj, true)
+	}
+	if s.HasSynced() {
+		h.markSynced()
 	}
 	s.handlers = append(s.handlers, h)
 	return h, nil
@@ -114,40 +157,53 @@ func (s *syncInformer) AddEventHandlerWithOptions(handler toolscache.ResourceEve
 func (s *syncInformer) RemoveEventHandler(handle toolscache.ResourceEventHandlerRegistration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, h := range s.handlers {
-		if h == handle {
+	h, ok := handle.(*syncHandler)
+	if !ok {
+		return fmt.Errorf("%T is not a registration of the %s", handle, s.name())
+	}
+	for i := range s.handlers {
+		if s.handlers[i] == h {
 			s.handlers = append(s.handlers[:i:i], s.handlers[i+1:]...)
-			return nil
+			break
 		}
 	}
-	return nil // removing twice, or a handle of another informer, is a no-op as in client-go
+	return nil // removing twice is a no-op, as in client-go
 }
 
-func (s *syncInformer) GetStore() toolscache.Store           { return s.indexer }
-func (s *syncInformer) GetIndexer() toolscache.Indexer       { return s.indexer }
-func (s *syncInformer) GetController() toolscache.Controller { return nil } // deprecated in client-go, unused
+func (s *syncInformer) GetStore() toolscache.Store     { return s.indexer }
+func (s *syncInformer) GetIndexer() toolscache.Indexer { return s.indexer }
+
+// GetController is deprecated in client-go, whose informer returns a
+// controller that does nothing but report its informer's sync; so does this.
+func (s *syncInformer) GetController() toolscache.Controller { return syncController{s} }
+
+// syncController is GetController's answer.
+type syncController struct{ s *syncInformer }
+
+func (c syncController) Run(<-chan struct{})                      {}
+func (c syncController) RunWithContext(context.Context)           {}
+func (c syncController) HasSynced() bool                          { return c.s.HasSynced() }
+func (c syncController) HasSyncedChecker() toolscache.DoneChecker { return c.s.HasSyncedChecker() }
+func (c syncController) LastSyncResourceVersion() string          { return c.s.LastSyncResourceVersion() }
 
 func (s *syncInformer) AddIndexers(indexers toolscache.Indexers) error {
 	return s.indexer.AddIndexers(indexers)
 }
 
-func (s *syncInformer) HasSynced() bool {
-	select {
-	case <-s.synced:
-		return true
-	default:
-		return false
-	}
+func (s *syncInformer) HasSynced() bool { return isClosed(s.synced) }
+
+func (s *syncInformer) HasSyncedChecker() toolscache.DoneChecker {
+	return doneChecker{name: s.name(), done: s.synced}
 }
 
-func (s *syncInformer) HasSyncedChecker() toolscache.DoneChecker { return syncedChecker{s} }
-
-// syncedChecker is the informer's HasSyncedChecker.
-type syncedChecker struct{ s *syncInformer }
-
-func (c syncedChecker) Name() string { return fmt.Sprintf("%T informer", c.s.objectType) }
-
-func (c syncedChecker) Done() <-chan struct{} { return c.s.synced }
+// name names the informer by the kind it watches (controller-runtime sets
+// the kind on the object types it gives), else by the Go type.
+func (s *syncInformer) name() string {
+	if gvk := s.objectType.GetObjectKind().GroupVersionKind(); !gvk.Empty() {
+		return gvk.Kind + " informer"
+	}
+	return fmt.Sprintf("%T informer", s.objectType)
+}
 
 func (s *syncInformer) LastSyncResourceVersion() string {
 	if r := s.reflector.Load(); r != nil {
@@ -161,8 +217,8 @@ func (s *syncInformer) SetWatchErrorHandler(handler toolscache.WatchErrorHandler
 }
 
 func (s *syncInformer) SetWatchErrorHandlerWithContext(handler toolscache.WatchErrorHandlerWithContext) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
 	if s.started {
 		return errInformerStarted
 	}
@@ -171,8 +227,8 @@ func (s *syncInformer) SetWatchErrorHandlerWithContext(handler toolscache.WatchE
 }
 
 func (s *syncInformer) SetTransform(transform toolscache.TransformFunc) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
 	if s.started {
 		return errInformerStarted
 	}
@@ -183,8 +239,8 @@ func (s *syncInformer) SetTransform(transform toolscache.TransformFunc) error {
 var errInformerStarted = errors.New("the informer has already started")
 
 func (s *syncInformer) IsStopped() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.runMu.Lock()
+	defer s.runMu.Unlock()
 	return s.stopped
 }
 
@@ -206,25 +262,25 @@ func (s *syncInformer) Run(stopCh <-chan struct{}) {
 // (client-go's figures: 800 ms doubling to 30 s, reset after 2 minutes of
 // success; Steps as client-go computes them, 30 s / 800 ms rounded up).
 func (s *syncInformer) RunWithContext(ctx context.Context) {
-	s.mu.Lock()
+	s.runMu.Lock()
 	if s.started || s.stopped {
-		s.mu.Unlock()
+		s.runMu.Unlock()
 		return
 	}
 	s.started = true
 	onError := s.watchErrorHandler
-	s.mu.Unlock()
+	s.runMu.Unlock()
 	defer func() {
-		s.mu.Lock()
+		s.runMu.Lock()
 		s.stopped = true
-		s.mu.Unlock()
+		s.runMu.Unlock()
 	}()
 	if onError == nil {
 		onError = toolscache.DefaultWatchErrorHandler
 	}
 	r := toolscache.NewReflectorWithOptions(s.lw, s.objectType, syncInformerStore{s}, toolscache.ReflectorOptions{
-		ResyncPeriod:    s.resyncPeriod,
-		TypeDescription: fmt.Sprintf("%T", s.objectType),
+		Name:         s.name(),
+		ResyncPeriod: s.resyncPeriod,
 	})
 	s.reflector.Store(r)
 	backoff := utilwait.Backoff{Duration: 800 * time.Millisecond, Cap: 30 * time.Second, Steps: 38, Factor: 2.0, Jitter: 1.0}
@@ -239,6 +295,12 @@ func (s *syncInformer) RunWithContext(ctx context.Context) {
 // syncInformerStore is the reflector's store: each change goes to the indexer,
 // then to every handler, on the reflector's goroutine.
 type syncInformerStore struct{ s *syncInformer }
+
+// Transformer makes the reflector transform a streamed list as it arrives
+// (toolscache.TransformingStore), as client-go's FIFO does, rather than hold
+// the objects whole until Replace; Replace transforms them again, as
+// client-go's does, so the cache's transforms are idempotent.
+func (st syncInformerStore) Transformer() toolscache.TransformFunc { return st.s.transform }
 
 func (st syncInformerStore) Add(obj any) error    { return st.s.upsert(obj) }
 func (st syncInformerStore) Update(obj any) error { return st.s.upsert(obj) }
@@ -305,6 +367,9 @@ func (st syncInformerStore) Replace(list []any, resourceVersion string) error {
 		return err
 	}
 	initial := !s.HasSynced()
+	if initial {
+		close(s.synced) // the cache holds the list: reads need not wait for the handlers
+	}
 	for _, h := range s.handlers {
 		for _, d := range deletions {
 			h.handler.OnDelete(d)
@@ -316,9 +381,7 @@ func (st syncInformerStore) Replace(list []any, resourceVersion string) error {
 				h.handler.OnAdd(c.new, initial)
 			}
 		}
-	}
-	if initial {
-		close(s.synced)
+		h.markSynced()
 	}
 	return nil
 }
@@ -329,12 +392,16 @@ func (st syncInformerStore) Resync() error {
 	s := st.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	objects := s.indexer.List()
+	var objects []any
 	for _, h := range s.handlers {
-		if h.resync {
-			for _, obj := range objects {
-				h.handler.OnUpdate(obj, obj)
-			}
+		if !h.resync {
+			continue
+		}
+		if objects == nil {
+			objects = s.indexer.List()
+		}
+		for _, obj := range objects {
+			h.handler.OnUpdate(obj, obj)
 		}
 	}
 	return nil
@@ -371,7 +438,8 @@ func (s *syncInformer) upsert(obj any) error {
 	return nil
 }
 
-// transformed is obj through the informer's transform, set before it started.
+// transformed is obj through the informer's transform, set before it started
+// (RunWithContext reads the run state under runMu before the reflector starts).
 func (s *syncInformer) transformed(obj any) (any, error) {
 	if s.transform == nil {
 		return obj, nil

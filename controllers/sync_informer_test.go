@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -58,16 +59,35 @@ func (h *recordingHandler) seen() []string {
 	return slices.Clone(h.events)
 }
 
-// waitFor waits until the handler has recorded want, in that order.
+// waitFor waits until the handler has recorded want, in that order. The
+// deliveries of one list come in no set order (a streamed list is gathered in
+// a map before it is delivered): an entry "x | y" is a group of deliveries in
+// any order.
 func (h *recordingHandler) waitFor(t *testing.T, want ...string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !slices.Equal(h.seen(), want) {
+	for !matchesInGroups(h.seen(), want) {
 		if time.Now().After(deadline) {
 			t.Fatalf("deliveries:\n got %q\nwant %q", h.seen(), want)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// matchesInGroups reports whether seen is want's groups, each in any order.
+func matchesInGroups(seen, want []string) bool {
+	for _, group := range want {
+		members := strings.Split(group, " | ")
+		if len(seen) < len(members) {
+			return false
+		}
+		got := slices.Sorted(slices.Values(seen[:len(members)]))
+		if !slices.Equal(got, slices.Sorted(slices.Values(members))) {
+			return false
+		}
+		seen = seen[len(members):]
+	}
+	return len(seen) == 0
 }
 
 func describe(obj any) string {
@@ -182,21 +202,14 @@ func TestSyncInformerDeliversEventsInOrderAsClientGoDoes(t *testing.T) {
 	server := newFakeServer(tokenList("10", informerToken("a", "1"), informerToken("b", "2")))
 	informer, early := startInformer(t, server)
 	w := server.nextWatch(t)
-	early.waitFor(t, "add a@1 transformed initial=true", "add b@2 transformed initial=true")
-	if !informer.HasSynced() {
-		t.Fatal("HasSynced is false after the first list was delivered")
-	}
-	select {
-	case <-informer.HasSyncedChecker().Done():
-	default:
-		t.Fatal("HasSyncedChecker is not done after the first list was delivered")
-	}
+	early.waitFor(t, "add a@1 transformed initial=true | add b@2 transformed initial=true")
+	waitDone(t, informer.HasSyncedChecker())
 
 	w.Add(informerToken("c", "11"))
 	w.Modify(informerToken("a", "12"))
 	w.Add(informerToken("b", "13")) // an add of a cached object is an update
 	w.Delete(informerToken("c", "14"))
-	early.waitFor(t, "add a@1 transformed initial=true", "add b@2 transformed initial=true",
+	early.waitFor(t, "add a@1 transformed initial=true | add b@2 transformed initial=true",
 		"add c@11 transformed initial=false", "update a@12 transformed from 1", "update b@13 transformed from 2", "delete c@14 transformed")
 
 	keys := informer.GetStore().ListKeys()
@@ -230,9 +243,59 @@ func TestSyncInformerGivesALateHandlerTheCacheFirst(t *testing.T) {
 
 	mustNot(t, informer.RemoveEventHandler(registration))
 	w.Modify(informerToken("b", "12"))
-	early.waitFor(t, "add a@1 transformed initial=true", "add b@11 transformed initial=false", "update b@12 transformed from 11")
+	// Each event goes to the handlers in the order they were added: once the
+	// early one has the next event, the late one would have had this one.
+	w.Add(informerToken("c", "13"))
+	early.waitFor(t, "add a@1 transformed initial=true", "add b@11 transformed initial=false",
+		"update b@12 transformed from 11", "add c@13 transformed initial=false")
 	if got := late.seen(); len(got) != 2 {
 		t.Errorf("a removed handler got %q", got[2:])
+	}
+	// A registration of another informer is an error, as in client-go.
+	type otherRegistration struct {
+		toolscache.ResourceEventHandlerRegistration
+	}
+	if err := informer.RemoveEventHandler(otherRegistration{}); err == nil {
+		t.Error("RemoveEventHandler of a registration it did not return did not fail")
+	}
+}
+
+// A handler added before the first list has synced once it has been given the
+// list, not when the cache holds it: controller-runtime's sources wait on the
+// handler's registration before their controller starts its workers.
+func TestSyncInformerHandlerSyncsAfterItsInitialList(t *testing.T) {
+	server := newFakeServer(tokenList("10", informerToken("a", "1")))
+	informer := newSyncInformer(server.listWatch(), &tokensv1alpha1.ApiToken{}, 0, toolscache.Indexers{})
+	release := make(chan struct{})
+	inInitialAdd := make(chan struct{})
+	registration, err := informer.AddEventHandler(toolscache.ResourceEventHandlerFuncs{AddFunc: func(any) {
+		close(inInitialAdd)
+		<-release
+	}})
+	mustNot(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { informer.RunWithContext(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	<-inInitialAdd
+	// The cache holds the list, so reads need not wait; the handler has not
+	// had all of it yet.
+	waitDone(t, informer.HasSyncedChecker())
+	if registration.HasSynced() {
+		t.Error("the handler's registration synced while its initial add was running")
+	}
+	close(release)
+	waitDone(t, registration.HasSyncedChecker())
+}
+
+// waitDone waits for a DoneChecker, at most 10 s.
+func waitDone(t *testing.T, checker toolscache.DoneChecker) {
+	t.Helper()
+	select {
+	case <-checker.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: not done after 10 s", checker.Name())
 	}
 }
 
@@ -243,13 +306,13 @@ func TestSyncInformerRelistDeletesWhatIsGoneAndUpdatesTheRest(t *testing.T) {
 		tokenList("20", informerToken("b", "15"), informerToken("c", "16")))
 	informer, early := startInformer(t, server)
 	w := server.nextWatch(t)
-	early.waitFor(t, "add a@1 transformed initial=true", "add b@2 transformed initial=true")
+	early.waitFor(t, "add a@1 transformed initial=true | add b@2 transformed initial=true")
 
 	// 410 Gone: the reflector lists again.
 	w.Error(&apierrors.NewResourceExpired("too old resource version").ErrStatus)
 	server.nextWatch(t)
-	early.waitFor(t, "add a@1 transformed initial=true", "add b@2 transformed initial=true",
-		"delete-unknown a@1 transformed", "update b@15 transformed from 2", "add c@16 transformed initial=false")
+	early.waitFor(t, "add a@1 transformed initial=true | add b@2 transformed initial=true",
+		"delete-unknown a@1 transformed", "update b@15 transformed from 2 | add c@16 transformed initial=false")
 	keys := informer.GetStore().ListKeys()
 	slices.Sort(keys)
 	if want := []string{"ns/b", "ns/c"}; !slices.Equal(keys, want) {
@@ -299,8 +362,9 @@ func TestSyncInformerReportsWatchErrors(t *testing.T) {
 		}
 	}))
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go informer.RunWithContext(ctx)
+	done := make(chan struct{})
+	go func() { informer.RunWithContext(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
 	select {
 	case err := <-failed:
 		if !apierrors.IsForbidden(err) {
