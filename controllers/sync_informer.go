@@ -19,8 +19,8 @@ import (
 // a FIFO that another goroutine pops (to update the cache and fan the event
 // out), into each handler's buffer, which two more goroutines pass on. That
 // decouples handlers that are slow, or that call back into the informer, from
-// the watch. The operator's handlers are neither: controller-runtime's only
-// filter an event (predicates) and put a key on a work queue. While tokens
+// the watch. The operator's handlers are neither (below): controller-runtime's
+// filter an event (predicates) and put keys on a work queue. While tokens
 // converge, every new token brings four events (the ApiToken created, its
 // finalizer, its status; its Secret), and each hand-off to a goroutine that
 // sleeps costs a wake-up: with the FIFO and the buffers, the operator spent
