@@ -217,22 +217,22 @@ func (s *syncInformer) SetWatchErrorHandler(handler toolscache.WatchErrorHandler
 }
 
 func (s *syncInformer) SetWatchErrorHandlerWithContext(handler toolscache.WatchErrorHandlerWithContext) error {
-	s.runMu.Lock()
-	defer s.runMu.Unlock()
-	if s.started {
-		return errInformerStarted
-	}
-	s.watchErrorHandler = handler
-	return nil
+	return s.beforeStart(func() { s.watchErrorHandler = handler })
 }
 
 func (s *syncInformer) SetTransform(transform toolscache.TransformFunc) error {
+	return s.beforeStart(func() { s.transform = transform })
+}
+
+// beforeStart runs set, a setting that must not change once the informer
+// runs, or refuses it after the start.
+func (s *syncInformer) beforeStart(set func()) error {
 	s.runMu.Lock()
 	defer s.runMu.Unlock()
 	if s.started {
 		return errInformerStarted
 	}
-	s.transform = transform
+	set()
 	return nil
 }
 
