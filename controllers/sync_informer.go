@@ -345,12 +345,9 @@ func (st syncInformerStore) Replace(list []any, resourceVersion string) error {
 			return err
 		}
 		listed[key] = struct{}{}
-		old, exists, err := s.indexer.GetByKey(key)
+		old, _, err := s.indexer.GetByKey(key) // nil when not cached
 		if err != nil {
 			return err
-		}
-		if !exists {
-			old = nil
 		}
 		changes = append(changes, change{old: old, new: obj})
 	}
