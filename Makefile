@@ -114,7 +114,7 @@ crash-trials: hydra-binary ## The long randomized crash-consistency run, CRASH_T
 .PHONY: fuzz
 fuzz: ## Run each fuzz target for its count of inputs (FUZZ_TARGETS), or for FUZZTIME.
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; rest=$${t#*:}; fn=$${rest%%:*}; count=$${rest##*:}; \
-		budget="$(FUZZTIME)"; budget=$${budget:-$${count}x}; \
+		budget=$(or $(FUZZTIME),$${count}x); \
 		echo "fuzz $$pkg $$fn ($$budget)"; go test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $$budget -fuzzminimizetime 1s || exit 1; done
 
 BENCH_N ?= 2000
