@@ -264,3 +264,43 @@ func TestKubeAPIFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestSetMaxProcs(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	defer runtime.GOMAXPROCS(before)
+	for _, tc := range []struct {
+		name       string
+		gomaxprocs string
+		flag       int
+		want       int // GOMAXPROCS in effect afterwards; 0: as before the call
+		from       string
+		fails      bool
+	}{
+		{name: "the operator's default", flag: defaultMaxProcs, want: 1, from: "--max-procs"},
+		{name: "more from the flag", flag: 3, want: 3, from: "--max-procs"},
+		{name: "0 keeps Go's default", flag: 0, from: "Go's default"},
+		{name: "GOMAXPROCS in the environment wins", gomaxprocs: "4", flag: 1, from: "GOMAXPROCS"},
+		{name: "negative", flag: -1, fails: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runtime.GOMAXPROCS(5) // as the runtime might have set it
+			got, from, err := setMaxProcs(tc.gomaxprocs, tc.flag)
+			if (err != nil) != tc.fails {
+				t.Fatalf("error %v, want failure %v", err, tc.fails)
+			}
+			if tc.fails {
+				if runtime.GOMAXPROCS(0) != 5 {
+					t.Errorf("a rejected --max-procs changed GOMAXPROCS to %d", runtime.GOMAXPROCS(0))
+				}
+				return
+			}
+			want := tc.want
+			if want == 0 {
+				want = 5
+			}
+			if got != want || from != tc.from || runtime.GOMAXPROCS(0) != want {
+				t.Errorf("got %d from %q, in effect %d; want %d from %q", got, from, runtime.GOMAXPROCS(0), want, tc.from)
+			}
+		})
+	}
+}
