@@ -65,7 +65,7 @@ var renderCases = map[string]struct {
 			d := ofKind(objs, "Deployment")[0]
 			wantContainer(t, d, "image", "apitoken-operator:0.1.0")
 			wantArgs(t, d, []string{"--leader-elect", "--metrics-bind-address=:8443", "--health-probe-bind-address=:8081",
-				"--max-concurrent-reconciles=10", "--gc-min-heap=40Mi", "--kube-api-qps=-1", "--kube-api-burst=200", "--kube-api-compression=false", "--zap-log-level=info"})
+				"--max-concurrent-reconciles=10", "--gc-min-heap=40Mi", "--max-procs=1", "--kube-api-qps=-1", "--kube-api-burst=200", "--kube-api-compression=false", "--zap-log-level=info"})
 			wantRestricted(t, d)
 			for _, crd := range ofKind(objs, "CustomResourceDefinition") {
 				if crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
@@ -104,7 +104,7 @@ var renderCases = map[string]struct {
 			d := ofKind(objs, "Deployment")[0]
 			wantContainer(t, d, "image", "apitoken-operator@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
 			wantArgs(t, d, []string{"--metrics-bind-address=:8443", "--health-probe-bind-address=:8081",
-				"--max-concurrent-reconciles=10", "--gc-min-heap=40Mi", "--kube-api-qps=-1", "--kube-api-burst=200", "--kube-api-compression=true", "--zap-log-level=info"})
+				"--max-concurrent-reconciles=10", "--gc-min-heap=40Mi", "--max-procs=1", "--kube-api-qps=-1", "--kube-api-burst=200", "--kube-api-compression=true", "--zap-log-level=info"})
 		},
 	},
 	"plain HTTP metrics": {
