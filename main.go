@@ -26,7 +26,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/rest"
@@ -110,12 +112,12 @@ func main() {
 		log.Error(err, "unable to start")
 		os.Exit(1)
 	}
-	procs, procsFrom, err := setMaxProcs(os.Getenv("GOMAXPROCS"), f.maxProcs)
+	procs, procsFrom, err := maxProcsFor(os.Getenv("GOMAXPROCS"), f.maxProcs)
 	if err != nil {
 		log.Error(err, "unable to start")
 		os.Exit(1)
 	}
-	log.Info("Go scheduler", "GOMAXPROCS", procs, "from", procsFrom)
+	log.Info("Go scheduler", "GOMAXPROCS", runtime.GOMAXPROCS(0), "then", procs, "from", procsFrom)
 	gcPercent, gcFrom := setGCPercent(os.Getenv("GOGC"), minHeap)
 	log.Info("Go garbage collector", "GOGC", gcPercent, "from", gcFrom)
 	if limit, from := setMemoryLimit(os.Getenv("GOMEMLIMIT"), cgroupMemoryLimit()); limit > 0 {
@@ -160,6 +162,11 @@ func main() {
 	if certWatcher != nil {
 		if err := mgr.Add(certWatcher); err != nil {
 			exit(err, "unable to watch the metrics certificate")
+		}
+	}
+	if procs > 0 {
+		if err := mgr.Add(procsAfterStartup{procs: procs, after: time.After, set: runtime.GOMAXPROCS}); err != nil {
+			exit(err, "unable to set up the Go scheduler")
 		}
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

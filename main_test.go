@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
 	"os"
@@ -8,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -265,42 +267,52 @@ func TestKubeAPIFlags(t *testing.T) {
 	}
 }
 
-func TestSetMaxProcs(t *testing.T) {
-	before := runtime.GOMAXPROCS(0)
-	defer runtime.GOMAXPROCS(before)
+func TestMaxProcsFor(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		gomaxprocs string
 		flag       int
-		want       int // GOMAXPROCS in effect afterwards; 0: as before the call
+		want       int // after the start-up passes; 0: the runtime's left as it is
 		from       string
 		fails      bool
 	}{
-		{name: "the operator's default", flag: defaultMaxProcs, want: 1, from: "--max-procs"},
-		{name: "more from the flag", flag: 3, want: 3, from: "--max-procs"},
+		{name: "the operator's default", flag: defaultMaxProcs, want: 1, from: "--max-procs, after the leader's start-up passes"},
+		{name: "more from the flag", flag: 3, want: 3, from: "--max-procs, after the leader's start-up passes"},
 		{name: "0 keeps Go's default", flag: 0, from: "Go's default"},
 		{name: "GOMAXPROCS in the environment wins", gomaxprocs: "4", flag: 1, from: "GOMAXPROCS"},
 		{name: "negative", flag: -1, fails: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			runtime.GOMAXPROCS(5) // as the runtime might have set it
-			got, from, err := setMaxProcs(tc.gomaxprocs, tc.flag)
+			got, from, err := maxProcsFor(tc.gomaxprocs, tc.flag)
 			if (err != nil) != tc.fails {
 				t.Fatalf("error %v, want failure %v", err, tc.fails)
 			}
-			if tc.fails {
-				if runtime.GOMAXPROCS(0) != 5 {
-					t.Errorf("a rejected --max-procs changed GOMAXPROCS to %d", runtime.GOMAXPROCS(0))
-				}
-				return
-			}
-			want := tc.want
-			if want == 0 {
-				want = 5
-			}
-			if got != want || from != tc.from || runtime.GOMAXPROCS(0) != want {
-				t.Errorf("got %d from %q, in effect %d; want %d from %q", got, from, runtime.GOMAXPROCS(0), want, tc.from)
+			if !tc.fails && (got != tc.want || from != tc.from) {
+				t.Errorf("got %d from %q; want %d from %q", got, from, tc.want, tc.from)
 			}
 		})
+	}
+}
+
+// The leader keeps Go's threads for its start-up passes, then drops to
+// --max-procs; a leader stopped before then changes nothing.
+func TestProcsAfterStartup(t *testing.T) {
+	fire := make(chan time.Time, 1)
+	var waited time.Duration
+	var set []int
+	p := procsAfterStartup{procs: 1,
+		after: func(d time.Duration) <-chan time.Time { waited = d; return fire },
+		set:   func(n int) int { set = append(set, n); return 2 }}
+	if !p.NeedLeaderElection() {
+		t.Fatal("runs on every replica; the start-up passes are the leader's")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := p.Start(ctx); err != nil || len(set) > 0 {
+		t.Fatalf("stopped before the start-up passes: error %v, GOMAXPROCS set to %v", err, set)
+	}
+	fire <- time.Now()
+	if err := p.Start(t.Context()); err != nil || waited != startupProcsFor || !slices.Equal(set, []int{1}) {
+		t.Errorf("error %v, waited %v, GOMAXPROCS set to %v; want %v, then [1]", err, waited, set, startupProcsFor)
 	}
 }

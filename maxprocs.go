@@ -1,8 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"runtime"
+	"time"
 )
 
 // The operator's work is waiting: on the API server's answers and watches, on
@@ -19,23 +20,53 @@ import (
 // (about 2 ms per token) for hundreds of tokens a second, more than the API
 // server takes, so a second one buys no throughput. Go's default (the node's
 // CPUs, or the container's CPU limit, at least 2) stays available with
-// --max-procs=0, and GOMAXPROCS in the environment wins over both.
+// --max-procs=0, and GOMAXPROCS in the environment wins over both. The
+// operator starts with Go's default and drops to --max-procs five seconds
+// after it becomes the leader (procsAfterStartup).
 
 // defaultMaxProcs is --max-procs unless given.
 const defaultMaxProcs = 1
 
-// setMaxProcs applies --max-procs (0: Go's default) unless GOMAXPROCS is set
-// (the runtime has read it already); it returns the value in effect and where
-// it came from.
-func setMaxProcs(gomaxprocs string, maxProcs int) (int, string, error) {
+// maxProcsFor decides --max-procs (0: Go's default) unless GOMAXPROCS is set
+// (the runtime has read it already): the number of threads to run Go code on
+// once the start-up passes are done (procsAfterStartup), 0 to leave the
+// runtime's as it is, and where the value in effect comes from.
+func maxProcsFor(gomaxprocs string, maxProcs int) (int, string, error) {
 	switch {
 	case maxProcs < 0:
 		return 0, "", fmt.Errorf("--max-procs %d: want 0 (Go's default) or more", maxProcs)
 	case gomaxprocs != "":
-		return runtime.GOMAXPROCS(0), "GOMAXPROCS", nil
+		return 0, "GOMAXPROCS", nil
 	case maxProcs == 0:
-		return runtime.GOMAXPROCS(0), "Go's default", nil
+		return 0, "Go's default", nil
 	}
-	runtime.GOMAXPROCS(maxProcs)
-	return maxProcs, "--max-procs", nil
+	return maxProcs, "--max-procs, after the leader's start-up passes", nil
+}
+
+// startupProcsFor is how long, after it becomes the leader, the operator keeps
+// Go's default number of threads before it drops to --max-procs. The new
+// leader's first passes check every cached ApiToken at once (10,000 in make
+// bench-scale): work for the CPU, not waiting, which one thread makes a token
+// created meanwhile wait for (its first pass was 300-460 ms late with one
+// thread from the start, 50-110 ms with two). A second or two does them on two
+// threads; five leave a margin.
+const startupProcsFor = 5 * time.Second
+
+// procsAfterStartup is a leader-elected runnable that sets GOMAXPROCS to procs
+// once the leader's start-up passes have had startupProcsFor.
+type procsAfterStartup struct {
+	procs int
+	after func(time.Duration) <-chan time.Time // time.After
+	set   func(int) int                        // runtime.GOMAXPROCS
+}
+
+func (p procsAfterStartup) NeedLeaderElection() bool { return true }
+
+func (p procsAfterStartup) Start(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case <-p.after(startupProcsFor):
+		p.set(p.procs)
+	}
+	return nil
 }
