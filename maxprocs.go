@@ -47,9 +47,10 @@ func maxProcsFor(gomaxprocs string, maxProcs int) (int, string, error) {
 // Go's default number of threads before it drops to --max-procs. The new
 // leader's first passes check every cached ApiToken at once (10,000 in make
 // bench-scale): work for the CPU, not waiting, which one thread makes a token
-// created meanwhile wait for (its first pass was 300-460 ms late with one
-// thread from the start, 50-110 ms with two). A second or two does them on two
-// threads; five leave a margin.
+// created meanwhile wait for. make bench-scale's first probes after a restart
+// took 300-460 ms with one thread from the start, and mostly 50-110 ms with
+// Go's default in earlier sessions; with this rule 120-230 ms in two runs, so it
+// helps without settling that target (README "Performance", session 18).
 const startupProcsFor = 5 * time.Second
 
 // procsAfterStartup is a leader-elected runnable that sets GOMAXPROCS to procs
