@@ -69,6 +69,8 @@ type ApiTokenReconciler struct {
 	reads *readSchedule
 	// owned holds the backend tokens confirmed as each ApiToken's (ownership.go).
 	owned *ownedTokens
+	// startup lets the new leader's re-checks through one at a time (startup_gate.go).
+	startup *startupGate
 }
 
 // RBAC: only the verbs the code sends (test/e2e TestOperatorRBACMatchesItsRequests
@@ -100,6 +102,14 @@ func (r *ApiTokenReconciler) Reconcile(ctx context.Context, req ctrl.Request) (r
 	lease, ok := r.reads.claim(at)
 	if !ok {
 		return ctrl.Result{}, nil // its reader's read is in flight; the read's end queues it
+	}
+	if lease.firstPass && looksSettled(at, r.Clock.Now()) {
+		leave, err := r.startup.enter(ctx)
+		if err != nil {
+			lease.end(at, 0, false, specSum{})
+			return ctrl.Result{}, err
+		}
+		defer leave() // after the status patch below
 	}
 	p := &pass{at: at, original: at.DeepCopy(), reads: lease}
 	defer func() {
@@ -443,6 +453,7 @@ func (r *ApiTokenReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		r.SecretWriter = r.Client
 	}
 	r.owned = newOwnedTokens()
+	r.startup = newStartupGate(r.Clock)
 	r.reads = newReadSchedule(r.Registry, r.Clock, r.MaxConcurrentReconciles)
 	r.Registry.onRemove(r.reads.dropBackend)
 	// ApiTokens are not indexed by backend: an index costs every cached ApiToken

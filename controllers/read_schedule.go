@@ -143,7 +143,7 @@ func (s *readSchedule) claim(at *tokensv1alpha1.ApiToken) (*readLease, bool) {
 		heap.Remove(&s.readers[e.backend].due, e.index)
 	}
 	e.holder = heldByPass
-	return &readLease{schedule: s, entry: e}, true
+	return &readLease{schedule: s, entry: e, firstPass: !e.lastKnown}, true
 }
 
 // entryLocked returns the ApiToken's entry, made on first sight. A name that now
@@ -241,6 +241,8 @@ type readLease struct {
 	schedule *readSchedule
 	entry    *readEntry
 	gone     bool
+	// firstPass: this process has not passed over the token before.
+	firstPass bool
 }
 
 // lastRead is when this process last read the token; zero when this pass must

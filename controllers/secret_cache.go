@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -111,32 +112,77 @@ func dataOwnership(entries []metav1.ManagedFieldsEntry) (ours []string, others b
 	return slices.Compact(ours), others
 }
 
-// touchedFields parses one managedFields entry: the data keys it set, and
-// whether it set one of the operator's credentials annotations.
+// touchedFields reads one managedFields entry: the data keys it set, and
+// whether it set one of the operator's credentials annotations. Every pass
+// reads its Secret's entries; those of the cache are few distinct ones, shared
+// between Secrets, which compactManagedFields parsed once as it made them and
+// left in touchedMemo. The keys returned may be shared: callers copy before
+// they change them.
 func touchedFields(f *metav1.FieldsV1) (dataKeys []string, credentialsAnnotations bool) {
 	if f == nil {
 		return nil, false
 	}
+	t, ok := touchedMemo.get(f.GetRawBytes())
+	if !ok {
+		t = parseTouchedFields(f.GetRawBytes())
+	}
+	return t.dataKeys, t.credentialsAnnotations
+}
+
+type touched struct {
+	dataKeys               []string
+	credentialsAnnotations bool
+}
+
+func parseTouchedFields(raw []byte) touched {
 	var fields struct {
 		Data     map[string]json.RawMessage `json:"f:data"`
 		Metadata struct {
 			Annotations map[string]json.RawMessage `json:"f:annotations"`
 		} `json:"f:metadata"`
 	}
-	if err := json.Unmarshal(f.GetRawBytes(), &fields); err != nil {
-		return nil, true // unreadable: as if someone else had set it
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return touched{credentialsAnnotations: true} // unreadable: as if someone else had set it
 	}
+	var t touched
 	for k := range fields.Data {
 		if key, ok := strings.CutPrefix(k, "f:"); ok {
-			dataKeys = append(dataKeys, key)
+			t.dataKeys = append(t.dataKeys, key)
 		}
 	}
 	for k := range fields.Metadata.Annotations {
 		if k == "f:"+credentialsGenerationAnnotation || k == "f:"+credentialsHashAnnotation {
-			credentialsAnnotations = true
+			t.credentialsAnnotations = true
 		}
 	}
-	return dataKeys, credentialsAnnotations
+	return t
+}
+
+// touchedMemo holds the cache's compacted managedFields entries, parsed, by
+// their text: up to maxTouchedMemo of them (one per set of data keys and
+// manager; beyond it, as for Secrets read from the API, each read parses).
+var touchedMemo = &memo[touched]{entries: map[string]touched{}}
+
+const maxTouchedMemo = 512
+
+type memo[V any] struct {
+	mu      sync.RWMutex
+	entries map[string]V
+}
+
+func (m *memo[V]) get(key []byte) (V, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	v, ok := m.entries[string(key)] // no copy of key for the lookup
+	return v, ok
+}
+
+func (m *memo[V]) put(key []byte, v V) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.entries) < maxTouchedMemo {
+		m.entries[string(key)] = v
+	}
 }
 
 // secretCacheTransform is how the cache keeps the Secrets that carry the
@@ -236,7 +282,11 @@ func uncompactSecret(s *metav1.PartialObjectMetadata) {
 func compactManagedFields(entries []metav1.ManagedFieldsEntry) []metav1.ManagedFieldsEntry {
 	var out []metav1.ManagedFieldsEntry
 	for _, e := range entries {
-		keys, annotations := touchedFields(e.FieldsV1)
+		if e.FieldsV1 == nil {
+			continue
+		}
+		t := parseTouchedFields(e.FieldsV1.GetRawBytes())
+		keys, annotations := t.dataKeys, t.credentialsAnnotations
 		if len(keys) == 0 && !annotations {
 			continue
 		}
@@ -249,6 +299,7 @@ func compactManagedFields(entries []metav1.ManagedFieldsEntry) []metav1.ManagedF
 			fields["f:metadata"] = map[string]any{"f:annotations": map[string]struct{}{"f:" + credentialsHashAnnotation: {}}}
 		}
 		raw, _ := json.Marshal(fields)
+		touchedMemo.put(raw, t)
 		out = append(out, metav1.ManagedFieldsEntry{Manager: e.Manager, FieldsType: "FieldsV1", FieldsV1: sharedFieldsV1(string(raw))})
 	}
 	if len(out) == 1 {

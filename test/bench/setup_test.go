@@ -87,6 +87,7 @@ type benchRun struct {
 	window              logMarks          // idle window
 	restarted           time.Time         // restart: when the operator was started again
 	leading             time.Time         // restart: when the restarted operator was seen to lead
+	restartProfile      *pendingProfile   // restart: the new leader's first 10 s (-profile)
 	atRestart           logMarks          // restart
 	loadCreate          []probe           // latencies during resync
 	loadReset           []probe           // latencies during resync
