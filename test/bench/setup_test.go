@@ -131,6 +131,9 @@ func setUp(t *testing.T) *benchRun {
 // waitLeader waits until the operator reports that it leads.
 func (b *benchRun) waitLeader() {
 	framework.Eventually(b.t, "the restarted operator leads", 2*framework.LongWait, func() error {
+		if b.c.OperatorExited() {
+			b.t.Fatalf("the operator exited; the end of its log:\n%s", lastLines(b.c.OperatorLog(), 40))
+		}
 		body, err := operatorMetrics(b.c.OperatorMetricsURL)
 		if err != nil {
 			return err
@@ -140,6 +143,12 @@ func (b *benchRun) waitLeader() {
 		}
 		return nil
 	})
+}
+
+// lastLines is the last n lines of text.
+func lastLines(text string, n int) string {
+	lines := strings.Split(strings.TrimRight(text, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // marks are the current ends of the audit log and of tokenservice's log.

@@ -236,6 +236,9 @@ func (c *Cluster) StopOperator() { c.operator.Stop() }
 // KillOperator kills the operator at once (SIGKILL), as a crash would.
 func (c *Cluster) KillOperator() { c.operator.Kill() }
 
+// OperatorExited reports whether the operator process has ended.
+func (c *Cluster) OperatorExited() bool { return c.operator.Exited() }
+
 // OperatorLog returns everything the operator has logged.
 func (c *Cluster) OperatorLog() string {
 	b, _ := os.ReadFile(filepath.Join(c.opts.Dir, "operator.log"))
