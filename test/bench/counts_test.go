@@ -19,6 +19,7 @@ import (
 // logMarks are line positions in the audit log and in tokenservice's log.
 type logMarks struct{ audit, ts int }
 
+// lineCount counts the complete lines of a file (0 when it cannot be read).
 func lineCount(t *testing.T, path string) int {
 	f, err := os.Open(path)
 	if err != nil {
@@ -26,15 +27,32 @@ func lineCount(t *testing.T, path string) int {
 	}
 	defer f.Close()
 	n := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
-	for sc.Scan() {
-		n++
-	}
+	_ = eachCompleteLine(f, func([]byte) bool { n++; return true })
 	return n
 }
 
-// eachLine calls f for lines [from, to) of a file; to < 0 means to its end. A
+// eachCompleteLine calls f for each line of r that ends in a newline, until f
+// returns false. The logs are read while their writers append to them: a last
+// line without its newline is still being written, and is left for a later
+// read.
+func eachCompleteLine(r io.Reader, f func([]byte) bool) error {
+	br := bufio.NewReaderSize(r, 1<<20)
+	for {
+		line, err := br.ReadBytes('\n')
+		if err == io.EOF {
+			return nil // no line, or one not yet written to its end
+		}
+		if err != nil {
+			return err
+		}
+		if !f(line[:len(line)-1]) {
+			return nil
+		}
+	}
+}
+
+// eachLine calls f for lines [from, to) of a file; to < 0 means to its last
+// complete line (eachCompleteLine). A
 // count built on data that was not read must not print 0 and pass: it fails when
 // the file cannot be read to its end, when it is shorter than the range (it was
 // rotated or truncated), or when the range is empty.
@@ -45,15 +63,18 @@ func eachLine(t *testing.T, path string, from, to int, f func([]byte)) {
 		t.Fatal(err)
 	}
 	defer file.Close()
-	sc := bufio.NewScanner(file)
-	sc.Buffer(make([]byte, 1<<20), 1<<24)
 	i := 0
-	for ; sc.Scan() && (to < 0 || i < to); i++ {
-		if i >= from {
-			f(sc.Bytes())
+	err = eachCompleteLine(file, func(line []byte) bool {
+		if to >= 0 && i >= to {
+			return false
 		}
-	}
-	if err := sc.Err(); err != nil {
+		if i >= from {
+			f(line)
+		}
+		i++
+		return true
+	})
+	if err != nil {
 		t.Fatalf("%s: read to line %d: %v", path, i, err)
 	}
 	if i <= from || (to >= 0 && i < to) {

@@ -4,6 +4,7 @@ package bench
 // itself skips there without -n).
 
 import (
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -46,5 +47,23 @@ func TestBusiestWindowSlides(t *testing.T) {
 	times := []time.Time{at(19000), at(0), at(9500), at(12000), at(10000)}
 	if got := busiestWindow(times, 10*time.Second); got != 4 {
 		t.Fatalf("busiestWindow = %d, want 4", got)
+	}
+}
+
+// TestLogLinesBeingWrittenAreLeftForLater: the logs are read while their
+// writers append; a last line without its newline is not a line yet (make
+// bench-scale once failed on half a tokenservice record).
+func TestLogLinesBeingWrittenAreLeftForLater(t *testing.T) {
+	path := t.TempDir() + "/log"
+	if err := os.WriteFile(path, []byte("{\"a\":1}\n{\"a\":2}\n{\"a\":"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n := lineCount(t, path); n != 2 {
+		t.Errorf("lineCount = %d, want the 2 complete lines", n)
+	}
+	var got []int
+	eachRecord(t, path, 0, -1, func(*struct{ A int }) bool { return true }, func(e *struct{ A int }) { got = append(got, e.A) })
+	if !slices.Equal(got, []int{1, 2}) {
+		t.Errorf("records %v, want [1 2]", got)
 	}
 }
