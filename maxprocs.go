@@ -45,12 +45,12 @@ func maxProcsFor(gomaxprocs string, maxProcs int) (int, string, error) {
 
 // startupProcsFor is how long, after it becomes the leader, the operator keeps
 // Go's default number of threads before it drops to --max-procs. The new
-// leader's first passes check every cached ApiToken at once (10,000 in make
+// leader's first passes check every cached ApiToken (10,000 in make
 // bench-scale): work for the CPU, not waiting, which one thread makes a token
 // created meanwhile wait for. make bench-scale's first probes after a restart
-// took 300-460 ms with one thread from the start, and mostly 50-110 ms with
-// Go's default in earlier sessions; with this rule 120-230 ms in two runs, so it
-// helps without settling that target (README "Performance", session 18).
+// took 300-460 ms with one thread from the start. This rule alone did not settle
+// it (120-230 ms); the start-up gate did (controllers/startup_gate.go: those
+// passes one at a time), after which the first probes took 77-125 ms.
 const startupProcsFor = 5 * time.Second
 
 // procsAfterStartup is a leader-elected runnable that sets GOMAXPROCS to procs
