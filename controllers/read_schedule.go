@@ -241,7 +241,9 @@ type readLease struct {
 	schedule *readSchedule
 	entry    *readEntry
 	gone     bool
-	// firstPass: this process has not passed over the token before.
+	// firstPass: no pass of this process has reached the token's backend read
+	// yet (the entry's lastKnown): its first pass, or a retry of one that
+	// stopped before it (a backend not registered yet).
 	firstPass bool
 }
 

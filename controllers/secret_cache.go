@@ -159,8 +159,9 @@ func parseTouchedFields(raw []byte) touched {
 }
 
 // touchedMemo holds the cache's compacted managedFields entries, parsed, by
-// their text: up to maxTouchedMemo of them (one per set of data keys and
-// manager; beyond it, as for Secrets read from the API, each read parses).
+// their text: up to maxTouchedMemo of them (one per set of data keys, and per
+// whether the entry set the credentials annotations; beyond it, as for Secrets
+// read from the API, each read parses).
 var touchedMemo = &memo[touched]{entries: map[string]touched{}}
 
 const maxTouchedMemo = 512
@@ -177,7 +178,16 @@ func (m *memo[V]) get(key []byte) (V, bool) {
 	return v, ok
 }
 
+// put keeps v under key unless the memo has it or is full. Entries are never
+// dropped: the compacted entries of a running operator are a handful.
 func (m *memo[V]) put(key []byte, v V) {
+	m.mu.RLock()
+	_, known := m.entries[string(key)]
+	full := len(m.entries) >= maxTouchedMemo
+	m.mu.RUnlock()
+	if known || full {
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.entries) < maxTouchedMemo {

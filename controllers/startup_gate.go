@@ -20,9 +20,10 @@ import (
 // lets those passes through one at a time, so that the other workers, the
 // informers and the API server keep the rest of the machine for users' changes.
 //
-// Only passes that look like re-checks are gated: the first pass of this
-// process over an ApiToken that is Ready for its current generation, with no
-// credential change asked for (a reset, a rotation) and not being deleted. A
+// Only passes that look like re-checks are gated: a pass over an ApiToken that
+// no pass of this process has taken to its backend read yet (readLease.firstPass)
+// and that is Ready for its current generation, with no credential change asked
+// for (a reset, a rotation) and not being deleted. A
 // gated pass that finds work (a Secret to write again, a backend read due) waits
 // on the API server or the backend, not the CPU; once the gate's holder has had
 // it for startupGateHold, the next pass goes ahead without it, so that a

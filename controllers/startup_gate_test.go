@@ -124,16 +124,22 @@ func waitForTimers(t *testing.T, clk *clocktesting.FakeClock) {
 }
 
 func TestTouchedFieldsOfCompactedEntriesAreParsedOnce(t *testing.T) {
+	// The memo is the process's own, shared with the suite's manager: its
+	// entries are the few compacted forms the suite's Secrets have, far from full.
 	full := metav1.NewFieldsV1(`{"f:data":{".":{},"f:apiKey":{},"f:sid":{}},"f:metadata":{"f:annotations":{"f:` + credentialsGenerationAnnotation + `":{}},"f:labels":{}}}`)
 	compacted := compactManagedFields([]metav1.ManagedFieldsEntry{{Manager: FieldManager, FieldsV1: full}})
 	if len(compacted) != 1 {
 		t.Fatalf("compacted to %d entries, want 1", len(compacted))
 	}
 	raw := compacted[0].FieldsV1.GetRawBytes()
-	if _, ok := touchedMemo.get(raw); !ok {
+	stored, ok := touchedMemo.get(raw)
+	if !ok || len(stored.dataKeys) == 0 {
 		t.Fatal("the compacted entry was not left parsed in touchedMemo")
 	}
 	keys, annotations := touchedFields(compacted[0].FieldsV1)
+	if len(keys) == 0 || &keys[0] != &stored.dataKeys[0] {
+		t.Error("touchedFields parsed the compacted entry again instead of reading touchedMemo")
+	}
 	want := parseTouchedFields(raw)
 	if !annotations || !want.credentialsAnnotations || len(keys) != 2 || len(want.dataKeys) != 2 {
 		t.Errorf("memoized %v %v, parsed %v %v: want both data keys and the annotations", keys, annotations, want.dataKeys, want.credentialsAnnotations)
