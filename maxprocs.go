@@ -50,7 +50,7 @@ func maxProcsFor(gomaxprocs string, maxProcs int) (int, string, error) {
 // created meanwhile wait for. make bench-scale's first probes after a restart
 // took 300-460 ms with one thread from the start. This rule alone did not settle
 // it (120-230 ms); the start-up gate did (controllers/startup_gate.go: those
-// passes one at a time), after which the first probes took 58-125 ms.
+// passes one at a time), after which the first probes took 58-156 ms.
 const startupProcsFor = 5 * time.Second
 
 // procsAfterStartup is a leader-elected runnable that sets GOMAXPROCS to procs
