@@ -124,10 +124,11 @@ BENCH_SECRETS ?= 10000
 BENCH_QPS ?= -1
 BENCH_SCALE_N ?= 10000
 BENCH_HYDRA_N ?= 400
-# Convergence pairs (baseline, then operator) timed in turn; the median ratio has
-# the target. Pairs of fewer ApiTokens than N keep make bench within 12 minutes
-# and make bench-scale within 20 (the operator then converges the rest up to N
-# for the later phases); the output states the size.
+# Convergence pairs timed in turn, each operator run between two baseline runs
+# (baseline, operator, baseline, ..., baseline); the median ratio has the target.
+# Runs of fewer ApiTokens than N keep make bench within 12 minutes and make
+# bench-scale within 20 (the operator then converges the rest up to N for the
+# later phases); the output states the size.
 BENCH_PAIRS ?= 3
 BENCH_PAIR_N ?= 700
 BENCH_SCALE_PAIR_N ?= 3500

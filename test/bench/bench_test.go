@@ -8,9 +8,10 @@
 //	go test ./test/bench -run TestBench -v -args -n 2000 -stop-after amplification   # convergence only
 //	go test ./test/bench -run TestBench -v -args -n 1 -hydra-n 500 -stop-after hydraCleanup   # the Hydra phases only
 //
-// The convergence figure is the median of -pairs (3) pairs, each a baseline run
-// and then an operator run of -pair-n ApiTokens: 700 in make bench and 3,500
-// in make bench-scale, to keep their time, and N in make bench-smoke. The
+// The convergence figure is the median of -pairs (3) pairs, each an operator
+// run between two baseline runs (a pair's baseline after is the next pair's
+// before), of -pair-n ApiTokens: 700 in make bench and 3,500 in make
+// bench-scale, to keep their time, and N in make bench-smoke. The
 // baseline's writes are made by a plain client, a process of its own
 // (plain_client_test.go); both it and the operator converge -warm-up ApiTokens
 // before they are timed.
@@ -48,7 +49,7 @@ func TestBench(t *testing.T) {
 	defer b.enforceTargets()
 
 	phases := []benchPhase{
-		{"convergence", b.convergence},                     // pairs in turn: a plain client's minimal work, then the operator's; N tokens left converged
+		{"convergence", b.convergence},                     // a plain client's minimal work and the operator's in turn, each operator run between two; N tokens left converged
 		{"amplification", b.amplification},                 // its Kubernetes and backend calls during convergence
 		{"idleLatencies", b.idleLatencies},                 // create->Ready and reset->Secret on an idle operator
 		{"idleWindow", b.idleWindow},                       // unrelated Secrets appear in an idle window with resyncs

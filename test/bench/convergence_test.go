@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,71 +30,105 @@ import (
 // convergenceTarget is the most the median convergence / baseline ratio may be.
 const convergenceTarget = 1.10
 
-// convergencePair is one baseline run and the operator run that follows it,
-// of the same number of ApiTokens, each started from the same state: nothing
-// left of the runs before, a quiet machine.
+// timedRun is one timed convergence run: how long it took and the CPU per
+// converged token in ms, by process (command name, as clusterCPU reads it):
+// "plain-client" is the baseline's writer, "manager" the operator, "bench"
+// this test process, the creator and watcher of the ApiTokens in both runs.
+type timedRun struct {
+	Seconds float64            `json:"seconds"`
+	CPU     map[string]float64 `json:"cpuMsPerToken"`
+}
+
+// convergencePair is an operator run and the baseline runs before and after
+// it, of the same number of ApiTokens, each started from the same state:
+// nothing left of the runs before, a quiet machine. A pair's baseline after
+// is the next pair's baseline before.
 type convergencePair struct {
-	BaselineSeconds float64 `json:"baselineSeconds"`
-	OperatorSeconds float64 `json:"operatorSeconds"`
-	Ratio           float64 `json:"ratio"`
-	// CPU per converged token in ms, by process (command name, as clusterCPU
-	// reads it): "plain-client" is the baseline's writer, "manager" the
-	// operator, "bench" this test process, the creator and watcher of the
-	// ApiTokens in both runs.
-	BaselineCPU map[string]float64 `json:"baselineCpuMsPerToken"`
-	OperatorCPU map[string]float64 `json:"operatorCpuMsPerToken"`
+	BaselineBefore timedRun `json:"baselineBefore"`
+	Operator       timedRun `json:"operator"`
+	BaselineAfter  timedRun `json:"baselineAfter"`
+	Ratio          float64  `json:"ratio"`
 }
 
-// cpuRatio is the operator's CPU per token over the plain client's in the pair.
+// bracketed is an operator run's figure over the geometric mean of the same
+// figure in the baseline runs before and after it. The machine drifts over a
+// benchmark (the control plane's runs slow down by several per cent from one
+// pair to the next), and an operator run compared only with the baseline
+// before it would pay for that drift; between two baselines, a steady drift
+// cancels out.
+func bracketed(operator, before, after float64) float64 {
+	return operator / math.Sqrt(before*after)
+}
+
+// ratio is the pair's convergence time over its baselines'.
+func (p convergencePair) ratio() float64 {
+	return bracketed(p.Operator.Seconds, p.BaselineBefore.Seconds, p.BaselineAfter.Seconds)
+}
+
+// cpuRatio is the operator's CPU per token over the plain client's in the
+// baseline runs around it.
 func (p convergencePair) cpuRatio() float64 {
-	return p.OperatorCPU["manager"] / p.BaselineCPU[plainClientCommand]
+	return bracketed(p.Operator.CPU["manager"], p.BaselineBefore.CPU[plainClientCommand], p.BaselineAfter.CPU[plainClientCommand])
 }
 
-// convergence times -pairs pairs of runs, interleaved on the same control
-// plane: the baseline, then the operator, then the baseline again, and so on.
-// One sample of each side lets the machine's noise (20-30 % from one run to the
-// next on a shared two-core machine) pass or fail the target; the median of
-// the pairs' ratios is the figure, their lowest and highest its spread. Each
-// operator run but the last is removed before the next pair; the last one's
-// ApiTokens stay, topped up to N when a pair has fewer, for the later phases.
+// convergence times -pairs operator runs, each between two baseline runs, on
+// the same control plane: baseline, operator, baseline, operator, ...,
+// baseline. One sample of each side lets the machine's noise (20-30 % from one
+// run to the next on a shared two-core machine) pass or fail the target; the
+// median of the pairs' ratios is the figure, their lowest and highest its
+// spread. Each operator run but the last is removed before the baseline after
+// it; the last one's ApiTokens stay, and the operator, stopped for the last
+// baseline, is started again and tops them up to N when a pair has fewer, for
+// the later phases.
 func (b *benchRun) convergence() {
 	t, pairN := b.t, b.pairN()
 	if *pairsFlag < 1 {
 		t.Fatalf("-pairs %d: at least one pair is needed", *pairsFlag)
 	}
-	t.Logf("convergence: %d pairs of %d ApiTokens each, baseline then operator; the median ratio must be <= %.2f", *pairsFlag, pairN, convergenceTarget)
+	t.Logf("convergence: %d operator runs of %d ApiTokens each, each between two baseline runs; the median ratio must be <= %.2f", *pairsFlag, pairN, convergenceTarget)
 	framework.CreateNamespace(t, b.admin, "baseline", nil)
 	framework.CreateNamespace(t, b.admin, "bench", nil)
 	framework.CreateNamespace(t, b.admin, "warm-up", nil)
-	// The plain client runs from the first pair to the last, warmed up before
-	// each of its runs as the operator is.
+	// The plain client runs from the first baseline to the last, warmed up
+	// before each of its runs as the operator is.
 	b.plain = b.startPlainClient()
 	defer b.plain.stop()
+	started := time.Now()
+	before := b.timeBaseline(pairN, *profileFlag && *pairsFlag == 1)
 	for i := range *pairsFlag {
-		// With -profile, the last pair is profiled: a profiler costs its
-		// process CPU, and the other pairs then measure without it.
+		// With -profile, the last operator run and the baseline before it are
+		// profiled: a profiler costs its process CPU, and the other runs then
+		// measure without it.
 		last := i == *pairsFlag-1
-		profiled := *profileFlag && last
-		pairStarted := time.Now()
-		var pair convergencePair
-		pair.BaselineSeconds, pair.BaselineCPU = b.timeBaseline(pairN, profiled)
-		pair.OperatorSeconds, pair.OperatorCPU = b.timeOperator(pairN, profiled)
-		pair.Ratio = pair.OperatorSeconds / pair.BaselineSeconds
-		b.pairs = append(b.pairs, pair)
-		if !last {
-			b.c.StopOperator()
+		operator := b.timeOperator(pairN, *profileFlag && last)
+		b.c.StopOperator() // the baseline's ApiTokens would be its own
+		if last {
+			b.lastRunEnd = b.marks()
+		} else {
 			removeTokens(t, b.setup, "bench")
 		}
+		after := b.timeBaseline(pairN, *profileFlag && i == *pairsFlag-2)
+		pair := convergencePair{BaselineBefore: before, Operator: operator, BaselineAfter: after}
+		pair.Ratio = pair.ratio()
+		b.pairs = append(b.pairs, pair)
 		// The time in all shows what the cleanups and the waits for a quiet
 		// machine cost, which decides how many tokens a pair can afford.
-		t.Logf("pair %d of %d: baseline %.2f s, operator %.2f s, ratio %.3f; CPU/token: operator %.2f ms, plain client %.2f ms, ratio %.3f (%v in all)", i+1, *pairsFlag,
-			pair.BaselineSeconds, pair.OperatorSeconds, pair.Ratio, pair.OperatorCPU["manager"], pair.BaselineCPU[plainClientCommand], pair.cpuRatio(),
-			time.Since(pairStarted).Round(100*time.Millisecond))
+		t.Logf("pair %d of %d: baseline %.2f s, operator %.2f s, baseline %.2f s, ratio %.3f; CPU/token: operator %.2f ms, plain client %.2f and %.2f ms, ratio %.3f (%v since the first baseline)",
+			i+1, *pairsFlag, before.Seconds, operator.Seconds, after.Seconds, pair.Ratio,
+			operator.CPU["manager"], before.CPU[plainClientCommand], after.CPU[plainClientCommand], pair.cpuRatio(),
+			time.Since(started).Round(100*time.Millisecond))
+		before = after
 	}
+	// The later phases need N ApiTokens converged by the operator: started
+	// again with the last run's, it converges the rest. Its start-up is left
+	// out of the amplification (the restart phase measures one), its calls for
+	// the rest counted in. The memory per token is still counted from the RSS
+	// of the last timed run's operator as it started: this one's, taken after
+	// its start, would already hold that run's ApiTokens.
+	b.startOperator()
+	waitQuiet(t)
+	b.topUpStart = b.marks()
 	if pairN < b.n {
-		// The later phases need N ApiTokens converged by the operator. The
-		// operator is left running with the last pair's: it converges the rest
-		// without a pause, and the amplification counts its calls for all N.
 		start := time.Now()
 		readyAt := convergeWatched(t, b.admin, "bench", b.n, 15*framework.LongWait, func() { createTokens(t, b.admin, "bench", "t", pairN, b.n, nil) })
 		t.Logf("convergence: the operator converged the other %d ApiTokens in %v (not a figure: no baseline for them)",
@@ -101,6 +136,24 @@ func (b *benchRun) convergence() {
 	}
 	b.convEnd = b.marks()
 	b.reportPairs(pairN)
+}
+
+// startOperator starts the operator, stopped for a baseline run, and waits
+// until it leads and has fetched its TokenBackend's catalog.
+func (b *benchRun) startOperator() {
+	t := b.t
+	mustDo(t, b.c.StartOperator(b.ctx))
+	b.waitLeader()
+	// Let the TokenBackend register (its catalog is fetched first), and the
+	// garbage collector and the API server finish with the baseline's objects
+	// (deleted just before): measure from a quiet machine, as the baseline was.
+	// Waiting for the fetch rather than a fixed time saves each pair seconds.
+	framework.Eventually(t, "the restarted operator fetches its TokenBackend's catalog", framework.LongWait, func() error {
+		if backendCallsSoFar(b.c.OperatorMetricsURL, "catalog") == 0 {
+			return fmt.Errorf("no catalog fetched yet")
+		}
+		return nil
+	})
 }
 
 // pairN is the number of ApiTokens of each run of a pair: -pair-n, or N.
@@ -119,7 +172,7 @@ func (b *benchRun) profileSeconds(n int) int {
 	}
 	var took []float64
 	for _, pair := range b.pairs {
-		took = append(took, pair.BaselineSeconds)
+		took = append(took, pair.BaselineBefore.Seconds)
 	}
 	return max(1, int(median(took)+0.5))
 }
@@ -131,7 +184,7 @@ func (b *benchRun) profileSeconds(n int) int {
 // operator is: by a watch that sees the last ApiToken Ready with its Secret, so
 // the observer costs both runs the same. It returns the time and the CPU per
 // token by process, and removes its objects.
-func (b *benchRun) timeBaseline(n int, profiled bool) (float64, map[string]float64) {
+func (b *benchRun) timeBaseline(n int, profiled bool) timedRun {
 	t := b.t
 	// Stopped, or it would take the warm-up's and the run's ApiTokens for its own.
 	b.c.StopOperator()
@@ -151,27 +204,15 @@ func (b *benchRun) timeBaseline(n int, profiled bool) (float64, map[string]float
 	// Its Secrets and ApiTokens go now, so that the operator's run and the next
 	// pair start without them (the operator's run waits for a quiet machine).
 	removeTokens(t, b.setup, "baseline")
-	return took.Seconds(), used
+	return timedRun{Seconds: took.Seconds(), CPU: used}
 }
 
 // timeOperator starts the operator and times it until n new ApiTokens are
 // Ready with their Secrets; it returns the time and the CPU per token by
 // process. The operator keeps running with them.
-func (b *benchRun) timeOperator(n int, profiled bool) (float64, map[string]float64) {
+func (b *benchRun) timeOperator(n int, profiled bool) timedRun {
 	t := b.t
-	b.c.StopOperator() // stopped by the baseline already
-	mustDo(t, b.c.StartOperator(b.ctx))
-	b.waitLeader()
-	// Let the TokenBackend register (its catalog is fetched first), and the
-	// garbage collector and the API server finish with the baseline's objects
-	// (deleted just before): measure from a quiet machine, as the baseline was.
-	// Waiting for the fetch rather than a fixed time saves each pair seconds.
-	framework.Eventually(t, "the restarted operator fetches its TokenBackend's catalog", framework.LongWait, func() error {
-		if backendCallsSoFar(b.c.OperatorMetricsURL, "catalog") == 0 {
-			return fmt.Errorf("no catalog fetched yet")
-		}
-		return nil
-	})
+	b.startOperator()
 	// The memory per token is counted from the operator as it started, before
 	// the warm-up grew its heap: the warm-up's ApiTokens are gone, but the heap
 	// they grew stays, and counting from after it would hide that growth.
@@ -200,7 +241,7 @@ func (b *benchRun) timeOperator(n int, profiled bool) (float64, map[string]float
 		// profile's garbage collection comes from.
 		b.profile("allocs", "convergence.allocs.pprof").wait()
 	}
-	return took.Seconds(), used
+	return timedRun{Seconds: took.Seconds(), CPU: used}
 }
 
 // warmUp has the just-started operator, or the plain client, converge
@@ -246,46 +287,54 @@ var cpuProcesses = []struct{ command, printed string }{
 	{"tokenservice", "tokenservice"}, {"kube-controller", "controller-manager"}, {"bench", "test client"},
 }
 
-// reportPairs adds the pairs' figures: each pair's times, the median ratio
-// (the one with a target) with its lowest and highest, and the median CPU
-// per token of each process in the baseline's runs and the operator's.
+// reportPairs adds the pairs' figures: each run's time and each pair's ratio,
+// the median ratio (the one with a target) with its lowest and highest, and
+// the median CPU per token of each process in the baseline runs and the
+// operator's.
 func (b *benchRun) reportPairs(pairN int) {
 	pairs := len(b.pairs)
 	var ratios, baselines, operators []float64
+	baselineRuns := []timedRun{b.pairs[0].BaselineBefore}
 	for i, pair := range b.pairs {
-		ratios, baselines, operators = append(ratios, pair.Ratio), append(baselines, pair.BaselineSeconds), append(operators, pair.OperatorSeconds)
-		b.r.add(fmt.Sprintf("pair %d: baseline time", i+1), pair.BaselineSeconds, "s", "", nil)
-		b.r.add(fmt.Sprintf("pair %d: convergence time", i+1), pair.OperatorSeconds, "s", "", nil)
-		b.r.add(fmt.Sprintf("pair %d: convergence / baseline", i+1), pair.Ratio, "ratio", "", nil)
+		ratios, operators = append(ratios, pair.Ratio), append(operators, pair.Operator.Seconds)
+		baselineRuns = append(baselineRuns, pair.BaselineAfter)
+		b.r.add(fmt.Sprintf("pair %d: baseline time before", i+1), pair.BaselineBefore.Seconds, "s", "", nil)
+		b.r.add(fmt.Sprintf("pair %d: convergence time", i+1), pair.Operator.Seconds, "s", "", nil)
+		b.r.add(fmt.Sprintf("pair %d: baseline time after", i+1), pair.BaselineAfter.Seconds, "s", "", nil)
+		b.r.add(fmt.Sprintf("pair %d: convergence / baselines (geometric mean)", i+1), pair.Ratio, "ratio", "", nil)
+	}
+	for _, run := range baselineRuns {
+		baselines = append(baselines, run.Seconds)
 	}
 	// Fewer than N when -pair-n says so, to keep the run's time: said here.
 	b.r.add(fmt.Sprintf("ApiTokens per run of a pair (N = %d)", b.n), float64(pairN), "ApiTokens", "", nil)
-	b.r.add(fmt.Sprintf("baseline time (median of %d)", pairs), median(baselines), "s", "", nil)
-	b.r.add(fmt.Sprintf("convergence time (median of %d)", pairs), median(operators), "s", "", nil)
+	b.r.add(fmt.Sprintf("baseline time (median of %d runs)", len(baselines)), median(baselines), "s", "", nil)
+	b.r.add(fmt.Sprintf("convergence time (median of %d runs)", pairs), median(operators), "s", "", nil)
 	ratio := median(ratios)
 	b.r.add(fmt.Sprintf("convergence / baseline (median of %d pairs)", pairs), ratio, "ratio",
 		fmt.Sprintf("<= %.2f", convergenceTarget), le(ratio, convergenceTarget))
 	b.r.add("convergence / baseline, lowest pair", slices.Min(ratios), "ratio", "", nil)
 	b.r.add("convergence / baseline, highest pair", slices.Max(ratios), "ratio", "", nil)
+	operatorRuns := make([]timedRun, 0, pairs)
+	for _, pair := range b.pairs {
+		operatorRuns = append(operatorRuns, pair.Operator)
+	}
 	for _, side := range []struct {
 		name string
-		cpu  func(convergencePair) map[string]float64
-	}{
-		{"baseline runs", func(p convergencePair) map[string]float64 { return p.BaselineCPU }},
-		{"operator runs", func(p convergencePair) map[string]float64 { return p.OperatorCPU }},
-	} {
+		runs []timedRun
+	}{{"baseline runs", baselineRuns}, {"operator runs", operatorRuns}} {
 		var totals []float64
-		for _, pair := range b.pairs {
+		for _, run := range side.runs {
 			total := 0.0
-			for _, v := range side.cpu(pair) {
+			for _, v := range run.CPU {
 				total += v
 			}
 			totals = append(totals, total)
 		}
 		for _, process := range cpuProcesses {
 			var perToken []float64
-			for _, pair := range b.pairs {
-				perToken = append(perToken, side.cpu(pair)[process.command])
+			for _, run := range side.runs {
+				perToken = append(perToken, run.CPU[process.command])
 			}
 			b.r.add(fmt.Sprintf("median CPU/token, %s: %s", side.name, process.printed), median(perToken), "ms", "", nil)
 		}
@@ -296,12 +345,12 @@ func (b *benchRun) reportPairs(pairN int) {
 
 // reportClientCPU compares the operator's CPU per converged token with what
 // the plain client, a process of its own, spends on the same writes in the
-// baseline run of the same pair. The operator does more than the client (it
+// baseline runs around it (bracketed). The operator does more than the client (it
 // watches and caches what it writes, decides, and schedules reads), so this
 // is the most that work may cost: at most what the plain client spends. Like
 // the convergence ratio, the target is on the median of the pairs' ratios:
-// the two runs of a pair are a minute apart, on a machine whose speed drifts
-// more than that over a whole benchmark.
+// the runs of a pair are a minute apart, on a machine whose speed drifts more
+// than that over a whole benchmark.
 func (b *benchRun) reportClientCPU() {
 	var ratios []float64
 	for _, pair := range b.pairs {
@@ -360,7 +409,10 @@ func waitQuiet(t *testing.T) {
 // minimal ones: 3 Kubernetes writes and 1 backend call per token.
 func (b *benchRun) amplification() {
 	t, n := b.t, b.n
-	k8sCalls := auditCounts(t, b.c.AuditLogPath, b.convStart.audit, b.convEnd.audit)
+	// Two windows: the last timed operator run, and the rest of N after the
+	// operator's start again (the last baseline run lies between them).
+	k8sCalls := addCounts(auditCounts(t, b.c.AuditLogPath, b.convStart.audit, b.lastRunEnd.audit),
+		auditCounts(t, b.c.AuditLogPath, b.topUpStart.audit, b.convEnd.audit))
 	total, writes, conflicts, events := convergenceCalls(k8sCalls)
 	t.Logf("Kubernetes requests during convergence: %v", k8sCalls)
 	minimal := float64(3 * n)
@@ -368,7 +420,8 @@ func (b *benchRun) amplification() {
 	b.r.add("API amplification", float64(total)/minimal, "ratio", "<= 1.10", le(float64(total)/minimal, 1.10))
 	b.r.add("events created per token (separate)", float64(events)/float64(n), "events", "", nil)
 	b.r.add("API 409 conflicts / writes", conflictPct, "%", "< 0.5", le(conflictPct, 0.5))
-	backendCalls := tokenServiceCounts(t, b.c.TokenServiceLogPath(), b.convStart.ts, b.convEnd.ts)
+	backendCalls := addCounts(tokenServiceCounts(t, b.c.TokenServiceLogPath(), b.convStart.ts, b.lastRunEnd.ts),
+		tokenServiceCounts(t, b.c.TokenServiceLogPath(), b.topUpStart.ts, b.convEnd.ts))
 	t.Logf("backend calls during convergence: %v", backendCalls)
 	// A convergence longer than the resync interval (10,000 tokens with a 1-minute
 	// resync) also holds the scheduled drift checks of the tokens Ready by then:
@@ -377,6 +430,15 @@ func (b *benchRun) amplification() {
 	perToken := float64(sumCounts(backendCalls)) / float64(n)
 	b.r.add("backend calls per token (convergence)", perToken, "calls", "<= 1.02", le(perToken, 1.02))
 	b.r.add("resync reads (304) during convergence (separate)", float64(resyncReads), "reads", "", nil)
+}
+
+// addCounts is the sum of two sets of counts by key.
+func addCounts(a, b map[string]int) map[string]int {
+	sum := maps.Clone(a)
+	for key, count := range b {
+		sum[key] += count
+	}
+	return sum
 }
 
 // withoutRoutineReads splits backend call counts (tokenServiceCounts) into the

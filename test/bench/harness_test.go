@@ -4,6 +4,8 @@ package bench
 // itself skips there without -n).
 
 import (
+	"maps"
+	"math"
 	"os"
 	"slices"
 	"testing"
@@ -65,5 +67,49 @@ func TestLogLinesBeingWrittenAreLeftForLater(t *testing.T) {
 	eachRecord(t, path, 0, -1, func(*struct{ A int }) bool { return true }, func(e *struct{ A int }) { got = append(got, e.A) })
 	if !slices.Equal(got, []int{1, 2}) {
 		t.Errorf("records %v, want [1 2]", got)
+	}
+}
+
+// TestBracketedRatioCancelsASteadyDrift: a machine slowing down by the same
+// factor from each run to the next leaves the operator's figure over its
+// baselines at what it would be without the drift; compared with the run
+// before it alone, the drift counts against the operator.
+func TestBracketedRatioCancelsASteadyDrift(t *testing.T) {
+	for _, c := range []struct {
+		name                    string
+		before, operator, after float64
+		want                    float64
+	}{
+		{"no drift", 10, 10, 10, 1},
+		{"7 % slower each run, operator as fast as the baseline", 10, 10.7, 10.7 * 1.07, 1},
+		{"7 % slower each run, operator 5 % slower", 10, 10.7 * 1.05, 10.7 * 1.07, 1.05},
+		{"a fast run after", 10, 11, 8.1, 11 / 9.0},
+	} {
+		if got := bracketed(c.operator, c.before, c.after); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("%s: bracketed(%g, %g, %g) = %.6f, want %.6f", c.name, c.operator, c.before, c.after, got, c.want)
+		}
+	}
+	pair := convergencePair{
+		BaselineBefore: timedRun{Seconds: 10, CPU: map[string]float64{plainClientCommand: 2}},
+		Operator:       timedRun{Seconds: 11, CPU: map[string]float64{"manager": 1.8, plainClientCommand: 99}},
+		BaselineAfter:  timedRun{Seconds: 12.1, CPU: map[string]float64{plainClientCommand: 2, "manager": 99}},
+	}
+	if got := pair.ratio(); math.Abs(got-1) > 1e-9 {
+		t.Errorf("pair ratio = %.6f, want 1 (11 s between 10 and 12.1 s)", got)
+	}
+	if got := pair.cpuRatio(); math.Abs(got-0.9) > 1e-9 {
+		t.Errorf("pair CPU ratio = %.6f, want 0.9: the operator's CPU in its run over the plain client's in the baselines", got)
+	}
+}
+
+func TestAddCountsKeepsEveryKey(t *testing.T) {
+	a := map[string]int{"create secrets 201": 3, "patch apitokens 200": 2}
+	got := addCounts(a, map[string]int{"create secrets 201": 1, "get secrets 404": 1})
+	want := map[string]int{"create secrets 201": 4, "patch apitokens 200": 2, "get secrets 404": 1}
+	if !maps.Equal(got, want) {
+		t.Fatalf("addCounts = %v, want %v", got, want)
+	}
+	if a["create secrets 201"] != 3 {
+		t.Fatalf("addCounts changed its first argument: %v", a)
 	}
 }

@@ -42,7 +42,7 @@ var (
 	skip        = flag.String("skip", "", "comma-separated phases not to run (a look at one phase while developing; figures that need a skipped phase are meaningless)")
 	cpuWindow   = flag.Duration("cpu-window", time.Minute, "how long the operator's CPU at rest is measured, with the default resync")
 	hydraNFlag  = flag.Int("hydra-n", 0, "ApiTokens of a TokenBackend of type Hydra (a real Ory Hydra, built by hack/hydra-binary.sh) to converge in the Hydra phases, which run first; 0 skips them")
-	pairsFlag   = flag.Int("pairs", 3, "convergence pairs (a baseline run, then an operator run) timed in turn; the median of their ratios has the target")
+	pairsFlag   = flag.Int("pairs", 3, "convergence pairs timed in turn: operator runs, each between two baseline runs (baseline, operator, baseline, ..., baseline); the median of their ratios has the target")
 	profileFlag = flag.Bool("profile", false, "write CPU, allocation and heap profiles next to -out: the operator's and the API server's in the last convergence pair, the idle window and CPU at rest, and the plain client's over its whole life. The figures then include the profilers' own cost: the plain client's in every pair, the operator's in the last")
 	warmUpFlag  = flag.Int("warm-up", 100, "ApiTokens converged and removed before each timed run, by the plain client and by the operator (restarted before each), so that both are measured running, not just started or idle; 0 times them as they are")
 	pairNFlag   = flag.Int("pair-n", 0, "ApiTokens in each run of a convergence pair; 0 (or more than N) means N. With fewer, the operator converges the rest up to N after the last pair, for the later phases")
@@ -78,9 +78,11 @@ type benchRun struct {
 	r                      *report
 	n                      int
 
-	pairs               []convergencePair // convergence: the baseline and operator runs, in turn
-	rssBefore           int64             // convergence: RSS before the last pair's warm-up, in KiB
-	convStart, convEnd  logMarks          // convergence: the last operator run, and the rest of N after it
+	pairs               []convergencePair // convergence: the operator runs and the baseline runs around them
+	rssBefore           int64             // convergence: RSS before the last operator run's warm-up, in KiB
+	convStart           logMarks          // convergence: the last operator run's start
+	lastRunEnd          logMarks          // convergence: its end
+	topUpStart, convEnd logMarks          // convergence: the rest of N, after the operator's start again
 	createLat, resetLat []probe           // idle latencies
 	rssTokens, rssPeak  int64             // idle window: RSS with N tokens and its high-water mark, in KiB
 	windowStart         time.Time         // idle window
