@@ -7,13 +7,16 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -94,9 +97,8 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stateScrapeTimeout)
 	defer cancel()
-	tokens := &tokensv1alpha1.ApiTokenList{}
-	if err := reader.List(ctx, tokens, client.UnsafeDisableDeepCopy); err == nil {
-		collectApiTokens(ch, tokens.Items)
+	if tokens, err := cachedApiTokens(ctx, reader); err == nil {
+		collectApiTokens(ch, tokens)
 	}
 	backends := &tokensv1alpha1.TokenBackendList{}
 	if err := reader.List(ctx, backends, client.UnsafeDisableDeepCopy); err == nil {
@@ -110,14 +112,52 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// informerGetter is the part of a cache that hands out its informers.
+type informerGetter interface {
+	GetInformer(ctx context.Context, obj client.Object, opts ...cache.InformerGetOption) (cache.Informer, error)
+}
+
+// cachedApiTokens are the ApiTokens of the cache, not copied: the informer's
+// store holds the cached objects, where a List through controller-runtime,
+// even without deep copies, copies each one into the list's items (about
+// 8 MB of garbage per scrape at 10,000 ApiTokens, for a scrape that only
+// reads them). A reader without such a store (a cache of several namespaces,
+// a client in tests) is listed. The objects must not be changed.
+func cachedApiTokens(ctx context.Context, reader client.Reader) ([]*tokensv1alpha1.ApiToken, error) {
+	if informers, ok := reader.(informerGetter); ok {
+		informer, err := informers.GetInformer(ctx, &tokensv1alpha1.ApiToken{})
+		if err != nil {
+			return nil, fmt.Errorf("get the ApiToken informer: %w", err)
+		}
+		if withStore, ok := informer.(interface{ GetStore() toolscache.Store }); ok {
+			items := withStore.GetStore().List()
+			tokens := make([]*tokensv1alpha1.ApiToken, 0, len(items))
+			for _, item := range items {
+				if at, ok := item.(*tokensv1alpha1.ApiToken); ok {
+					tokens = append(tokens, at)
+				}
+			}
+			return tokens, nil
+		}
+	}
+	list := &tokensv1alpha1.ApiTokenList{}
+	if err := reader.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("list ApiTokens: %w", err)
+	}
+	tokens := make([]*tokensv1alpha1.ApiToken, len(list.Items))
+	for i := range list.Items {
+		tokens[i] = &list.Items[i]
+	}
+	return tokens, nil
+}
+
 // collectApiTokens sends the per-namespace counts and the per-token timestamps
 // of the ApiTokens that need them.
-func collectApiTokens(ch chan<- prometheus.Metric, tokens []tokensv1alpha1.ApiToken) {
+func collectApiTokens(ch chan<- prometheus.Metric, tokens []*tokensv1alpha1.ApiToken) {
 	type key struct{ namespace, condition, status string }
 	counts := map[key]int{}
 	namespaces := map[string]bool{}
-	for i := range tokens {
-		at := &tokens[i]
+	for _, at := range tokens {
 		namespaces[at.Namespace] = true
 		for _, t := range stateConditions {
 			counts[key{at.Namespace, t, conditionStatus(at.Status.Conditions, t)}]++

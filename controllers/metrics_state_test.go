@@ -1,6 +1,8 @@
 package controllers
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -10,6 +12,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -129,13 +133,56 @@ func TestStateMetrics(t *testing.T) {
 			if tc.leader {
 				close(elected)
 			}
-			c := &stateCollector{reader: fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(tc.objects...).Build(), elected: elected}
+			listed := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(tc.objects...).Build()
+			c := &stateCollector{reader: listed, elected: elected}
 			if diff := cmp.Diff(tc.want, scrape(t, c)); diff != "" {
-				t.Errorf("metrics (-want +got):\n%s", diff)
+				t.Errorf("metrics, ApiTokens listed (-want +got):\n%s", diff)
+			}
+			// A manager's cache: the ApiTokens come from its informer's store,
+			// and a List would fail.
+			store := toolscache.NewStore(toolscache.MetaNamespaceKeyFunc)
+			for _, obj := range tc.objects {
+				if err := store.Add(obj); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c = &stateCollector{reader: storeReader{Reader: listed, store: store}, elected: elected}
+			if diff := cmp.Diff(tc.want, scrape(t, c)); diff != "" {
+				t.Errorf("metrics, ApiTokens from the informer's store (-want +got):\n%s", diff)
 			}
 		})
 	}
 }
+
+// storeReader is a cache whose ApiToken informer has store; it reads its
+// TokenBackends through Reader and fails to list ApiTokens, which must come
+// from the store.
+type storeReader struct {
+	client.Reader
+	store toolscache.Store
+}
+
+func (r storeReader) GetInformer(_ context.Context, obj client.Object, _ ...cache.InformerGetOption) (cache.Informer, error) {
+	if _, ok := obj.(*tokensv1alpha1.ApiToken); !ok {
+		return nil, fmt.Errorf("no informer for %T", obj)
+	}
+	return storeInformer{store: r.store}, nil
+}
+
+func (r storeReader) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	if _, ok := list.(*tokensv1alpha1.ApiTokenList); ok {
+		return errors.New("ApiTokens listed: they are in the informer's store")
+	}
+	return r.Reader.List(ctx, list, opts...)
+}
+
+// storeInformer is an informer of which the collector uses only the store.
+type storeInformer struct {
+	cache.Informer
+	store toolscache.Store
+}
+
+func (i storeInformer) GetStore() toolscache.Store { return i.store }
 
 // scrape gathers c through a pedantic registry (which checks the metrics
 // against their descriptions) as name{labels} -> value.
