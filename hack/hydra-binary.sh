@@ -23,6 +23,14 @@ if [ -x "${OUT}/hydra" ]; then
 fi
 
 mkdir -p "${OUT}"
+# One build at a time (parallel test packages may each call this); the second
+# waits, then finds the binary.
+exec 9>"${OUT}/.lock"
+flock 9
+if [ -x "${OUT}/hydra" ]; then
+  echo "${OUT}/hydra"
+  exit 0
+fi
 work="$(mktemp -d)"
 trap 'rm -rf "${work}"' EXIT
 echo "hydra-binary: building Ory Hydra v${HYDRA_VERSION} (about 5 minutes the first time on 2 cores)" >&2
