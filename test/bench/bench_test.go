@@ -10,7 +10,7 @@
 //
 // The convergence figure is the median of -pairs (3) pairs, each an operator
 // run between two baseline runs (a pair's baseline after is the next pair's
-// before), of -pair-n ApiTokens: 700 in make bench and 3,500 in make
+// before), of -pair-n ApiTokens: 700 in make bench and 2,500 in make
 // bench-scale, to keep their time, and N in make bench-smoke. The
 // baseline's writes are made by a plain client, a process of its own
 // (plain_client_test.go); both it and the operator converge -warm-up ApiTokens
