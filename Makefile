@@ -118,20 +118,20 @@ fuzz: ## Run each fuzz target for its count of inputs (FUZZ_TARGETS), or for FUZ
 		echo "fuzz $$pkg $$fn ($$budget)"; go test $$pkg -run '^$$' -fuzz "^$$fn\$$" -fuzztime $$budget -fuzzminimizetime 1s || exit 1; done
 
 BENCH_N ?= 2000
-BENCH_IDLE ?= 120s
+BENCH_IDLE ?= 100s
 BENCH_RESYNC ?= 1m
 BENCH_SECRETS ?= 10000
 BENCH_QPS ?= -1
 BENCH_SCALE_N ?= 10000
-BENCH_HYDRA_N ?= 400
+BENCH_HYDRA_N ?= 300
 # Convergence pairs timed in turn, each operator run between two baseline runs
 # (baseline, operator, baseline, ..., baseline); the median ratio has the target.
 # Runs of fewer ApiTokens than N keep make bench within 12 minutes and make
 # bench-scale within 20 (the operator then converges the rest up to N for the
 # later phases); the output states the size.
 BENCH_PAIRS ?= 3
-BENCH_PAIR_N ?= 700
-BENCH_SCALE_PAIR_N ?= 2500
+BENCH_PAIR_N ?= 600
+BENCH_SCALE_PAIR_N ?= 2000
 # More arguments for make bench and bench-scale, e.g. BENCH_ARGS=-profile for the
 # operator's, the plain client's and the API server's profiles (the CPU figures
 # then include the profilers' cost), or -warm-up 0.
@@ -143,7 +143,7 @@ bench: hydra-binary ## Benchmark the operator binary (convergence, API/backend a
 		-args -n $(BENCH_N) -idle $(BENCH_IDLE) -resync $(BENCH_RESYNC) -secrets $(BENCH_SECRETS) -qps $(BENCH_QPS) -pairs $(BENCH_PAIRS) -pair-n $(BENCH_PAIR_N) -hydra-n $(BENCH_HYDRA_N) -out $(CURDIR)/bench.json $(BENCH_ARGS)
 
 .PHONY: bench-scale
-bench-scale: ## The same benchmark at 10,000 ApiTokens (convergence runs of 2,500), every target enforced (about 18 minutes on a 2-core machine).
+bench-scale: ## The same benchmark at 10,000 ApiTokens (convergence runs of 2,000), every target enforced (about 18 minutes on a 2-core machine).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test ./test/bench -run TestBench -count=1 -timeout 120m -v \
 		-args -n $(BENCH_SCALE_N) -idle $(BENCH_IDLE) -resync $(BENCH_RESYNC) -secrets $(BENCH_SECRETS) -qps $(BENCH_QPS) -pairs $(BENCH_PAIRS) -pair-n $(BENCH_SCALE_PAIR_N) -out $(CURDIR)/bench-scale.json $(BENCH_ARGS)
 

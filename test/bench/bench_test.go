@@ -2,7 +2,7 @@
 // ServiceAccount with its production client settings, measured against the
 // physical floor on one machine. It prints one line per metric and writes JSON.
 //
-//	make bench                # N = 2000, idle window 120 s, no client-side QPS limit; 400 Hydra ApiTokens first
+//	make bench                # N = 2000, idle window 100 s, no client-side QPS limit; 300 Hydra ApiTokens first
 //	make bench-scale          # N = 10,000, every target enforced
 //	make bench-smoke          # N = 100 and 30 Hydra ApiTokens, the CI run: figures printed, targets not enforced
 //	go test ./test/bench -run TestBench -v -args -n 2000 -stop-after amplification   # convergence only
@@ -10,7 +10,7 @@
 //
 // The convergence figure is the median of -pairs (3) pairs, each an operator
 // run between two baseline runs (a pair's baseline after is the next pair's
-// before), of -pair-n ApiTokens: 700 in make bench and 2,500 in make
+// before), of -pair-n ApiTokens: 600 in make bench and 2,000 in make
 // bench-scale, to keep their time, and N in make bench-smoke. The
 // baseline's writes are made by a plain client, a process of its own
 // (plain_client_test.go); both it and the operator converge -warm-up ApiTokens
@@ -66,9 +66,9 @@ func TestBench(t *testing.T) {
 		{"inPlaceRotation", b.inPlaceRotation},             // overlap 0s: all rotate in place at once
 		// 20% of the backend's answers are 429. Each 429 holds that backend's calls
 		// for its Retry-After (1 s), so the phase takes about k/8 seconds for k
-		// tokens: N/10, at most 400, as the figure (calls per token) does not depend
+		// tokens: N/20, at most 200, as the figure (calls per token) does not depend
 		// on N (the 429s are every fifth request, not random).
-		{"throttled", func() { b.throttledAmplification(max(20, min(b.n/10, 400))) }},
+		{"throttled", func() { b.throttledAmplification(max(20, min(b.n/20, 200))) }},
 		{"cpuAtRest", b.cpuAtRest}, // restarted with the default resync: CPU while nothing changes
 	}
 	if *hydraNFlag > 0 {
