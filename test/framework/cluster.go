@@ -221,7 +221,14 @@ func (c *Cluster) StartOperator(ctx context.Context, extraArgs ...string) error 
 	if err != nil {
 		return err
 	}
-	return waitHTTP(ctx, "http://"+probes+"/readyz", LongWait)
+	// An operator that exits (a port it cannot bind, a bad flag) fails the
+	// wait at once, and any failure comes with its log: a minute's wait for an
+	// answer that could not come once ended a bench run saying neither what
+	// nor why.
+	if err := waitHTTP(c.operator.cancelOnExit(ctx, "the operator exited"), "http://"+probes+"/readyz", LongWait); err != nil {
+		return fmt.Errorf("start the operator: %w; the end of its log:\n%s", err, Tail(c.OperatorLog(), 30))
+	}
+	return nil
 }
 
 // OperatorPID is the operator's process id.

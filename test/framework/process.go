@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -79,6 +80,19 @@ func (p *Process) Exited() bool {
 	}
 }
 
+// cancelOnExit is ctx, cancelled with cause when the process exits.
+func (p *Process) cancelOnExit(ctx context.Context, cause string) context.Context {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case <-p.done:
+			cancel(errors.New(cause))
+		case <-ctx.Done():
+		}
+	}()
+	return ctx
+}
+
 // FreeAddr returns a loopback address with a port that was free a moment
 // ago (hydraserver.FreePort: below the ephemeral range, where no outgoing
 // connection takes it in between).
@@ -113,7 +127,7 @@ func waitHTTP(ctx context.Context, url string, timeout time.Duration) error {
 		return nil
 	})
 	if err == nil {
-		err = ctx.Err()
+		err = context.Cause(ctx) // the time is up, or why the caller gave up
 	}
 	if err != nil {
 		return fmt.Errorf("%s did not answer within %v: %w", url, timeout, err)
