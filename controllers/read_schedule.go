@@ -3,6 +3,7 @@ package controllers
 import (
 	"container/heap"
 	"context"
+	"math"
 	"sync"
 	"time"
 
@@ -51,9 +52,10 @@ type readSchedule struct {
 	// deleted and made again under the same name from the one it replaced.
 	tokens  map[types.NamespacedName]*readEntry
 	readers map[string]*backendReader
-	// started is when the first token was met unread; firstReads counts those met.
-	started    time.Time
-	firstReads uint64
+	// started is when the first token was met unread; firstReads counts those
+	// met, lateReads those met after their slot (lateSlotLocked).
+	started               time.Time
+	firstReads, lateReads uint64
 	// ctx and queue are set when the controller starts the schedule (once this
 	// process leads); readers made before wait for it.
 	ctx   context.Context
@@ -261,14 +263,35 @@ func (l *readLease) lastRead(resync time.Duration) time.Time {
 
 func (s *readSchedule) lastReadLocked(e *readEntry, resync time.Duration) time.Time {
 	if !e.lastKnown {
+		now := s.clock.Now()
 		if s.firstReads == 0 {
-			s.started = s.clock.Now()
+			s.started = now
 		}
 		slot := s.started.Add(firstReadOffset(s.firstReads, resync))
 		s.firstReads++
+		if slot.Before(now) {
+			slot = s.lateSlotLocked(now, resync)
+		}
 		e.last, e.lastKnown = slot.Add(-resync), true
 	}
 	return e.last
+}
+
+// lateSlotLocked is the first-read slot of a token met after the slot the
+// spread gave it: the new leader's first passes over 10,000 tokens take
+// seconds, and the tokens whose slots passed meanwhile (about a hundred per
+// second of start-up) were all read at the first tick after, 40 % over the
+// steady rate for that second. They are spread instead over what is left of
+// the spread, a second sequence of their own; a token met after the spread
+// ended is read now.
+func (s *readSchedule) lateSlotLocked(now time.Time, resync time.Duration) time.Time {
+	left := s.started.Add(time.Duration(firstReadSpread * float64(resync))).Sub(now)
+	if left <= 0 {
+		return now
+	}
+	_, frac := math.Modf(float64(s.lateReads) * goldenRatioConjugate)
+	s.lateReads++
+	return now.Add(time.Duration(frac * float64(left)))
 }
 
 // read records that the pass has just read the token whole (or made it).

@@ -322,6 +322,36 @@ func TestFirstReadsAreSpreadOverOneInterval(t *testing.T) {
 	}
 }
 
+// A start-up whose first passes take seconds meets tokens after the slot the
+// spread gave them. Read at the moment met, those came all at once at the
+// first tick (make bench-scale: 246 reads in the second after leadership
+// against 178 in each after). They get slots in what is left of the spread
+// instead: none before it is met, none after the spread, no tenth crowded.
+func TestFirstReadsOfTokensMetLateAreSpreadToo(t *testing.T) {
+	f := newScheduleFixture(t, "main")
+	start := f.clock.Now()
+	spreadEnd := start.Add(time.Duration(firstReadSpread * float64(scheduleResync)))
+	const n = 600
+	perTenth := make([]int, 10)
+	for i := range n {
+		// Met over the first tenth of the interval, as a slow start-up meets them.
+		met := start.Add(scheduleResync / 10 * time.Duration(i) / n)
+		f.clock.SetTime(met)
+		lease, _ := f.schedule.claim(scheduledToken("late"+time.Duration(i).String(), "main"))
+		due := lease.lastRead(scheduleResync).Add(scheduleResync)
+		if due.Before(met) || !due.Before(spreadEnd) {
+			t.Fatalf("token %d met %v after the start: first read at %v, want from then until %v", i, met.Sub(start), due.Sub(start), spreadEnd.Sub(start))
+		}
+		perTenth[int(due.Sub(start)*10/scheduleResync)]++
+	}
+	perFullTenth := int(math.Round(n / (10 * firstReadSpread)))
+	for i, c := range perTenth[:9] {
+		if c > perFullTenth+8 {
+			t.Errorf("tenth %d of the interval holds %d first reads, want at most %d: %v", i, c, perFullTenth+8, perTenth)
+		}
+	}
+}
+
 func TestGoneApiTokensLeaveNothingBehind(t *testing.T) {
 	f := newScheduleFixture(t, "main")
 	paused := scheduledToken("paused-from-creation", "main")
