@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	tokensv1alpha1 "github.com/apitoken-dev/apitoken-operator/api/v1alpha1"
+	"github.com/apitoken-dev/apitoken-operator/test/framework"
 )
 
 type stateMetricsCase struct {
@@ -205,4 +206,27 @@ func scrape(t *testing.T, c prometheus.Collector) map[string]float64 {
 		}
 	}
 	return got
+}
+
+// The manager's own cache, as the operator serves its metrics: its ApiToken
+// informer has a store, which the scrape reads, and a Ready ApiToken counts in
+// its namespace.
+func TestStateMetricsFromTheManagersCache(t *testing.T) {
+	informer, err := operatorCache.GetInformer(t.Context(), &tokensv1alpha1.ApiToken{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := informer.(interface{ GetStore() toolscache.Store }); !ok {
+		t.Fatalf("the manager's ApiToken informer (%T) has no store: the state metrics would list and copy every ApiToken", informer)
+	}
+	ns, _ := readyToken(t, "counted", nil)
+	ready := `apitoken_apitokens{condition="Ready",namespace="` + ns + `",status="True"}`
+	if err := framework.Poll(wait, func() error {
+		if got := scrape(t, state)[ready]; got != 1 {
+			return fmt.Errorf("%s = %v, want 1", ready, got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
