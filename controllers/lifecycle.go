@@ -197,8 +197,14 @@ func rollsTargets(kind tokensv1alpha1.CredentialChangeType) bool {
 // restart reads at the steady-state rate (+3%), not in one burst, and each token
 // is still read within one interval (the last 3% leave room for the start).
 func firstReadOffset(k uint64, resync time.Duration) time.Duration {
+	return time.Duration(goldenFraction(k) * firstReadSpread * float64(resync))
+}
+
+// goldenFraction is the k-th point of the golden-ratio sequence in [0, 1):
+// any first k points of it are spread about evenly.
+func goldenFraction(k uint64) float64 {
 	_, frac := math.Modf(float64(k) * goldenRatioConjugate)
-	return time.Duration(frac * firstReadSpread * float64(resync))
+	return frac
 }
 
 const (

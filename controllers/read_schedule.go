@@ -3,7 +3,6 @@ package controllers
 import (
 	"container/heap"
 	"context"
-	"math"
 	"sync"
 	"time"
 
@@ -289,7 +288,7 @@ func (s *readSchedule) lateSlotLocked(now time.Time, resync time.Duration) time.
 	if left <= 0 {
 		return now
 	}
-	_, frac := math.Modf(float64(s.lateReads) * goldenRatioConjugate)
+	frac := goldenFraction(s.lateReads)
 	s.lateReads++
 	return now.Add(time.Duration(frac * float64(left)))
 }
